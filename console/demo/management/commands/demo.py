@@ -1,0 +1,109 @@
+"""Start the whole console locally: simulator, worker and web server together.
+
+Ctrl-C stops every process this command started.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from django.core.management import BaseCommand, CommandError, call_command
+
+from console.demo.seed import DEMO_PASSWORD, seed_people_and_teams, seed_simulator_and_runs
+
+
+def wait_for_port(host: str, port: int, *, seconds: float, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise CommandError(f"{process.args[2]} exited with code {process.returncode}.")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise CommandError(f"Nothing answered on {host}:{port} after {seconds:.0f} s.")
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex((host, port)) != 0
+
+
+class Command(BaseCommand):
+    help = "Run the demo: Skyvern simulator, task worker and web server, with seeded teams."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--simulator-port", type=int, default=8765)
+
+    def handle(self, *args, host, port, simulator_port, **options):
+        for what, number in (("web server", port), ("simulator", simulator_port)):
+            if not port_is_free(host, number):
+                raise CommandError(
+                    f"Port {number} ({what}) is taken — is the demo already running? "
+                    f"Choose another with --{'port' if what == 'web server' else 'simulator-port'}."
+                )
+        call_command("migrate", interactive=False, verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
+        children: list[subprocess.Popen] = []
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        simulator_url = f"http://{host}:{simulator_port}"
+
+        def start(*command):
+            child = subprocess.Popen([sys.executable, *command], env=env)  # noqa: S603 - our own commands
+            children.append(child)
+            return child
+
+        try:
+            simulator = start(
+                "-m",
+                "console.simulator",
+                "--host",
+                host,
+                "--port",
+                str(simulator_port),
+                "--state-file",
+                str(settings.VAR_DIR / "simulator.json"),
+            )
+            wait_for_port(host, simulator_port, seconds=15, process=simulator)
+            logins = seed_people_and_teams(simulator_url=simulator_url)
+            seed_simulator_and_runs(simulator_url=simulator_url)
+            start("manage.py", "db_worker")
+            web = start("manage.py", "runserver", f"{host}:{port}", "--noreload", "--skip-checks")
+            wait_for_port(host, port, seconds=30, process=web)
+            self.print_welcome(f"http://{host}:{port}/", simulator_url, logins)
+            while all(child.poll() is None for child in children):
+                time.sleep(0.5)
+            stopped = next(child for child in children if child.poll() is not None)
+            raise CommandError(f"{' '.join(map(str, stopped.args[1:3]))} stopped unexpectedly.")
+        except KeyboardInterrupt:
+            self.stdout.write("\nStopping the demo…")
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGINT)
+            for child in children:
+                try:
+                    child.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+
+    def print_welcome(self, url, simulator_url, logins):
+        width = max(len(name) for name, _ in logins)
+        lines = [
+            "",
+            "Skyvern support console demo is running.",
+            f"  Console:   {url}",
+            f"  Simulator: {simulator_url}  (the teams' Skyvern)",
+            f"  Logins (password for all: {DEMO_PASSWORD}):",
+            *(f"    {name.ljust(width)}  {what}" for name, what in logins),
+            "Press Ctrl-C to stop everything.",
+            "",
+        ]
+        self.stdout.write(self.style.SUCCESS("\n".join(lines)))

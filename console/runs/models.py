@@ -1,0 +1,156 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from console.skyvern import TERMINAL_STATUSES
+from console.teams.models import Connection, Team
+
+
+class Status(models.TextChoices):
+    CREATED = "created", "Created"
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    TERMINATED = "terminated", "Terminated"
+    CANCELED = "canceled", "Canceled"
+    TIMED_OUT = "timed_out", "Timed out"
+
+
+class RunQuerySet(models.QuerySet):
+    def for_user(self, user):
+        """Runs of the teams this person may see; every view starts here."""
+        return self.filter(team__in=Team.objects.for_user(user))
+
+    def search(self, text: str):
+        """Runs whose id, workflow id or workflow title contain `text`.
+
+        Served by an index on both databases: pg_trgm on PostgreSQL, an FTS5
+        trigram table on SQLite (see migration 0002). Terms shorter than three
+        characters cannot use a trigram index and fall back to a scan.
+        """
+        from .search import search_filter
+
+        return self.filter(search_filter(self.db, text))
+
+
+def search_text_for(run_id: str, workflow_permanent_id: str | None, title: str | None) -> str:
+    return " ".join(part for part in (run_id, workflow_permanent_id, title) if part).lower()
+
+
+class Run(models.Model):
+    """The console's copy of one Skyvern workflow run, plus what Skyvern
+    doesn't know: which run this one retried, who asked and when."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="runs")
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="runs")
+    run_id = models.CharField(max_length=128)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    workflow_permanent_id = models.CharField(max_length=128, blank=True, default="")
+    workflow_title = models.CharField(max_length=300, blank=True, default="")
+    failure_reason = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField()
+    modified_at = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    app_url = models.URLField(max_length=500, blank=True, default="")
+    recording_url = models.URLField(max_length=2000, blank=True, default="")
+    screenshot_urls = models.JSONField(default=list, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    raw = models.JSONField(default=dict, blank=True)
+    # Lowercased id + workflow id + title, kept for the indexed substring search.
+    search_text = models.TextField(editable=False, default="")
+    synced_at = models.DateTimeField(default=timezone.now)
+
+    retried_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
+    )
+    retried_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    retried_at = models.DateTimeField(null=True, blank=True)
+
+    objects = RunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "run_id"], name="run_id_unique_per_connection"
+            ),
+        ]
+        indexes = [
+            # Newest first within a team, with and without a status filter;
+            # the id breaks ties so that keyset pagination is exact.
+            models.Index(fields=["team", "-created_at", "-id"], name="run_team_newest"),
+            models.Index(
+                fields=["team", "status", "-created_at", "-id"], name="run_team_status_newest"
+            ),
+            models.Index(fields=["team", "run_id"], name="run_team_run_id"),
+        ]
+
+    def __str__(self):
+        return self.run_id
+
+    def save(self, *args, **kwargs):
+        self.search_text = search_text_for(
+            self.run_id, self.workflow_permanent_id, self.workflow_title
+        )
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None:
+            kwargs["update_fields"] = {*update_fields, "search_text"}
+        super().save(*args, **kwargs)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class RetryState(models.TextChoices):
+    SENDING = "sending", "Sending to Skyvern"
+    RETRIED = "retried", "Retried"
+    FAILED = "failed", "Not retried"
+    UNKNOWN = "unknown", "Outcome unknown"
+
+
+# The states in which a retry counts: it happened, is happening, or may have.
+COUNTED_RETRY_STATES = [RetryState.SENDING, RetryState.RETRIED, RetryState.UNKNOWN]
+
+
+class Retry(models.Model):
+    """One person's intent to retry a run, recorded before Skyvern is called.
+
+    `number` is which retry of the run this is (1 for the first). The partial
+    unique constraint lets only one intent per number exist unless it failed
+    for certain, so a double-click or two people clicking at once produce one
+    Skyvern call: the second insert fails and is shown the first one instead.
+    """
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="retry_attempts")
+    number = models.PositiveIntegerField()
+    state = models.CharField(max_length=10, choices=RetryState.choices, default=RetryState.SENDING)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    new_run = models.OneToOneField(
+        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="created_by_retry"
+    )
+    error = models.CharField(max_length=500, blank=True, default="")
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "number"],
+                condition=Q(state__in=COUNTED_RETRY_STATES),
+                name="one_retry_per_intent",
+            ),
+        ]
+
+    def __str__(self):
+        return f"retry #{self.number} of {self.run.run_id} ({self.state})"

@@ -1,0 +1,204 @@
+"""Business rules about runs that cross Skyvern and the database.
+
+Views, tasks and management commands call these; none of them talks to
+Skyvern about runs any other way.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from console.skyvern import RunDetail, SkyvernError
+from console.teams.clients import client_for
+from console.teams.secrets import ApiKeyUnreadable
+
+from .models import COUNTED_RETRY_STATES, Retry, RetryState, Run
+
+log = logging.getLogger(__name__)
+
+# A retry still "sending" after this long was cut off (the process died
+# mid-call): Skyvern may or may not have created the run.
+SENDING_GIVES_UP_AFTER = timedelta(minutes=2)
+# Don't ask Skyvern about the same run more often than this when cards poll.
+REFRESH_AT_MOST_EVERY = timedelta(seconds=2)
+
+
+class RetryRefused(Exception):
+    """The console won't send this retry; the message says why, for the user."""
+
+
+@dataclass
+class RetryOutcome:
+    """What came of one click on Retry.
+
+    `retry` is the recorded intent (None when nothing was recorded);
+    `sent` is False when another click already owned this retry, so this one
+    made no Skyvern call; `error` is Skyvern's answer when it failed.
+    """
+
+    run: Run
+    retry: Retry | None
+    sent: bool
+    error: SkyvernError | None = None
+
+    @property
+    def new_run(self) -> Run | None:
+        return self.retry.new_run if self.retry else None
+
+
+def run_fields_from_detail(detail: RunDetail) -> dict:
+    """The cached columns of a Run, from Skyvern's full view of it."""
+    fields = {
+        "status": detail.status,
+        "failure_reason": detail.failure_reason or "",
+        "modified_at": detail.modified_at,
+        "queued_at": detail.queued_at,
+        "started_at": detail.started_at,
+        "finished_at": detail.finished_at,
+        "app_url": detail.app_url or "",
+        "recording_url": detail.recording_url or "",
+        "screenshot_urls": detail.screenshot_urls,
+        "output": detail.output,
+        "raw": detail.raw,
+        "synced_at": timezone.now(),
+    }
+    if detail.created_at:
+        fields["created_at"] = detail.created_at
+    return fields
+
+
+def counted_retries(run: Run):
+    return run.retry_attempts.filter(state__in=COUNTED_RETRY_STATES)
+
+
+def give_up_stale_sends(run: Run) -> None:
+    """Retries left 'sending' by a process that died become 'unknown'."""
+    cutoff = timezone.now() - SENDING_GIVES_UP_AFTER
+    run.retry_attempts.filter(state=RetryState.SENDING, requested_at__lt=cutoff).update(
+        state=RetryState.UNKNOWN,
+        finished_at=timezone.now(),
+        error="The console stopped while sending this retry; Skyvern may or may not have it.",
+    )
+
+
+def run_retry(
+    *,
+    run: Run,
+    user,
+    seen_retries: int,
+    confirm_again: bool = False,
+    max_steps_override: int | None = None,
+) -> RetryOutcome:
+    """Retry a finished run at Skyvern at most once per intent.
+
+    `seen_retries` is how many retries of the run the person saw when they
+    clicked. The intent is recorded (as retry number seen_retries + 1) before
+    Skyvern is called; a second click with the same view of the run — a
+    double-click, a colleague at the same moment — finds that record and
+    makes no call. A run already retried is only retried again with
+    `confirm_again`.
+
+    On success the new run is stored with its lineage (retried_from,
+    retried_by, retried_at). When Skyvern certainly created nothing the
+    attempt is kept as 'failed' and the cache is otherwise unchanged; when it
+    may have (timeout, dropped connection, 5xx) it is kept as 'unknown' and
+    counts as a retry, so it is never re-sent without a person deciding to.
+    """
+    if not run.is_terminal:
+        raise RetryRefused(
+            f"This run is {run.get_status_display().lower()}; only finished runs can be retried."
+        )
+    give_up_stale_sends(run)
+    already = counted_retries(run).count()
+    if seen_retries != already:
+        # Someone retried (or is retrying) this run since the page was drawn.
+        return RetryOutcome(run=run, retry=latest_retry(run), sent=False)
+    if already and not confirm_again:
+        raise RetryRefused("This run was already retried. Confirm to retry it again.")
+
+    try:
+        with transaction.atomic():
+            retry = Retry.objects.create(run=run, number=already + 1, requested_by=user)
+    except IntegrityError:
+        return RetryOutcome(run=run, retry=latest_retry(run), sent=False)
+
+    try:
+        detail = client_for(run.connection).retry_run(
+            run.run_id, max_steps_override=max_steps_override
+        )
+    except (SkyvernError, ApiKeyUnreadable) as error:
+        if not isinstance(error, SkyvernError):
+            error = SkyvernError(str(error))
+        state = RetryState.UNKNOWN if error.run_may_exist else RetryState.FAILED
+        Retry.objects.filter(pk=retry.pk).update(
+            state=state, error=str(error)[:500], finished_at=timezone.now()
+        )
+        retry.refresh_from_db()
+        log.warning(
+            "retry of run %s (team %s) %s: %s",
+            run.run_id,
+            run.team_id,
+            state,
+            type(error).__name__,
+        )
+        return RetryOutcome(run=run, retry=retry, sent=True, error=error)
+    except BaseException:
+        Retry.objects.filter(pk=retry.pk).update(
+            state=RetryState.UNKNOWN,
+            finished_at=timezone.now(),
+            error="The console failed while sending this retry; Skyvern may or may not have it.",
+        )
+        raise
+
+    now = timezone.now()
+    with transaction.atomic():
+        # A webhook or sync may have stored the new run already: add the lineage.
+        lineage = {
+            **run_fields_from_detail(detail),
+            "team": run.team,
+            "workflow_permanent_id": detail.workflow_permanent_id or run.workflow_permanent_id,
+            "workflow_title": detail.workflow_title or run.workflow_title,
+            "retried_from": run,
+            "retried_by": user,
+            "retried_at": now,
+        }
+        new_run, _ = Run.objects.update_or_create(
+            connection=run.connection,
+            run_id=detail.run_id,
+            defaults=lineage,
+            create_defaults={"created_at": now, **lineage},
+        )
+        Retry.objects.filter(pk=retry.pk).update(
+            state=RetryState.RETRIED, new_run=new_run, finished_at=now
+        )
+    retry.refresh_from_db()
+    log.info("retried run %s as %s (team %s)", run.run_id, new_run.run_id, run.team_id)
+    return RetryOutcome(run=run, retry=retry, sent=True)
+
+
+def latest_retry(run: Run) -> Retry | None:
+    return (
+        counted_retries(run).select_related("requested_by", "new_run").order_by("-number").first()
+    )
+
+
+def run_refresh(*, run: Run, force: bool = False) -> SkyvernError | None:
+    """Bring a cached run up to date from Skyvern; returns the error, if any.
+
+    On error the cached copy is left exactly as it was.
+    """
+    if not force and run.synced_at and timezone.now() - run.synced_at < REFRESH_AT_MOST_EVERY:
+        return None
+    try:
+        detail = client_for(run.connection).get_run(run.run_id)
+    except SkyvernError as error:
+        return error
+    except ApiKeyUnreadable as error:
+        return SkyvernError(str(error))
+    for name, value in run_fields_from_detail(detail).items():
+        setattr(run, name, value)
+    run.save()
+    return None

@@ -1,0 +1,14 @@
+from django.urls import path, register_converter
+
+from . import views
+from .converters import RunIdConverter
+
+register_converter(RunIdConverter, "run_id")
+
+app_name = "runs"
+urlpatterns = [
+    path("runs/", views.run_list, name="run_list"),
+    path("runs/<run_id:run_id>/", views.run_detail, name="run_detail"),
+    path("runs/<run_id:run_id>/card/", views.run_card, name="run_card"),
+    path("runs/<run_id:run_id>/retry/", views.run_retry, name="run_retry"),
+]

@@ -1,0 +1,161 @@
+from django.contrib import messages
+from django.http import Http404, HttpRequest
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.middleware import HtmxDetails
+
+from console.teams.access import can_retry, team_for
+from console.teams.models import Role
+
+from . import services
+from .listing import RunFilterForm, run_page, with_card_data
+from .models import Run
+from .services import RetryRefused, run_refresh
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+CARD = "runs/run_list.html#run-card"
+
+
+def _team_run(request, team, run_id) -> Run:
+    run = (
+        with_card_data(Run.objects.for_user(request.user).filter(team=team, run_id=run_id))
+        .select_related("connection")
+        .first()
+    )
+    if run is None:
+        raise Http404("No run with that id in this team.")
+    return run
+
+
+def _card_context(request, team, run, **extra):
+    return {"team": team, "run": run, "can_retry": can_retry(request.team_role), **extra}
+
+
+@require_GET
+def run_list(request: HtmxHttpRequest, team_slug: str):
+    """A team's runs, newest first; filters and search swap only the results."""
+    team = team_for(request, team_slug)
+    form = RunFilterForm(request.GET)
+    form.is_valid()
+    data = form.cleaned_data
+    page = run_page(
+        Run.objects.for_user(request.user).filter(team=team),
+        statuses=data.get("status") or (),
+        search=data.get("q") or "",
+        after=data.get("after"),
+    )
+    context = {
+        "team": team,
+        "form": form,
+        "page": page,
+        "can_retry": can_retry(request.team_role),
+        "filter_query": _filter_query(request),
+    }
+    if request.htmx and request.htmx.target == "run-results":
+        return render(request, "runs/run_list.html#run-results", context)
+    return render(request, "runs/run_list.html", context)
+
+
+def _filter_query(request) -> str:
+    """The current filters as a query string, without the page position."""
+    query = request.GET.copy()
+    query.pop("after", None)
+    return query.urlencode()
+
+
+@require_GET
+def run_detail(request: HtmxHttpRequest, team_slug: str, run_id: str):
+    team = team_for(request, team_slug)
+    run = _team_run(request, team, run_id)
+    retries = (
+        run.retry_attempts.all().select_related("requested_by", "new_run").order_by("number", "id")
+    )
+    return render(
+        request,
+        "runs/run_detail.html",
+        _card_context(request, team, run, retries=retries),
+    )
+
+
+@require_GET
+def run_card(request: HtmxHttpRequest, team_slug: str, run_id: str):
+    """One run's card; a card that is not finished yet polls this to update itself."""
+    team = team_for(request, team_slug)
+    run = _team_run(request, team, run_id)
+    if not request.htmx:
+        return redirect("runs:run_detail", team_slug=team.slug, run_id=run.run_id)
+    refresh_error = None
+    if not run.is_terminal:
+        refresh_error = run_refresh(run=run)
+    return render(request, CARD, _card_context(request, team, run, refresh_error=refresh_error))
+
+
+@require_POST
+def run_retry(request: HtmxHttpRequest, team_slug: str, run_id: str):
+    """Retry one run. With htmx: the updated card plus the new run's card.
+    Without JavaScript: back to where the person was, with a message."""
+    team = team_for(request, team_slug, needs=Role.OPERATOR)
+    run = _team_run(request, team, run_id)
+    try:
+        seen_retries = max(0, int(request.POST.get("seen_retries", "0")))
+    except ValueError:
+        seen_retries = -1  # never matches: treated as a stale page
+    error_message = None
+    outcome = None
+    try:
+        outcome = services.run_retry(
+            run=run,
+            user=request.user,
+            seen_retries=seen_retries,
+            confirm_again=request.POST.get("confirm_again") == "yes",
+        )
+    except RetryRefused as refused:
+        error_message = str(refused)
+    else:
+        if outcome.error is not None:
+            error_message = str(outcome.error)
+        elif not outcome.sent:
+            error_message = _not_sent_message(outcome)
+
+    run = _team_run(request, team, run_id)  # with its new lineage
+    new_run = None
+    if outcome and outcome.sent and outcome.new_run is not None:
+        new_run = _team_run(request, team, outcome.new_run.run_id)
+
+    if request.htmx:
+        return render(
+            request,
+            "runs/run_retry_result.html",
+            {
+                **_card_context(request, team, run, card_error=error_message),
+                "new_run": new_run,
+            },
+        )
+    if error_message:
+        messages.error(request, f"{run.run_id}: {error_message}")
+    elif new_run is not None:
+        messages.success(request, f"Retried {run.run_id} as {new_run.run_id}.")
+    return redirect(_back_to(request, team))
+
+
+def _not_sent_message(outcome) -> str:
+    retry = outcome.retry
+    if retry is None:
+        return "The page was out of date; here is the run as it is now. Nothing was sent."
+    who = retry.requested_by.get_username() if retry.requested_by else "someone"
+    return f"Not sent again: {who} already asked for this retry. Nothing was sent twice."
+
+
+def _back_to(request, team) -> str:
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return reverse("runs:run_list", kwargs={"team_slug": team.slug})

@@ -1,0 +1,253 @@
+"""HTTP client for the Skyvern API endpoints the console uses.
+
+Guarantees:
+- the API key is sent only in the `x-api-key` header to `base_url`'s own host
+  (redirects are never followed) and appears in no message, repr or exception;
+- every failure is raised as one `SkyvernError` subclass, and
+  `error.run_may_exist` says whether Skyvern could have acted anyway;
+- no request is ever repeated by the client itself: a retry is not
+  idempotent, so whether to send it again is the caller's decision.
+"""
+
+import email.utils
+import re
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import requests
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+
+from .errors import (
+    BadResponse,
+    ConnectionDropped,
+    InvalidRunId,
+    KeyRejected,
+    NotRetryable,
+    RateLimited,
+    RunNotFound,
+    SkyvernBusy,
+    SkyvernError,
+    SkyvernServerError,
+    SkyvernTimeout,
+    SkyvernUnreachable,
+    ValidationFailed,
+)
+from .types import ALL_STATUSES, RunDetail, RunSummary
+
+WORKFLOW_RUN_ID = re.compile(r"wr_[A-Za-z0-9_-]{1,100}")
+USER_AGENT = "skyvern-support-console/0.1"
+
+
+def validate_run_id(run_id: Any) -> str:
+    """A workflow run id safe to put into a URL path, or InvalidRunId."""
+    if not isinstance(run_id, str) or not WORKFLOW_RUN_ID.fullmatch(run_id):
+        raise InvalidRunId()
+    return run_id
+
+
+def _retry_after(response: requests.Response) -> int | None:
+    """Retry-After as whole seconds (it may be a number or an HTTP date)."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0, round(when.timestamp() - time.time()))
+
+
+def _detail(response: requests.Response) -> str | None:
+    """Skyvern's own words from an error body ({"detail": ...}), shortened."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, list):
+        detail = "; ".join(
+            str(item.get("msg")) for item in detail if isinstance(item, dict) and item.get("msg")
+        )
+    if detail in (None, ""):
+        return None
+    return str(detail)[:300]
+
+
+class SkyvernClient:
+    """One Skyvern organisation, reached with one API key over a pooled session."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        connect_timeout: float = 3.05,
+        read_timeout: float = 20.0,
+        session: requests.Session | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self.timeout = (connect_timeout, read_timeout)
+        self.session = session or requests.Session()
+
+    def __repr__(self):
+        return f"<SkyvernClient {self.base_url}>"
+
+    # --- the endpoints -------------------------------------------------------
+
+    def retry_run(self, run_id: str, *, max_steps_override: int | None = None) -> RunDetail:
+        """Ask Skyvern to retry a finished workflow run; returns the NEW run.
+
+        Every successful call creates a run. Raises NotRetryable (400),
+        RunNotFound (404), RateLimited (429) or SkyvernBusy (503 + Retry-After)
+        when certainly nothing was created, and SkyvernTimeout,
+        ConnectionDropped, SkyvernServerError or BadResponse when a run may
+        have been created although no answer says so.
+        """
+        validate_run_id(run_id)
+        headers = {}
+        if max_steps_override is not None:
+            headers["x-max-steps-override"] = str(int(max_steps_override))
+        data = self._request(
+            "POST", f"/v1/agents/runs/{run_id}/retry", headers=headers, on_400=NotRetryable
+        )
+        return RunDetail.from_json(data)
+
+    def get_run(self, run_id: str) -> RunDetail:
+        """One workflow run in full: app_url, recording_url, screenshots, output."""
+        validate_run_id(run_id)
+        return RunDetail.from_json(self._request("GET", f"/v1/runs/{run_id}"))
+
+    def list_runs(
+        self,
+        *,
+        page: int = 1,
+        page_size: int = 100,
+        statuses: Iterable[str] = (),
+        search_key: str | None = None,
+        error_code: str | None = None,
+    ) -> list[RunSummary]:
+        """One page of the organisation's workflow runs, newest first.
+
+        A page past the end is an empty list.
+        """
+        statuses = list(statuses)
+        unknown = [s for s in statuses if s not in ALL_STATUSES]
+        if unknown:
+            raise ValidationFailed(f"Unknown run status {unknown[0]!r}.")
+        params: list[tuple[str, Any]] = [("page", int(page)), ("page_size", int(page_size))]
+        params += [("status", status) for status in statuses]
+        if search_key:
+            params.append(("search_key", search_key))
+        if error_code:
+            params.append(("error_code", error_code))
+        data = self._request("GET", "/v1/agents/runs", params=params)
+        if not isinstance(data, list):
+            raise BadResponse(detail="run list is not a JSON array")
+        return [RunSummary.from_json(item) for item in data]
+
+    def cancel_run(self, run_id: str) -> None:
+        """Cancel a run; cancelling a finished run changes nothing."""
+        validate_run_id(run_id)
+        self._request("POST", f"/v1/runs/{run_id}/cancel")
+
+    def check_key(self) -> None:
+        """The cheapest authenticated call: raises unless the key works."""
+        self.list_runs(page=1, page_size=1)
+
+    # --- plumbing ------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params=None,
+        headers: dict | None = None,
+        on_400: type[SkyvernError] = ValidationFailed,
+    ) -> Any:
+        all_headers = {
+            "x-api-key": self._api_key,
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+            **(headers or {}),
+        }
+        try:
+            response = self.session.request(
+                method,
+                self.base_url + path,
+                params=params,
+                headers=all_headers,
+                timeout=self.timeout,
+                allow_redirects=False,
+            )
+        except requests.ConnectTimeout as exc:
+            raise SkyvernUnreachable("Skyvern is unreachable (no connection in time).") from exc
+        except requests.ReadTimeout as exc:
+            raise SkyvernTimeout() from exc
+        except requests.exceptions.SSLError as exc:
+            raise SkyvernUnreachable("Skyvern is unreachable (TLS handshake failed).") from exc
+        except requests.ConnectionError as exc:
+            if _never_connected(exc):
+                raise SkyvernUnreachable() from exc
+            raise ConnectionDropped() from exc
+        except requests.RequestException as exc:
+            raise SkyvernUnreachable() from exc
+        return self._parse(response, on_400=on_400)
+
+    def _parse(self, response: requests.Response, *, on_400: type[SkyvernError]) -> Any:
+        status = response.status_code
+        if 200 <= status < 300:
+            try:
+                return response.json()
+            except ValueError:
+                raise BadResponse(detail="the body is not JSON") from None
+        detail = _detail(response)
+        if 300 <= status < 400:
+            raise BadResponse(
+                "Skyvern redirected the request elsewhere; the console does not follow redirects.",
+                detail=detail,
+            )
+        if status == 400:
+            raise on_400(detail=detail)
+        if status in (401, 403):
+            raise KeyRejected(detail=detail)
+        if status == 404:
+            raise RunNotFound(detail=detail)
+        if status == 422:
+            raise ValidationFailed(
+                f"Skyvern rejected the request as invalid: {detail}" if detail else None,
+                detail=detail,
+            )
+        if status == 429:
+            raise RateLimited(retry_after=_retry_after(response), detail=detail)
+        if status == 503 and response.headers.get("Retry-After"):
+            raise SkyvernBusy(retry_after=_retry_after(response), detail=detail)
+        if status >= 500:
+            raise SkyvernServerError(status_code=status, detail=detail)
+        error = SkyvernError(f"Skyvern answered HTTP {status}.", detail=detail)
+        error.status_code = status
+        raise error
+
+
+def _never_connected(exc: requests.ConnectionError) -> bool:
+    """True when the failure happened before any byte of the request was sent."""
+    cause: BaseException | None = exc
+    seen = 0
+    while cause is not None and seen < 10:
+        reason = getattr(cause, "reason", None)
+        if isinstance(cause, NewConnectionError | NameResolutionError | ConnectTimeoutError):
+            return True
+        if isinstance(reason, NewConnectionError | NameResolutionError | ConnectTimeoutError):
+            return True
+        cause = (
+            cause.args[0]
+            if cause.args and isinstance(cause.args[0], BaseException)
+            else cause.__cause__ or cause.__context__
+        )
+        seen += 1
+    return False

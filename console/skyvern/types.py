@@ -1,0 +1,155 @@
+"""Typed views of Skyvern's JSON, parsed leniently.
+
+Skyvern adds fields often: unknown ones are ignored, optional ones may be
+missing. Only the fields without which a record means nothing are required
+(a run id and a status); their absence is a BadResponse.
+"""
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .errors import BadResponse
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "terminated", "canceled", "timed_out"})
+ALL_STATUSES = (
+    "created",
+    "queued",
+    "running",
+    "paused",
+    "completed",
+    "failed",
+    "terminated",
+    "canceled",
+    "timed_out",
+)
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """ISO 8601; Skyvern sends UTC without an offset, so a naive time is UTC."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise BadResponse(detail=f"timestamp is not a string: {value!r:.60}")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadResponse(detail=f"unreadable timestamp {value!r:.60}") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+def _str(data: dict, key: str) -> str | None:
+    value = data.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _required(data: dict, key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise BadResponse(detail=f"field {key!r} missing or not a string")
+    return value
+
+
+def _object(data: Any, what: str) -> dict:
+    if not isinstance(data, dict):
+        raise BadResponse(detail=f"expected a JSON object for {what}, got {type(data).__name__}")
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """A row of `GET /v1/agents/runs` (schema `WorkflowRun`)."""
+
+    run_id: str
+    status: str
+    workflow_permanent_id: str | None
+    workflow_title: str | None
+    failure_reason: str | None
+    created_at: datetime | None
+    modified_at: datetime | None
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    raw: dict = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Any) -> "RunSummary":
+        data = _object(data, "a run")
+        return cls(
+            run_id=_required(data, "workflow_run_id"),
+            status=_required(data, "status"),
+            workflow_permanent_id=_str(data, "workflow_permanent_id"),
+            workflow_title=_str(data, "workflow_title"),
+            failure_reason=_str(data, "failure_reason"),
+            created_at=parse_timestamp(data.get("created_at")),
+            modified_at=parse_timestamp(data.get("modified_at")),
+            queued_at=parse_timestamp(data.get("queued_at")),
+            started_at=parse_timestamp(data.get("started_at")),
+            finished_at=parse_timestamp(data.get("finished_at")),
+            raw=data,
+        )
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class RunDetail:
+    """One run in full (`WorkflowRunResponse`): what retry and get-run answer."""
+
+    run_id: str
+    status: str
+    run_type: str | None
+    failure_reason: str | None
+    created_at: datetime | None
+    modified_at: datetime | None
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    app_url: str | None
+    recording_url: str | None
+    recording_archived: bool
+    screenshot_urls: list[str]
+    downloaded_files: list[dict]
+    output: Any
+    errors: list[dict]
+    step_count: int | None
+    workflow_permanent_id: str | None
+    workflow_title: str | None
+    raw: dict = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Any) -> "RunDetail":
+        data = _object(data, "a run")
+        run_request = data.get("run_request") if isinstance(data.get("run_request"), dict) else {}
+        screenshots = data.get("screenshot_urls")
+        files = data.get("downloaded_files")
+        errors = data.get("errors")
+        step_count = data.get("step_count")
+        return cls(
+            run_id=_required(data, "run_id"),
+            status=_required(data, "status"),
+            run_type=_str(data, "run_type"),
+            failure_reason=_str(data, "failure_reason"),
+            created_at=parse_timestamp(data.get("created_at")),
+            modified_at=parse_timestamp(data.get("modified_at")),
+            queued_at=parse_timestamp(data.get("queued_at")),
+            started_at=parse_timestamp(data.get("started_at")),
+            finished_at=parse_timestamp(data.get("finished_at")),
+            app_url=_str(data, "app_url"),
+            recording_url=_str(data, "recording_url"),
+            recording_archived=data.get("recording_archived") is True,
+            screenshot_urls=[s for s in screenshots or [] if isinstance(s, str)],
+            downloaded_files=[f for f in files or [] if isinstance(f, dict)],
+            output=data.get("output"),
+            errors=[e for e in errors or [] if isinstance(e, dict)],
+            step_count=step_count if isinstance(step_count, int) else None,
+            workflow_permanent_id=_str(run_request, "workflow_id"),
+            workflow_title=_str(run_request, "title"),
+            raw=data,
+        )
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES

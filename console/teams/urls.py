@@ -1,0 +1,13 @@
+from django.urls import path
+
+from . import views
+
+app_name = "teams"
+urlpatterns = [
+    path("", views.connection_list, name="connection_list"),
+    path("new/", views.connection_create, name="connection_create"),
+    path("<int:pk>/", views.connection_edit, name="connection_edit"),
+    path("<int:pk>/key/", views.connection_replace_key, name="connection_replace_key"),
+    path("<int:pk>/delete/", views.connection_delete, name="connection_delete"),
+    path("<int:pk>/test/", views.connection_test, name="connection_test"),
+]

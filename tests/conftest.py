@@ -1,0 +1,133 @@
+"""Shared fixtures: the Skyvern simulator, two teams with one person per role.
+
+Team A ("Acme") and team B ("Globex") each have a connection to the
+simulator with their own key (their own Skyvern organisation).
+"""
+
+from dataclasses import dataclass
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from console.simulator import SimulatorServer
+from console.skyvern import SkyvernClient
+from console.teams.models import Connection, Membership, Role, Team
+
+KEY_A = "sk-test-acme-0123456789abcdef-A1B2"
+KEY_B = "sk-test-globex-fedcba9876543210-Z9Y8"
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="session")
+def simulator_server():
+    """One Skyvern simulator for the whole test session, on a free port."""
+    server = SimulatorServer(host="127.0.0.1", port=0)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def simulator(simulator_server):
+    """The simulator, emptied and with every fault knob off for each test."""
+    simulator_server.state.reset()
+    yield simulator_server
+    simulator_server.state.reset()
+
+
+@dataclass
+class World:
+    """Everything a test about teams needs, by the names support staff use."""
+
+    simulator: SimulatorServer
+    team_a: Team
+    team_b: Team
+    connection_a: Connection
+    connection_b: Connection
+    viewer: object  # of team A
+    operator: object  # of team A
+    admin: object  # of team A
+    outsider: object  # operator of team B only
+    superuser: object
+
+    def add_run(self, connection=None, *, cache=True, **fields) -> str:
+        """A run in the simulator (and, unless cache=False, in the console's cache)."""
+        connection = connection or self.connection_a
+        key = connection.api_key()
+        run_id = self.simulator.state.add_run(key, **fields)
+        if cache:
+            self.cache_run(connection, run_id)
+        return run_id
+
+    def cache_run(self, connection, run_id):
+        from console.runs.models import Run
+        from console.runs.services import run_fields_from_detail
+
+        detail = SkyvernClient(connection.base_url, connection.api_key()).get_run(run_id)
+        summary = next(
+            s
+            for s in SkyvernClient(connection.base_url, connection.api_key()).list_runs(
+                page_size=1000
+            )
+            if s.run_id == run_id
+        )
+        return Run.objects.create(
+            team=connection.team,
+            connection=connection,
+            run_id=run_id,
+            workflow_permanent_id=summary.workflow_permanent_id or "",
+            workflow_title=summary.workflow_title or "",
+            **run_fields_from_detail(detail),
+        )
+
+
+def make_user(username, **extra):
+    return get_user_model().objects.create_user(
+        username, f"{username}@example.com", PASSWORD, **extra
+    )
+
+
+@pytest.fixture
+def world(db, simulator) -> World:
+    team_a = Team.objects.create(name="Acme Logistics", slug="acme")
+    team_b = Team.objects.create(name="Globex Billing", slug="globex")
+    connections = []
+    for team, key in ((team_a, KEY_A), (team_b, KEY_B)):
+        simulator.state.add_org(key, name=team.name)
+        connection = Connection(team=team, label="Skyvern", base_url=simulator.url)
+        connection.set_api_key(key)
+        connection.save()
+        connections.append(connection)
+    people = {}
+    for role in Role:
+        people[role.value] = make_user(f"acme-{role.value}")
+        Membership.objects.create(team=team_a, user=people[role.value], role=role)
+    outsider = make_user("globex-operator")
+    Membership.objects.create(team=team_b, user=outsider, role=Role.OPERATOR)
+    superuser = get_user_model().objects.create_superuser("root", "root@example.com", PASSWORD)
+    return World(
+        simulator=simulator,
+        team_a=team_a,
+        team_b=team_b,
+        connection_a=connections[0],
+        connection_b=connections[1],
+        viewer=people["viewer"],
+        operator=people["operator"],
+        admin=people["admin"],
+        outsider=outsider,
+        superuser=superuser,
+    )
+
+
+@pytest.fixture
+def client_as(client):
+    """`client_as(user)`: the test client, signed in as that person."""
+
+    def sign_in(user):
+        if user is None:
+            client.logout()
+        else:
+            client.force_login(user)
+        return client
+
+    return sign_in
