@@ -53,8 +53,9 @@ CONSOLE_ENCRYPTION_KEYS = env_list("CONSOLE_ENCRYPTION_KEYS", "") or [
     local_secret("encryption_key", lambda: Fernet.generate_key().decode())
 ]
 
-# Plain http to a loopback address is only for the simulator (demo, tests).
-SKYVERN_ALLOW_LOOPBACK = env_bool("SKYVERN_ALLOW_LOOPBACK", True)
+# Plain http to a loopback address is only for the simulator: the demo and the
+# tests turn this on; production leaves it off.
+SKYVERN_ALLOW_LOOPBACK = env_bool("SKYVERN_ALLOW_LOOPBACK", False)
 SKYVERN_CONNECT_TIMEOUT = float(os.environ.get("SKYVERN_CONNECT_TIMEOUT", "3.05"))
 SKYVERN_READ_TIMEOUT = float(os.environ.get("SKYVERN_READ_TIMEOUT", "20"))
 
@@ -121,7 +122,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     # A file, not :memory:, so that tests with several threads share one database.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-console.sqlite3")}
+    # One file per test process, so that two test runs on a machine don't collide.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-console-{os.getpid()}.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -149,7 +151,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = VAR_DIR / "static"  # collectstatic output; made here so whitenoise finds it
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

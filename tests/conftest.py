@@ -18,6 +18,14 @@ KEY_B = "sk-test-globex-fedcba9876543210-Z9Y8"
 PASSWORD = "correct horse battery staple"
 
 
+@pytest.fixture(autouse=True)
+def test_settings(settings):
+    """The simulator is plain http on loopback, as in the demo; and `world`
+    creates six people per test, for whom the default hasher costs ~0.5 s each."""
+    settings.SKYVERN_ALLOW_LOOPBACK = True
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture(scope="session")
 def simulator_server():
     """One Skyvern simulator for the whole test session, on a free port."""

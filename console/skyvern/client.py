@@ -36,6 +36,9 @@ from .errors import (
 from .types import ALL_STATUSES, RunDetail, RunSummary
 
 WORKFLOW_RUN_ID = re.compile(r"wr_[A-Za-z0-9_-]{1,100}")
+# Printable ASCII without spaces: anything else can't travel in a header, and
+# requests would quote the offending value (the key) in its error.
+API_KEY = re.compile(r"[\x21-\x7e]{1,500}")
 USER_AGENT = "skyvern-support-console/0.1"
 
 
@@ -161,6 +164,12 @@ class SkyvernClient:
 
     # --- plumbing ------------------------------------------------------------
 
+    def _check_key(self) -> None:
+        if not API_KEY.fullmatch(self._api_key or ""):
+            raise KeyRejected(
+                "This team's stored API key has characters no API key can have; replace it."
+            )
+
     def _request(
         self,
         method: str,
@@ -170,6 +179,7 @@ class SkyvernClient:
         headers: dict | None = None,
         on_400: type[SkyvernError] = ValidationFailed,
     ) -> Any:
+        self._check_key()
         all_headers = {
             "x-api-key": self._api_key,
             "Accept": "application/json",
@@ -195,6 +205,14 @@ class SkyvernClient:
             if _never_connected(exc):
                 raise SkyvernUnreachable() from exc
             raise ConnectionDropped() from exc
+        except (
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+        ) as exc:
+            # Skyvern answered, but its body was cut short or garbled.
+            raise ConnectionDropped(
+                "Skyvern's answer was cut short; it may or may not have acted."
+            ) from exc
         except requests.RequestException as exc:
             raise SkyvernUnreachable() from exc
         return self._parse(response, on_400=on_400)

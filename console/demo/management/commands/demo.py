@@ -52,7 +52,8 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         children: list[subprocess.Popen] = []
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # The teams' connections point at the simulator over plain http on loopback.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "SKYVERN_ALLOW_LOOPBACK": "1"}
         simulator_url = f"http://{host}:{simulator_port}"
 
         def start(*command):

@@ -1,0 +1,153 @@
+"""The runs page: newest first, status filters, search, keyset pages."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.urls import reverse
+
+from console.runs.listing import PAGE_SIZE
+from console.runs.models import Run
+from tests.helpers import page_text
+
+HTMX_RESULTS = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "run-results"}
+STATUSES = ["completed", "failed", "failed", "running", "canceled", "timed_out", "terminated"]
+
+
+def cached_runs(world, count, *, team=None, connection=None, title="Download carrier invoices"):
+    """Runs straight into the cache, one minute apart (newest has the highest index)."""
+    connection = connection or world.connection_a
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    runs = [
+        Run(
+            team=connection.team,
+            connection=connection,
+            run_id=f"wr_{600000000000000000 + i}",
+            status=STATUSES[i % len(STATUSES)],
+            workflow_permanent_id=f"wpid_{i % 3}",
+            workflow_title=f"{title} {i % 3}",
+            created_at=start + timedelta(minutes=i),
+            search_text=f"wr_{600000000000000000 + i} wpid_{i % 3} {title.lower()} {i % 3}",
+        )
+        for i in range(count)
+    ]
+    # Same timestamp for two runs: pagination must still be exact.
+    runs[-1].created_at = runs[-2].created_at
+    return Run.objects.bulk_create(runs)
+
+
+def page(client, **params):
+    return client.get(reverse("runs:run_list", kwargs={"team_slug": "acme"}), params)
+
+
+def run_ids(response):
+    return [run.run_id for run in response.context["page"].runs]
+
+
+def test_full_page_and_htmx_fragment(world, client_as):
+    cached_runs(world, 5)
+    client = client_as(world.viewer)
+    full = page(client)
+    assert full.status_code == 200
+    assert "<html" in full.content.decode() and 'id="run-results"' in full.content.decode()
+    fragment = client.get(
+        reverse("runs:run_list", kwargs={"team_slug": "acme"}), **HTMX_RESULTS
+    )
+    html = fragment.content.decode()
+    assert "<html" not in html and html.lstrip().startswith('<section id="run-results"')
+
+
+def test_newest_first_and_every_run_exactly_once_across_pages(world, client_as):
+    runs = cached_runs(world, 2 * PAGE_SIZE + 7)
+    expected = [r.run_id for r in sorted(runs, key=lambda r: (r.created_at, r.pk), reverse=True)]
+    client = client_as(world.viewer)
+    seen, params = [], {}
+    for _ in range(5):
+        response = page(client, **params)
+        seen += run_ids(response)
+        cursor = response.context["page"].next_cursor
+        if not cursor:
+            break
+        params = {"after": cursor}
+    assert seen == expected
+
+
+def test_status_filter_takes_several_statuses(world, client_as):
+    cached_runs(world, 40)
+    client = client_as(world.viewer)
+    response = page(client, status=["failed", "timed_out"])
+    statuses = {run.status for run in response.context["page"].runs}
+    assert statuses == {"failed", "timed_out"}
+    expected = Run.objects.filter(status__in=["failed", "timed_out"]).count()
+    assert len(response.context["page"].runs) == expected
+
+
+def test_filters_carry_over_to_the_next_page(world, client_as):
+    cached_runs(world, 300)
+    client = client_as(world.viewer)
+    first = page(client, status="failed")
+    html = first.content.decode()
+    cursor = first.context["page"].next_cursor
+    assert f"status=failed&amp;after={cursor}" in html
+    second = page(client, status="failed", after=cursor)
+    assert {r.status for r in second.context["page"].runs} == {"failed"}
+    assert not set(run_ids(first)) & set(run_ids(second))
+
+
+@pytest.mark.parametrize(
+    ("term", "matches"),
+    [
+        ("600000000000000042", {"wr_600000000000000042"}),
+        ("CARRIER invoices 2", None),  # case-insensitive, title
+        ("wpid_1", None),
+        ("no such thing", set()),
+        ("100%_", set()),  # LIKE wildcards are searched literally
+    ],
+)
+def test_search_by_run_id_or_workflow(world, client_as, term, matches):
+    runs = cached_runs(world, 60)
+    client = client_as(world.viewer)
+    found = set(run_ids(page(client, q=term)))
+    if matches is None:
+        lowered = term.lower()
+        matches = {r.run_id for r in runs if lowered in r.search_text}
+        assert matches
+    assert found == matches
+
+
+def test_search_finds_runs_saved_one_by_one_and_after_updates(world, client_as):
+    run_id = world.add_run(status="failed", workflow_title="Reconcile vendor statements")
+    client = client_as(world.viewer)
+    assert run_ids(page(client, q="vendor statem")) == [run_id]
+    run = Run.objects.get(run_id=run_id)
+    run.workflow_title = "Submit customs declaration"
+    run.save()
+    assert run_ids(page(client, q="vendor statem")) == []
+    assert run_ids(page(client, q="customs decl")) == [run_id]
+
+
+def test_only_the_teams_own_runs(world, client_as):
+    cached_runs(world, 3)
+    cached_runs(world, 3, connection=world.connection_b, title="Globex secret workflow")
+    client = client_as(world.viewer)
+    html = page(client).content.decode()
+    assert "Globex secret workflow" not in html
+    assert len(run_ids(page(client))) == 3
+    assert run_ids(page(client, q="globex")) == []
+
+
+def test_bad_parameters_give_a_sane_page(world, client_as):
+    cached_runs(world, 3)
+    client = client_as(world.viewer)
+    response = page(client, after="not-a-cursor", status="bogus", q="x" * 5000)
+    assert response.status_code == 200
+    response = page(client, after="not-a-cursor")
+    assert "That page link is broken" in page_text(response)
+    assert len(run_ids(response)) == 3
+
+
+def test_count_is_capped_not_a_full_count(world, client_as, django_assert_max_num_queries):
+    cached_runs(world, 30)
+    client = client_as(world.viewer)
+    with django_assert_max_num_queries(12):
+        response = page(client)
+    assert "30 runs match." in page_text(response)
