@@ -8,6 +8,7 @@ support person can act on.
 from .client import SkyvernClient, validate_run_id
 from .errors import (
     BadResponse,
+    ConnectionDropped,
     InvalidRunId,
     KeyRejected,
     NotRetryable,
@@ -25,6 +26,7 @@ from .types import TERMINAL_STATUSES, RunDetail, RunSummary
 __all__ = [
     "TERMINAL_STATUSES",
     "BadResponse",
+    "ConnectionDropped",
     "InvalidRunId",
     "KeyRejected",
     "NotRetryable",

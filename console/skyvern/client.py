@@ -11,6 +11,7 @@ Guarantees:
 
 import email.utils
 import re
+import ssl
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -200,7 +201,10 @@ class SkyvernClient:
         except requests.ReadTimeout as exc:
             raise SkyvernTimeout() from exc
         except requests.exceptions.SSLError as exc:
-            raise SkyvernUnreachable("Skyvern is unreachable (TLS handshake failed).") from exc
+            if _tls_handshake_failed(exc):
+                raise SkyvernUnreachable("Skyvern is unreachable (TLS handshake failed).") from exc
+            # TLS broke after the handshake: the request may have been sent.
+            raise ConnectionDropped() from exc
         except requests.ConnectionError as exc:
             if _never_connected(exc):
                 raise SkyvernUnreachable() from exc
@@ -268,4 +272,32 @@ def _never_connected(exc: requests.ConnectionError) -> bool:
             else cause.__cause__ or cause.__context__
         )
         seen += 1
+    return False
+
+
+def _tls_handshake_failed(exc: BaseException) -> bool:
+    """True when a TLS error happened in the handshake, before any request byte.
+
+    The ssl module raises the same exception types during and after the
+    handshake, so the frame that raised it is what tells them apart.
+    """
+    todo: list[BaseException | None] = [exc]
+    seen: list[BaseException] = []
+    while todo and len(seen) < 20:
+        item = todo.pop()
+        if item is None or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        if isinstance(item, ssl.SSLCertVerificationError):
+            return True
+        tb = item.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_name == "do_handshake":
+                return True
+            tb = tb.tb_next
+        todo += [item.__cause__, item.__context__]
+        todo += [a for a in item.args if isinstance(a, BaseException)]
+        reason = getattr(item, "reason", None)
+        if isinstance(reason, BaseException):
+            todo.append(reason)
     return False

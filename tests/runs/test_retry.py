@@ -29,8 +29,11 @@ def post_retry(client, world, run_id, *, seen=0, again=False, htmx=True):
 
 @pytest.fixture
 def failed_run(world):
-    return world.add_run(status="failed", workflow_title="Download carrier invoices",
-                         failure_reason="Login failed: invalid credentials")
+    return world.add_run(
+        status="failed",
+        workflow_title="Download carrier invoices",
+        failure_reason="Login failed: invalid credentials",
+    )
 
 
 def test_retry_swaps_in_the_new_run_card_with_lineage(world, client_as, failed_run):
@@ -48,14 +51,16 @@ def test_retry_swaps_in_the_new_run_card_with_lineage(world, client_as, failed_r
     # The fragment holds the original card, now saying where its retry went,
     # and the new run's card with its status and link into Skyvern.
     assert html.count('class="run-card') == 2
-    assert f"Retried → <a" in html and new.run_id in html
+    assert "Retried → <a" in html and new.run_id in html
     assert f'href="{new.app_url}"' in html and new.app_url.startswith(world.simulator.url)
     assert "Created" in html and new.get_status_display() in html
     assert "<html" not in html
     assert world.simulator.state.retry_count(failed_run) == 1
     retry = Retry.objects.get(run=original)
     assert (retry.state, retry.new_run, retry.requested_by) == (
-        RetryState.RETRIED, new, world.operator
+        RetryState.RETRIED,
+        new,
+        world.operator,
     )
 
 
@@ -161,47 +166,69 @@ SKYVERN_FAILURES = [
     # (how to provoke it, message shown, state kept, may a run exist?)
     pytest.param(
         lambda w, run_id: w.simulator.state.set_status(run_id, "running"),
-        "can't be retried", RetryState.FAILED, id="400-not-retryable",
+        "can't be retried",
+        RetryState.FAILED,
+        id="400-not-retryable",
     ),
     pytest.param(
         lambda w, run_id: w.simulator.state.configure(error_rates={404: 1.0}),
-        "no such run", RetryState.FAILED, id="404-not-found",
+        "no such run",
+        RetryState.FAILED,
+        id="404-not-found",
     ),
     pytest.param(
         lambda w, run_id: w.simulator.state.configure(error_rates={422: 1.0}),
-        "invalid", RetryState.FAILED, id="422-validation",
+        "invalid",
+        RetryState.FAILED,
+        id="422-validation",
     ),
     pytest.param(
         lambda w, run_id: w.simulator.state.configure(error_rates={429: 1.0}),
-        "rate limiting", RetryState.FAILED, id="429-rate-limited",
+        "rate limiting",
+        RetryState.FAILED,
+        id="429-rate-limited",
     ),
     pytest.param(
         lambda w, run_id: w.simulator.state.configure(busy=True),
-        "busy and created no run", RetryState.FAILED, id="503-busy",
+        "busy and created no run",
+        RetryState.FAILED,
+        id="503-busy",
     ),
     pytest.param(
         lambda w, run_id: _wrong_key(w),
-        "rejected this team's API key", RetryState.FAILED, id="403-key-rejected",
+        "rejected this team's API key",
+        RetryState.FAILED,
+        id="403-key-rejected",
     ),
     pytest.param(
         lambda w, run_id: _nothing_listening(w),
-        "unreachable", RetryState.FAILED, id="unreachable",
+        "unreachable",
+        RetryState.FAILED,
+        id="unreachable",
     ),
     pytest.param(
         lambda w, run_id: w.simulator.state.configure(error_rates={500: 1.0}),
-        "may or may not have acted", RetryState.UNKNOWN, id="500-server-error",
+        "may or may not have acted",
+        RetryState.UNKNOWN,
+        id="500-server-error",
     ),
     pytest.param(
         lambda w, run_id: w.simulator.state.configure(hang_seconds=2),
-        "did not answer in time", RetryState.UNKNOWN, id="timeout",
+        "did not answer in time",
+        RetryState.UNKNOWN,
+        id="timeout",
     ),
     pytest.param(
         lambda w, run_id: w.simulator.state.configure(drop_connection=True),
-        "dropped", RetryState.UNKNOWN, id="dropped-connection",
+        "dropped",
+        RetryState.UNKNOWN,
+        id="dropped-connection",
     ),
     pytest.param(
         lambda w, run_id: w.simulator.state.configure(malformed_json=True),
-        "could not read", RetryState.UNKNOWN, id="malformed-json",
+        "could not read",
+        RetryState.UNKNOWN,
+        id="malformed-json",
     ),
 ]
 

@@ -49,9 +49,7 @@ def test_full_page_and_htmx_fragment(world, client_as):
     full = page(client)
     assert full.status_code == 200
     assert "<html" in full.content.decode() and 'id="run-results"' in full.content.decode()
-    fragment = client.get(
-        reverse("runs:run_list", kwargs={"team_slug": "acme"}), **HTMX_RESULTS
-    )
+    fragment = client.get(reverse("runs:run_list", kwargs={"team_slug": "acme"}), **HTMX_RESULTS)
     html = fragment.content.decode()
     assert "<html" not in html and html.lstrip().startswith('<section id="run-results"')
 

@@ -1,0 +1,55 @@
+"""A Skyvern simulator: a separate HTTP server that behaves like Skyvern 1.0.56.
+
+Plain stdlib, no Django. It serves the endpoints the console uses, with bodies
+that validate against Skyvern's own openapi.json, reproduces the observed
+behaviour of a real server (403 for bad keys, 404 for other organisations'
+runs, 307 on a trailing slash, naive-UTC timestamps, extra unknown fields...)
+and lets tests and benchmarks inject every failure.
+
+    from console.simulator import SimulatorServer
+    server = SimulatorServer(host="127.0.0.1", port=0)   # 0 = a free port
+    server.start(); server.url                          # "http://127.0.0.1:PORT"
+    server.state.add_org("key-1", name="Acme", seed="acme", seed_runs=120)
+    server.state.configure(error_rates={503: 0.5}, latency_ms=50)
+    server.stop()
+
+or `python -m console.simulator --port 8765 [--state-file var/simulator.json]`.
+
+Modules: `state` (orgs, runs, knobs, lifecycle, persistence), `seed` (demo
+data), `render` (JSON bodies, the app page), `media` (GIF/PNG/PDF made in
+code), `server` (HTTP: API, app, media, control API).
+
+Knobs (`state.configure(**knobs)` or `POST /_sim/config`; unknown -> error):
+  latency_ms               added before every faulted /v1 answer
+  error_rates              {status: probability}, e.g. {500: 1.0}, {503: 0.5};
+                           5xx carry no Retry-After; 4xx act before the request
+  rate_limit_per_second    per organisation; above it 429 + Retry-After
+  rate_limit_retry_after   seconds in that Retry-After (default 1)
+  busy                     bool or probability: retry answers 503 + Retry-After,
+                           body says no run was created (none is)
+  busy_retry_after         seconds in that Retry-After (default 2)
+  hang_seconds             sleep this long before answering (client timeouts)
+  malformed_json           bool/probability: 200 with a truncated JSON body
+  drop_connection          bool/probability: close the socket, send nothing
+  truncate_body            bool/probability: announce the body, send half, close
+  redirect_to              URL: answer 307 to redirect_to + path (never follow!)
+  fault_endpoints          None (all) or some of list, get_run, retry, cancel,
+                           retry_webhook
+  apply_then_fail          True (default): hang/drop/5xx come after the request
+                           took effect (a retry did create its run); False: before
+  fault_seed               seed the dice, for reproducible benchmarks
+  queued_after, running_after, finished_after   seconds after creation (new runs)
+  failure_rate             probability that a new run ends failed
+  recording_url_ttl        seconds a signed recording_url stays valid
+
+Control API (loopback only, never faulted, no key): GET /_sim/health,
+GET|POST /_sim/config, GET /_sim/retries, POST /_sim/reset,
+POST /_sim/orgs {"api_key","name","seed","seed_runs"},
+POST /_sim/runs {"api_key", add_run's keywords...},
+POST /_sim/runs/{run_id}/status {"status","failure_reason"}.
+"""
+
+from .server import SimulatorServer
+from .state import KNOBS, SimulatorState
+
+__all__ = ["KNOBS", "SimulatorServer", "SimulatorState"]

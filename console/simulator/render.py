@@ -1,0 +1,337 @@
+"""Turning runs into what Skyvern sends: JSON bodies and the app's run page.
+
+Guarantees:
+- `workflow_run()` validates against openapi.json's `WorkflowRun` and
+  `workflow_run_response()` against `WorkflowRunResponse`; both also carry a
+  few fields newer than that document (`run_tags`, `workflow_version`, and
+  on the response `workflow_permanent_id`), as real Skyvern does.
+- Timestamps are ISO 8601 without an offset, always with microseconds
+  (`2026-11-28T08:44:13.373593`), meaning UTC.
+- `recording_url` is null until the run has started (and when archived);
+  otherwise a signed link that expires after `recording_url_ttl` seconds.
+- `app_page()` escapes every value taken from a run (html.escape).
+"""
+
+import hashlib
+import hmac
+import html
+import json
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import quote
+
+from . import media
+from .state import Org, Run
+
+
+def ts(value: datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%f") if value is not None else None
+
+
+def dumps(data) -> bytes:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Links:
+    """Where things live: the API host (media too) and the app host."""
+
+    base_url: str
+    app_host: str
+    secret: str
+    ttl: int = 3600
+
+    def app_url(self, run_id: str) -> str:
+        return f"{self.app_host}/runs/{quote(run_id, safe='')}"
+
+    def signature(self, run_id: str, expires: int) -> str:
+        message = f"{run_id}:{expires}".encode()
+        return hmac.new(self.secret.encode(), message, hashlib.sha256).hexdigest()[:32]
+
+    def recording_url(self, run_id: str) -> str:
+        # Rounded up to the minute so the URL is stable for a little while.
+        expires = math.ceil((time.time() + self.ttl) / 60) * 60
+        signature = self.signature(run_id, expires)
+        return (
+            f"{self.base_url}/recordings/{quote(run_id, safe='')}.gif"
+            f"?expires={expires}&signature={signature}"
+        )
+
+    def check_recording(self, run_id: str, expires: str, signature: str) -> str | None:
+        """None when the link is good, else why not."""
+        if not expires.isdigit():
+            return "Missing or malformed expiry"
+        if not hmac.compare_digest(self.signature(run_id, int(expires)), signature):
+            return "SignatureDoesNotMatch"
+        if int(expires) < time.time():
+            return "Request has expired"
+        return None
+
+    def screenshot_url(self, run_id: str, n: int) -> str:
+        return f"{self.base_url}/artifacts/{quote(run_id, safe='')}/screenshot_{n}.png"
+
+    def file_url(self, run_id: str, filename: str) -> str:
+        return f"{self.base_url}/artifacts/{quote(run_id, safe='')}/files/{quote(filename)}"
+
+
+def _attempt(run: Run) -> dict:
+    return {
+        "attempt_number": 1,
+        "status": run.status,
+        "failure_reason": run.failure_reason,
+        "error_codes": [e["error_code"] for e in run.errors if e.get("error_code")],
+        "started_at": ts(run.started_at),
+        "finished_at": ts(run.finished_at),
+        "retry_decision": None,
+        "decision_reason": None,
+        "next_attempt_at": None,
+        "webhook_sent_at": ts(run.finished_at) if run.webhook_url and run.finished_at else None,
+    }
+
+
+def _credits(run: Run) -> int:
+    return (run.step_count or 0) * 2
+
+
+def workflow_run(run: Run, org: Org) -> dict:
+    """One row of `GET /v1/agents/runs` (`WorkflowRun`)."""
+    return {
+        "workflow_run_id": run.run_id,
+        "workflow_id": run.workflow_id,
+        "workflow_permanent_id": run.workflow_permanent_id,
+        "organization_id": org.organization_id,
+        "browser_session_id": None,
+        "browser_profile_id": None,
+        "browser_seed_source": "fresh",
+        "browser_sink_profile_id": None,
+        "start_fresh_browser": False,
+        "reuse_browser_session": None,
+        "debug_session_id": None,
+        "status": run.status,
+        "attempt": 1,
+        "retry_pending": False,
+        "next_attempt_at": None,
+        "attempts": [_attempt(run)],
+        "extra_http_headers": None,
+        "cdp_connect_headers": None,
+        "proxy_location": "RESIDENTIAL",
+        "webhook_callback_url": run.webhook_url,
+        "webhook_failure_reason": None,
+        "totp_verification_url": None,
+        "totp_identifier": None,
+        "failure_reason": run.failure_reason,
+        "failure_category": (
+            [{"category": e["error_code"]} for e in run.errors if e.get("error_code")] or None
+        ),
+        "retried_from_workflow_run_id": run.retried_from,
+        "fallback_attempt": None,
+        "parent_workflow_run_id": None,
+        "workflow_title": run.workflow_title,
+        "max_screenshot_scrolls": None,
+        "max_elapsed_time_minutes": None,
+        "browser_address": None,
+        "run_with": "agent",
+        "browser_type": None,
+        "browser_settings": None,
+        "browser_settings_receipt": None,
+        "script_run": None,
+        "job_id": None,
+        "depends_on_workflow_run_id": None,
+        "sequential_key": None,
+        "sequential_credential_id": None,
+        "ai_fallback": None,
+        "code_gen": None,
+        "trigger_type": run.trigger_type,
+        "workflow_schedule_id": None,
+        "ignore_inherited_workflow_system_prompt": False,
+        "copilot_session_id": None,
+        "created_by": None,
+        "credits_used": _credits(run),
+        "cached_credits_used": 0,
+        "queued_at": ts(run.queued_at),
+        "started_at": ts(run.started_at),
+        "finished_at": ts(run.finished_at),
+        "created_at": ts(run.created_at),
+        "modified_at": ts(run.modified_at),
+        # Newer than openapi.json (clients must ignore what they don't know):
+        "run_tags": [],
+        "workflow_version": 1 + int(run.workflow_id[-1]) if run.workflow_id[-1:].isdigit() else 1,
+    }
+
+
+def run_request(run: Run) -> dict:
+    return {
+        "workflow_id": run.workflow_permanent_id,
+        "parameters": run.parameters,
+        "title": run.workflow_title,
+        "proxy_location": "RESIDENTIAL",
+        "webhook_url": run.webhook_url,
+        "totp_url": None,
+        "totp_identifier": None,
+        "browser_session_id": None,
+        "reuse_browser_session": None,
+        "browser_profile_id": None,
+        "start_fresh_browser": False,
+        "max_screenshot_scrolls": None,
+        "max_elapsed_time_minutes": None,
+        "extra_http_headers": None,
+        "cdp_connect_headers": None,
+        "browser_address": None,
+        "ai_fallback": None,
+        "run_with": None,
+        "browser_type": None,
+        "run_metadata": None,
+        "file_ids": None,
+    }
+
+
+def downloaded_files(run: Run, links: Links) -> list[dict]:
+    files = []
+    for name in run.files:
+        content = media.file_bytes(name, run.run_id)
+        files.append(
+            {
+                "url": links.file_url(run.run_id, name),
+                "checksum": hashlib.sha256(content).hexdigest(),
+                "filename": name,
+                "file_size": len(content),
+                "modified_at": ts(run.finished_at),
+                "artifact_id": "a_"
+                + hashlib.sha256(f"{run.run_id}|{name}".encode()).hexdigest()[:18],
+            }
+        )
+    return files
+
+
+def screenshot_urls(run: Run, links: Links) -> list[str]:
+    if run.started_at is None:
+        return []
+    count = max(1, min(3, run.step_count or 1))
+    return [links.screenshot_url(run.run_id, n) for n in reversed(range(count))]
+
+
+def workflow_run_response(run: Run, links: Links) -> dict:
+    """`GET /v1/runs/{id}` and the retry's answer (`WorkflowRunResponse`)."""
+    return {
+        "run_id": run.run_id,
+        "status": run.status,
+        "output": run.output,
+        "downloaded_files": downloaded_files(run, links),
+        "recording_url": links.recording_url(run.run_id) if run.recording_available else None,
+        "recording_archived": run.recording_archived,
+        "screenshot_urls": screenshot_urls(run, links),
+        "failure_reason": run.failure_reason,
+        "created_at": ts(run.created_at),
+        "modified_at": ts(run.modified_at),
+        "queued_at": ts(run.queued_at),
+        "started_at": ts(run.started_at),
+        "finished_at": ts(run.finished_at),
+        "app_url": links.app_url(run.run_id),
+        "browser_session_id": None,
+        "browser_profile_id": None,
+        "max_screenshot_scrolls": None,
+        "script_run": None,
+        "errors": run.errors,
+        "step_count": run.step_count,
+        "run_type": "workflow_run",
+        "attempt": 1,
+        "retry_pending": False,
+        "next_attempt_at": None,
+        "attempts": [_attempt(run)],
+        "run_with": "agent",
+        "ai_fallback": None,
+        "script_id": None,
+        "browser_seed_source": "fresh",
+        "browser_settings_receipt": None,
+        "run_request": run_request(run),
+        # Newer than openapi.json:
+        "workflow_permanent_id": run.workflow_permanent_id,
+        "run_tags": [],
+    }
+
+
+def webhook_replay(run: Run, links: Links, api_key: str) -> dict:
+    """`POST /v1/runs/{id}/retry_webhook` (`RunWebhookReplayResponse`); sends nothing."""
+    payload = dumps(workflow_run_response(run, links)).decode()
+    timestamp = str(int(time.time()))
+    signature = hmac.new(api_key.encode(), payload.encode(), hashlib.sha256).hexdigest()
+    return {
+        "run_id": run.run_id,
+        "run_type": "workflow_run",
+        "default_webhook_url": run.webhook_url,
+        "target_webhook_url": run.webhook_url,
+        "payload": payload,
+        "headers": {
+            "x-skyvern-signature": signature,
+            "x-skyvern-timestamp": timestamp,
+            "Content-Type": "application/json",
+        },
+        "status_code": None,
+        "latency_ms": None,
+        "response_body": None,
+        "error": None if run.webhook_url else "No webhook URL is configured for this run.",
+    }
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{title} · {run_id} · Skyvern (simulated)</title>
+<style>
+body{{font:14px/1.45 system-ui,sans-serif;margin:2rem;color:#1d2433;max-width:60rem}}
+dt{{font-weight:600;margin-top:.6rem}} dd{{margin:0}}
+pre{{background:#f3f4f6;padding:.6rem;overflow:auto}}
+.status{{display:inline-block;padding:.1rem .5rem;border-radius:.3rem;background:#e5e7eb}}
+</style></head>
+<body>
+<p><small>Skyvern app (simulator)</small></p>
+<h1>{title}</h1>
+<p>Run <code>{run_id}</code> <span class="status">{status}</span></p>
+<dl>
+<dt>Workflow</dt><dd><code>{wpid}</code></dd>
+<dt>Created</dt><dd>{created} UTC</dd>
+<dt>Started</dt><dd>{started}</dd>
+<dt>Finished</dt><dd>{finished}</dd>
+<dt>Retried from</dt><dd>{retried_from}</dd>
+<dt>Failure reason</dt><dd>{failure}</dd>
+<dt>Parameters</dt><dd><pre>{parameters}</pre></dd>
+<dt>Errors</dt><dd><pre>{errors}</pre></dd>
+<dt>Output</dt><dd><pre>{output}</pre></dd>
+</dl>
+<h2>Recording</h2>
+{recording}
+</body></html>
+"""
+
+
+def app_page(run: Run, links: Links) -> str:
+    """The run's page in the (simulated) Skyvern app; everything escaped."""
+
+    def e(value) -> str:
+        return html.escape("—" if value in (None, "") else str(value), quote=True)
+
+    def pretty(value) -> str:
+        return e(json.dumps(value, indent=2, ensure_ascii=False))
+
+    if run.recording_available:
+        recording = f'<img alt="Recording of the run" src="{e(links.recording_url(run.run_id))}">'
+    elif run.recording_archived:
+        recording = "<p>The recording has been archived.</p>"
+    else:
+        recording = "<p>No recording yet: the run has not started.</p>"
+    return _PAGE.format(
+        title=e(run.workflow_title),
+        run_id=e(run.run_id),
+        status=e(run.status),
+        wpid=e(run.workflow_permanent_id),
+        created=e(ts(run.created_at)),
+        started=e(ts(run.started_at)),
+        finished=e(ts(run.finished_at)),
+        retried_from=e(run.retried_from),
+        failure=e(run.failure_reason),
+        parameters=pretty(run.parameters),
+        errors=pretty(run.errors),
+        output=pretty(run.output),
+        recording=recording,
+    )

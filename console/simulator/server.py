@@ -1,0 +1,636 @@
+"""The HTTP side of the simulator: Skyvern's /v1 API, the app, media, control.
+
+Guarantees:
+- Every /v1 request needs `x-api-key` of a known organisation (else 403
+  `{"detail":"Could not validate credentials"}`); another organisation's run
+  answers 404 exactly like an unknown one.
+- Unknown paths answer 404 `{"detail":"Not Found"}`, a wrong method 405 with
+  `Allow`, and a trailing slash on a known /v1 path 307 to the path without it
+  (as FastAPI does), before authentication and faults.
+- Fault knobs only ever touch the /v1 endpoints named in `fault_endpoints`
+  (all by default); never /_sim, the app page or media. Order for one
+  faulted request:
+    1. `redirect_to` (307 elsewhere), 2. `latency_ms`, 3. auth (403),
+    4. `rate_limit_per_second` (429 + Retry-After), 5. an `error_rates` 4xx,
+    6. `busy` (retry only: 503 + Retry-After, no run created),
+    7. the ambiguous faults - `hang_seconds`, `drop_connection`, an
+       `error_rates` 5xx (no Retry-After) - AFTER the request took effect
+       when `apply_then_fail` (default: a retry behind them did create a run),
+       before it otherwise,
+    8. on a 2xx answer: `malformed_json` (200 with a truncated JSON body and
+       a matching Content-Length) or `truncate_body` (the full Content-Length
+       announced, half the body sent, connection closed).
+- Request handling is threaded: a hanging or slow request never blocks
+  others; a reset or stop wakes it up and its connection is dropped.
+- The control API (/_sim/...) answers only loopback clients.
+"""
+
+import contextlib
+import ipaddress
+import json
+import re
+import socket
+import sys
+import threading
+import traceback
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from . import media, render
+from .state import ALL_STATUSES, ApiError, FaultRoll, SimulatorState, to_naive_utc
+
+_INT = re.compile(r"\s*[+-]?\d+\s*")
+_STATUS_LIST = ", ".join(f"'{s}'" for s in ALL_STATUSES[:-1]) + f" or '{ALL_STATUSES[-1]}'"
+MAX_BODY = 1 << 20
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: tuple[str, ...]
+    name: str
+    group: str  # the name used in `fault_endpoints`
+
+
+ROUTES = (
+    Route("GET", ("v1", "agents", "runs"), "list", "list"),
+    Route("GET", ("v1", "agents", "*", "runs"), "list_workflow", "list"),
+    Route("GET", ("v1", "runs", "*"), "get_run", "get_run"),
+    Route("POST", ("v1", "agents", "runs", "*", "retry"), "retry", "retry"),
+    Route("POST", ("v1", "runs", "*", "cancel"), "cancel", "cancel"),
+    Route("POST", ("v1", "runs", "*", "retry_webhook"), "retry_webhook", "retry_webhook"),
+)
+
+
+def match_routes(segments: list[str]) -> list[tuple[Route, list[str]]]:
+    found = []
+    for route in ROUTES:
+        if len(route.pattern) != len(segments):
+            continue
+        args = []
+        for want, got in zip(route.pattern, segments, strict=True):
+            if want == "*":
+                if not got:
+                    break
+                args.append(got)
+            elif want != got:
+                break
+        else:
+            found.append((route, args))
+    return found
+
+
+# --- query validation, FastAPI/pydantic style -----------------------------------
+
+
+def _int_param(query, name, default, loc, errors):
+    values = query.get(name)
+    if not values:
+        return default
+    raw = values[-1]
+    if not _INT.fullmatch(raw):
+        errors.append(
+            {
+                "type": "int_parsing",
+                "loc": [loc, name],
+                "msg": "Input should be a valid integer, unable to parse string as an integer",
+                "input": raw,
+            }
+        )
+        return default
+    value = int(raw)
+    if value < 1:
+        errors.append(
+            {
+                "type": "greater_than_equal",
+                "loc": [loc, name],
+                "msg": "Input should be greater than or equal to 1",
+                "input": raw,
+                "ctx": {"ge": 1},
+            }
+        )
+    return value
+
+
+def _str_param(query, name, errors, max_length=500):
+    values = query.get(name)
+    if not values:
+        return None
+    value = values[-1]
+    if len(value) > max_length:
+        errors.append(
+            {
+                "type": "string_too_long",
+                "loc": ["query", name],
+                "msg": f"String should have at most {max_length} characters",
+                "input": value,
+                "ctx": {"max_length": max_length},
+            }
+        )
+    return value or None
+
+
+def _datetime_param(query, name, errors):
+    values = query.get(name)
+    if not values or not values[-1]:
+        return None
+    raw = values[-1]
+    try:
+        return to_naive_utc(raw)
+    except ValueError:
+        errors.append(
+            {
+                "type": "datetime_parsing",
+                "loc": ["query", name],
+                "msg": "Input should be a valid datetime",
+                "input": raw,
+            }
+        )
+        return None
+
+
+def list_params(query: dict, *, with_dates: bool) -> dict:
+    """The list endpoints' query, validated; ApiError(422) listing every problem."""
+    errors: list[dict] = []
+    params = {
+        "page": _int_param(query, "page", 1, "query", errors),
+        "page_size": _int_param(query, "page_size", 10, "query", errors),
+        "statuses": query.get("status", []),
+        "search_key": _str_param(query, "search_key", errors),
+        "error_code": _str_param(query, "error_code", errors),
+    }
+    for i, status in enumerate(params["statuses"]):
+        if status not in ALL_STATUSES:
+            errors.append(
+                {
+                    "type": "enum",
+                    "loc": ["query", "status", i],
+                    "msg": f"Input should be {_STATUS_LIST}",
+                    "input": status,
+                    "ctx": {"expected": _STATUS_LIST},
+                }
+            )
+    if with_dates:
+        params["created_at_start"] = _datetime_param(query, "created_at_start", errors)
+        params["created_at_end"] = _datetime_param(query, "created_at_end", errors)
+    if errors:
+        raise ApiError(422, errors)
+    return params
+
+
+def max_steps_header(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not _INT.fullmatch(value):
+        raise ApiError(
+            422,
+            [
+                {
+                    "type": "int_parsing",
+                    "loc": ["header", "x-max-steps-override"],
+                    "msg": "Input should be a valid integer, unable to parse string as an integer",
+                    "input": value,
+                }
+            ],
+        )
+    return int(value)
+
+
+# --- the handler -----------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; without TCP_NODELAY a
+    # keep-alive client waits ~40 ms per request on delayed ACKs.
+    disable_nagle_algorithm = True
+    server: "_HTTPServer"
+
+    def version_string(self) -> str:
+        return "uvicorn"  # what a real Skyvern answers with
+
+    def do_GET(self):
+        self._handle("GET")
+
+    def do_HEAD(self):
+        self._handle("HEAD")
+
+    def do_POST(self):
+        self._handle("POST")
+
+    def do_PUT(self):
+        self._handle("PUT")
+
+    def do_PATCH(self):
+        self._handle("PATCH")
+
+    def do_DELETE(self):
+        self._handle("DELETE")
+
+    def do_OPTIONS(self):
+        self._handle("OPTIONS")
+
+    def log_message(self, format, *args):  # noqa: A002 - BaseHTTPRequestHandler's name
+        if self.server.sim.verbose:
+            super().log_message(format, *args)
+
+    # --- plumbing --------------------------------------------------------------
+
+    @property
+    def sim(self) -> "SimulatorServer":
+        return self.server.sim
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            self.close_connection = True  # not supported: don't try to reuse
+            return b""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        if length > MAX_BODY:
+            self.close_connection = True
+            return b""
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _send(
+        self,
+        status: int,
+        body: bytes = b"",
+        content_type: str = "application/json",
+        headers: dict | None = None,
+        *,
+        truncate: bool = False,
+    ) -> None:
+        self.send_response(status)
+        if body or status not in (204, 307):
+            self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        if truncate:
+            self.wfile.write(body[: len(body) // 2])
+            self._drop()
+            return
+        self.wfile.write(body)
+
+    def _json(self, status: int, data, headers: dict | None = None) -> None:
+        self._send(status, render.dumps(data), headers=headers)
+
+    def _drop(self) -> None:
+        """Close the connection without (another) byte: the client sees it cut."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _handle(self, method: str) -> None:
+        try:
+            self._read_body_and_dispatch(method)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception:
+            # A bug in the simulator must not look like the drop_connection knob.
+            traceback.print_exc()
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self._send(500, b"Simulator bug (see its stderr)", "text/plain; charset=utf-8")
+
+    def _read_body_and_dispatch(self, method: str) -> None:
+        body = self._read_body()
+        url = urlsplit(self.path)
+        segments = [unquote(s) for s in url.path.split("/")[1:]]
+        query = parse_qs(url.query, keep_blank_values=True)
+        if segments[:1] == ["v1"]:
+            self._api(method, segments, url)
+        elif segments[:1] == ["_sim"]:
+            self._control(method, segments, body)
+        else:
+            self._public(method, segments, query)
+
+    # --- /v1: the Skyvern API ----------------------------------------------------
+
+    def _api(self, method: str, segments: list[str], url) -> None:
+        state = self.sim.state
+        matches = match_routes(segments)
+        query_string = f"?{url.query}" if url.query else ""
+        if not matches:
+            if len(segments) > 1 and segments[-1] == "" and match_routes(segments[:-1]):
+                location = self.sim.url + url.path[:-1] + query_string
+                return self._send(307, b"", headers={"location": location})
+            return self._json(404, {"detail": "Not Found"})
+        found = [(route, args) for route, args in matches if route.method == method]
+        if not found:
+            allow = ", ".join(sorted({route.method for route, _ in matches}))
+            return self._json(405, {"detail": "Method Not Allowed"}, headers={"allow": allow})
+        route, args = found[0]
+
+        knobs = state.knobs()
+        endpoints = knobs["fault_endpoints"]
+        faulted = endpoints is None or route.group in endpoints
+        generation = state.generation
+        if faulted and knobs["redirect_to"]:
+            return self._send(
+                307, b"", headers={"location": knobs["redirect_to"] + url.path + query_string}
+            )
+        if faulted and knobs["latency_ms"] and not state.sleep(knobs["latency_ms"] / 1000):
+            return self._drop()
+
+        api_key = self.headers.get("x-api-key")
+        org = state.org(api_key)
+        if org is None:
+            return self._json(403, {"detail": "Could not validate credentials"})
+
+        roll = FaultRoll()
+        if faulted:
+            if state.rate_limited(api_key, knobs["rate_limit_per_second"]):
+                return self._json(
+                    429,
+                    {"detail": "Rate limit exceeded for this organization. Slow down."},
+                    headers={"retry-after": str(knobs["rate_limit_retry_after"])},
+                )
+            roll = state.roll_faults(route.group, knobs)
+            if roll.error_status and roll.error_status < 500:
+                return self._injected(roll.error_status, knobs)
+            if roll.busy:
+                wait = knobs["busy_retry_after"]
+                return self._json(
+                    503,
+                    {
+                        "detail": "Skyvern is busy dispatching other runs. No run was "
+                        f"created; retry after {wait} seconds."
+                    },
+                    headers={"retry-after": str(wait)},
+                )
+            if not knobs["apply_then_fail"] and self._ambiguous(roll, knobs, generation):
+                return
+
+        status, data = self._call(route, args, org, url)
+
+        if faulted:
+            if knobs["apply_then_fail"] and self._ambiguous(roll, knobs, generation):
+                return
+            if 200 <= status < 300 and roll.malformed:
+                body = render.dumps(data)
+                return self._send(status, body[: max(1, len(body) // 2)])
+            if 200 <= status < 300 and roll.truncate:
+                return self._send(status, render.dumps(data), truncate=True)
+        self._json(status, data)
+
+    def _ambiguous(self, roll: FaultRoll, knobs: dict, generation: int) -> bool:
+        """Hang, drop or a 5xx: answers that say nothing about what happened."""
+        state = self.sim.state
+        if knobs["hang_seconds"] and not state.sleep(knobs["hang_seconds"]):
+            self._drop()
+            return True
+        if state.generation != generation or roll.drop:
+            self._drop()
+            return True
+        if roll.error_status:
+            self._injected(roll.error_status, knobs)
+            return True
+        return False
+
+    def _injected(self, status: int, knobs: dict) -> None:
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Error"
+        if status == 500:
+            return self._send(500, b"Internal Server Error", "text/plain; charset=utf-8")
+        if status in (502, 504):
+            page = (
+                f"<html><head><title>{status} {phrase}</title></head><body>"
+                f"<center><h1>{status} {phrase}</h1></center></body></html>"
+            )
+            return self._send(status, page.encode(), "text/html")
+        headers = {"retry-after": str(knobs["rate_limit_retry_after"])} if status == 429 else None
+        return self._json(status, {"detail": phrase}, headers=headers)
+
+    def _call(self, route: Route, args: list[str], org, url) -> tuple[int, object]:
+        state = self.sim.state
+        links = self.sim.links()
+        query = parse_qs(url.query, keep_blank_values=True)
+        try:
+            if route.group == "list":
+                params = list_params(query, with_dates=route.name == "list_workflow")
+                if route.name == "list_workflow":
+                    params["workflow_permanent_id"] = args[0]
+                runs = state.list_runs(org.api_key, **params)
+                return 200, [render.workflow_run(run, org) for run in runs]
+            if route.name == "get_run":
+                return 200, render.workflow_run_response(state.get_run(org.api_key, args[0]), links)
+            if route.name == "retry":
+                steps = max_steps_header(self.headers.get("x-max-steps-override"))
+                run = state.retry(org.api_key, args[0], steps)
+                return 200, render.workflow_run_response(run, links)
+            if route.name == "cancel":
+                state.cancel(org.api_key, args[0])
+                return 200, None
+            if route.name == "retry_webhook":
+                run = state.webhook_run(org.api_key, args[0])
+                return 200, render.webhook_replay(run, links, org.api_key)
+        except ApiError as exc:
+            return exc.status, {"detail": exc.detail}
+        raise AssertionError(f"unrouted {route}")  # pragma: no cover
+
+    # --- the app page and media ------------------------------------------------------
+
+    def _public(self, method: str, segments: list[str], query: dict) -> None:
+        if method not in ("GET", "HEAD"):
+            return self._json(405, {"detail": "Method Not Allowed"}, headers={"allow": "GET"})
+        state = self.sim.state
+        links = self.sim.links()
+        if segments in ([""], []):
+            return self._json(200, {"name": "Skyvern simulator", "api": "/v1"})
+        if len(segments) == 2 and segments[0] == "runs" and segments[1]:
+            run = state.find_run(segments[1])
+            if run is None:
+                page = "<!doctype html><title>Not found</title><h1>Run not found</h1>"
+                return self._send(404, page.encode(), "text/html; charset=utf-8")
+            return self._send(
+                200,
+                render.app_page(run, links).encode(),
+                "text/html; charset=utf-8",
+                {
+                    "content-security-policy": "default-src 'none'; img-src 'self'; "
+                    "style-src 'unsafe-inline'",
+                    "x-content-type-options": "nosniff",
+                },
+            )
+        if len(segments) == 2 and segments[0] == "recordings" and segments[1].endswith(".gif"):
+            run_id = segments[1][: -len(".gif")]
+            problem = links.check_recording(
+                run_id, query.get("expires", [""])[-1], query.get("signature", [""])[-1]
+            )
+            if problem:
+                return self._send(403, problem.encode(), "text/plain; charset=utf-8")
+            run = state.find_run(run_id)
+            if run is None or not run.recording_available:
+                return self._send(404, b"NoSuchKey", "text/plain; charset=utf-8")
+            kind = run.status if run.status in ("completed", "failed") else "running"
+            headers = {"cache-control": "private, max-age=60"}
+            return self._send(200, media.recording_gif(kind), "image/gif", headers)
+        if len(segments) >= 3 and segments[0] == "artifacts":
+            run = state.find_run(segments[1])
+            if run is not None and run.started_at is not None:
+                shot = re.fullmatch(r"screenshot_(\d{1,2})\.png", segments[2])
+                if len(segments) == 3 and shot:
+                    return self._send(200, media.screenshot_png(int(shot.group(1))), "image/png")
+                if len(segments) == 4 and segments[2] == "files" and segments[3] in run.files:
+                    content = media.file_bytes(segments[3], run.run_id)
+                    return self._send(200, content, media.content_type_for(segments[3]))
+        return self._json(404, {"detail": "Not Found"})
+
+    # --- /_sim: the control API ------------------------------------------------------
+
+    def _control(self, method: str, segments: list[str], body: bytes) -> None:
+        try:
+            loopback = ipaddress.ip_address(self.client_address[0]).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            return self._json(403, {"detail": "The control API is for loopback clients only."})
+        state = self.sim.state
+        path = "/".join(segments[1:])
+        try:
+            data = json.loads(body) if body.strip() else {}
+        except ValueError:
+            return self._json(400, {"detail": "The body is not JSON."})
+        if not isinstance(data, dict):
+            return self._json(400, {"detail": "The body must be a JSON object."})
+        try:
+            if path == "health" and method == "GET":
+                return self._json(200, {"ok": True})
+            if path == "config" and method == "GET":
+                return self._json(200, state.config())
+            if path == "config" and method == "POST":
+                return self._json(200, state.configure(**data))
+            if path == "retries" and method == "GET":
+                return self._json(200, state.retry_counts())
+            if path == "reset" and method == "POST":
+                state.reset()
+                return self._json(200, {"ok": True})
+            if path == "orgs" and method == "POST":
+                api_key = data.get("api_key")
+                run_ids = state.add_org(
+                    api_key,
+                    name=data.get("name") or "",
+                    seed=data.get("seed"),
+                    seed_runs=data.get("seed_runs", 0),
+                )
+                org = state.org(api_key)
+                return self._json(201, {"organization_id": org.organization_id, "run_ids": run_ids})
+            if path == "runs" and method == "POST":
+                api_key = data.pop("api_key", None)
+                run_id = state.add_run(api_key, **data)
+                return self._json(201, {"run_id": run_id})
+            parts = segments[1:]
+            if len(parts) == 3 and parts[0] == "runs" and parts[2] == "status" and method == "POST":
+                state.set_status(parts[1], data.get("status"), data.get("failure_reason"))
+                run = state.find_run(parts[1])
+                return self._json(200, {"run_id": run.run_id, "status": run.status})
+        except KeyError as exc:
+            return self._json(404, {"detail": str(exc.args[0] if exc.args else exc)})
+        except (TypeError, ValueError) as exc:
+            return self._json(400, {"detail": str(exc)})
+        return self._json(404, {"detail": "Not Found"})
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address, handler, sim: "SimulatorServer"):
+        self.sim = sim
+        super().__init__(address, handler)
+
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
+
+
+class SimulatorServer:
+    """A Skyvern simulator listening on (host, port) in a background thread.
+
+    `port=0` picks a free port; `url` tells which after `start()`. `app_host`
+    is where `app_url` points (default: this server, which serves the page).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        state_file=None,
+        app_host: str | None = None,
+        *,
+        verbose: bool = False,
+    ):
+        self.host = host
+        self.port = port
+        self.state = SimulatorState(state_file)
+        self._app_host = app_host.rstrip("/") if app_host else None
+        self.verbose = verbose
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "SimulatorServer":
+        """Bind and serve in a daemon thread; returns once listening."""
+        if self._httpd is not None:
+            raise RuntimeError("the simulator is already running")
+        self._httpd = _HTTPServer((self.host, self.port), _Handler, self)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="skyvern-simulator",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, wake sleeping requests, close the socket."""
+        if self._httpd is None:
+            return
+        self._httpd.shutdown()
+        self.state.interrupt()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._httpd = None
+        self._thread = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("the simulator is not running: call start() first")
+        host, port = self._httpd.server_address[:2]
+        if host in ("0.0.0.0", "::", ""):  # noqa: S104 - only to print a reachable URL
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}"
+
+    @property
+    def app_host(self) -> str:
+        return self._app_host or self.url
+
+    def links(self) -> render.Links:
+        return render.Links(
+            base_url=self.url,
+            app_host=self.app_host,
+            secret=self.state.secret,
+            ttl=self.state.knobs()["recording_url_ttl"],
+        )

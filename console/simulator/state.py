@@ -1,0 +1,837 @@
+"""Everything the simulator knows: organisations, runs, retry counts, fault knobs.
+
+Guarantees:
+- All access goes through `SimulatorState`, whose methods are thread-safe
+  (one re-entrant lock); a sleeping request (latency, hang) never holds it.
+- Each API key is its own organisation. A run belongs to exactly one
+  organisation; run ids are unique across the whole simulator.
+- A run created by a retry follows a lifecycle created -> queued -> running ->
+  completed|failed, derived lazily from the time since its creation, using
+  the timings and failure rate in force when it was created. Its outcome is a
+  deterministic function of its run id and that failure rate.
+- `reset()` empties everything (orgs, runs, counts) and turns every knob off
+  (timings back to their defaults); it also wakes requests that are sleeping
+  in latency/hang so they finish (by dropping their connection) instead of
+  acting on the new, emptied state.
+- With a state file, every change of orgs/runs/retry counts is written
+  atomically (temp file + rename, mode 0600) and loaded again at start.
+  Knobs are deliberately not persisted: a restart clears all faults.
+- Timestamps are naive datetimes meaning UTC, as Skyvern sends them.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import tempfile
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from . import seed as seedmod
+from .seed import ALL_STATUSES, NON_TERMINAL, TERMINAL
+
+FAILURE_STATUSES = ("failed", "terminated", "timed_out")
+#: Endpoint groups that fault knobs can be limited to (`fault_endpoints`).
+ENDPOINTS = frozenset({"list", "get_run", "retry", "cancel", "retry_webhook"})
+
+
+class ApiError(Exception):
+    """An HTTP error answer: `detail` becomes the JSON body's "detail"."""
+
+    def __init__(self, status: int, detail: Any, headers: dict | None = None):
+        super().__init__(f"{status} {detail}")
+        self.status = status
+        self.detail = detail
+        self.headers = headers or {}
+
+
+def utcnow() -> datetime:
+    """Now, as a naive datetime in UTC."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def to_naive_utc(value: datetime | str) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+def _unit(*parts: object) -> float:
+    """A deterministic number in [0, 1) from the parts."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
+    return int(digest[:13], 16) / 16**13
+
+
+# --- knobs ---------------------------------------------------------------------
+
+
+def _probability(name, value):
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, int | float) and 0 <= value <= 1:
+        return float(value)
+    raise ValueError(f"{name} must be a boolean or a probability between 0 and 1")
+
+
+def _non_negative(name, value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"{name} must be a number >= 0")
+    return value
+
+
+def _optional_positive(name, value):
+    if value in (None, 0):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"{name} must be a number > 0, or null/0 for off")
+    return value
+
+
+def _whole_seconds(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a whole number of seconds >= 0")
+    return value
+
+
+def _error_rates(name, value):
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a mapping of HTTP status code to probability")
+    rates = {}
+    for code, probability in value.items():
+        try:
+            status = int(code)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: {code!r} is not an HTTP status code") from None
+        if not 400 <= status <= 599:
+            raise ValueError(f"{name}: {status} is not a 4xx/5xx status code")
+        rates[status] = _probability(f"{name}[{status}]", probability)
+    if sum(rates.values()) > 1.0 + 1e-9:
+        raise ValueError(f"{name}: the probabilities add up to more than 1")
+    return rates
+
+
+def _endpoints(name, value):
+    if value is None or value == "all":
+        return None
+    if isinstance(value, str):
+        value = [value]
+    names = frozenset(value)
+    unknown = names - ENDPOINTS
+    if unknown:
+        raise ValueError(f"{name}: unknown endpoint(s) {sorted(unknown)}; use {sorted(ENDPOINTS)}")
+    return names
+
+
+def _url(name, value):
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ValueError(f"{name} must be an http(s) URL or null")
+    return value.rstrip("/")
+
+
+def _bool(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false")
+    return value
+
+
+def _seed(name, value):
+    if value is not None and not isinstance(value, int | str):
+        raise ValueError(f"{name} must be an integer, a string or null")
+    return value
+
+
+#: name -> (default, validator). Every knob is documented in README-like form
+#: in the package docstring (`console/simulator/__init__.py`).
+KNOBS: dict[str, tuple[Any, Any]] = {
+    "latency_ms": (0, _non_negative),
+    "error_rates": ({}, _error_rates),
+    "rate_limit_per_second": (None, _optional_positive),
+    "rate_limit_retry_after": (1, _whole_seconds),
+    "busy": (0.0, _probability),
+    "busy_retry_after": (2, _whole_seconds),
+    "hang_seconds": (0, _non_negative),
+    "malformed_json": (0.0, _probability),
+    "drop_connection": (0.0, _probability),
+    "truncate_body": (0.0, _probability),
+    "redirect_to": (None, _url),
+    "fault_endpoints": (None, _endpoints),
+    "apply_then_fail": (True, _bool),
+    "fault_seed": (None, _seed),
+    "queued_after": (2.0, _non_negative),
+    "running_after": (5.0, _non_negative),
+    "finished_after": (25.0, _non_negative),
+    "failure_rate": (0.3, _probability),
+    "recording_url_ttl": (3600, _whole_seconds),
+}
+
+
+def default_knobs() -> dict:
+    return {name: (dict(d) if isinstance(d, dict) else d) for name, (d, _) in KNOBS.items()}
+
+
+def knobs_as_json(knobs: dict) -> dict:
+    out = dict(knobs)
+    out["error_rates"] = {str(k): v for k, v in knobs["error_rates"].items()}
+    endpoints = knobs["fault_endpoints"]
+    out["fault_endpoints"] = sorted(endpoints) if endpoints is not None else None
+    return out
+
+
+@dataclass(frozen=True)
+class FaultRoll:
+    """What the dice said for one request (see server.py for the order)."""
+
+    error_status: int | None = None
+    busy: bool = False
+    drop: bool = False
+    malformed: bool = False
+    truncate: bool = False
+
+
+# --- data ----------------------------------------------------------------------
+
+
+@dataclass
+class Org:
+    api_key: str
+    name: str
+    organization_id: str
+    created_at: datetime
+
+
+@dataclass
+class Run:
+    """One workflow run. With `lifecycle` set, the status fields are derived
+    from the time (see `view`); otherwise they are what is stored."""
+
+    run_id: str
+    org_key: str
+    workflow_title: str
+    workflow_permanent_id: str
+    workflow_id: str
+    parameters: dict
+    status: str
+    created_at: datetime
+    modified_at: datetime
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    failure_reason: str | None = None
+    errors: list = field(default_factory=list)
+    output: Any = None
+    files: list = field(default_factory=list)
+    step_count: int | None = None
+    webhook_url: str | None = None
+    retried_from: str | None = None
+    max_steps_override: int | None = None
+    recording_archived: bool = False
+    trigger_type: str = "api"
+    seq: int = 0
+    lifecycle: dict | None = None
+
+    def view(self, now: datetime) -> "Run":
+        """This run as it is at `now` (a copy; lifecycle resolved)."""
+        life = self.lifecycle
+        if not life:
+            return replace(self)
+        created = self.created_at
+        queued_at = created + timedelta(seconds=life["queued_after"])
+        started_at = created + timedelta(seconds=life["running_after"])
+        finished_at = created + timedelta(seconds=life["finished_after"])
+        view = replace(self, lifecycle=None)
+        if now < queued_at:
+            view.status, view.modified_at = "created", created
+        elif now < started_at:
+            view.status, view.queued_at, view.modified_at = "queued", queued_at, queued_at
+        elif now < finished_at:
+            view.status = "running"
+            view.queued_at, view.started_at = queued_at, started_at
+            view.step_count = 1 + int((now - started_at).total_seconds() // 2)
+            view.modified_at = started_at + timedelta(seconds=2 * (view.step_count - 1))
+        else:
+            view.status = life["outcome"]
+            view.queued_at, view.started_at, view.finished_at = queued_at, started_at, finished_at
+            view.modified_at = finished_at
+            view.failure_reason = life["failure_reason"]
+            view.errors = list(life["errors"])
+            view.output = life["output"]
+            view.files = list(life["files"])
+            view.step_count = life["step_count"]
+        return view
+
+    @property
+    def recording_available(self) -> bool:
+        return self.started_at is not None and not self.recording_archived
+
+
+def _dt_to_json(value):
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+_DT_FIELDS = ("created_at", "modified_at", "queued_at", "started_at", "finished_at")
+
+
+def run_to_json(run: Run) -> dict:
+    data = asdict(run)
+    for name in _DT_FIELDS:
+        data[name] = _dt_to_json(data[name])
+    return data
+
+
+def run_from_json(data: dict) -> Run:
+    known = {f.name for f in fields(Run)}
+    data = {k: v for k, v in data.items() if k in known}
+    for name in _DT_FIELDS:
+        if data.get(name):
+            data[name] = datetime.fromisoformat(data[name])
+    return Run(**data)
+
+
+# --- the state -----------------------------------------------------------------
+
+
+class SimulatorState:
+    """Organisations, runs, retry counts and knobs, behind one lock."""
+
+    def __init__(self, state_file: str | os.PathLike | None = None):
+        self._lock = threading.RLock()
+        self.state_file = Path(state_file) if state_file else None
+        self._orgs: dict[str, Org] = {}
+        self._runs: dict[str, Run] = {}
+        self._retry_counts: dict[str, int] = defaultdict(int)
+        self._seq = 0
+        self._id_seq = 0
+        self._knobs = default_knobs()
+        self._rng = random.Random()
+        self._requests: dict[str, deque] = defaultdict(deque)
+        self._generation = 0
+        self._wake = threading.Event()
+        self.secret = os.urandom(16).hex()
+        if self.state_file and self.state_file.exists():
+            self._load()
+
+    # --- knobs ---------------------------------------------------------------
+
+    def configure(self, **knobs) -> dict:
+        """Set knobs (validated; unknown name -> ValueError). Returns all knobs."""
+        unknown = set(knobs) - set(KNOBS)
+        if unknown:
+            raise ValueError(f"unknown knob(s) {sorted(unknown)}; known: {sorted(KNOBS)}")
+        clean = {name: KNOBS[name][1](name, value) for name, value in knobs.items()}
+        with self._lock:
+            self._knobs.update(clean)
+            if "fault_seed" in clean:
+                self._rng = random.Random(clean["fault_seed"])
+            if "rate_limit_per_second" in clean:
+                self._requests.clear()
+            return self.config()
+
+    def config(self) -> dict:
+        """All knobs, JSON-ready."""
+        with self._lock:
+            return knobs_as_json(self._knobs)
+
+    def knobs(self) -> dict:
+        """A private copy of the knobs (for the server)."""
+        with self._lock:
+            return dict(self._knobs)
+
+    # --- lifecycle of the whole state ------------------------------------------
+
+    def reset(self) -> None:
+        """Empty everything, all knobs off; wake sleeping requests."""
+        with self._lock:
+            self._orgs.clear()
+            self._runs.clear()
+            self._retry_counts.clear()
+            self._requests.clear()
+            self._knobs = default_knobs()
+            self._rng = random.Random()
+            self._generation += 1
+            self._wake.set()
+            self._wake = threading.Event()
+            self._save()
+
+    def interrupt(self) -> None:
+        """Wake every sleeping request (used when the server stops)."""
+        with self._lock:
+            self._generation += 1
+            self._wake.set()
+            self._wake = threading.Event()
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep without holding the lock; False if a reset/stop interrupted it."""
+        with self._lock:
+            event, generation = self._wake, self._generation
+        if seconds > 0:
+            event.wait(seconds)
+        return generation == self._generation
+
+    # --- organisations and runs ---------------------------------------------
+
+    def add_org(
+        self, api_key: str, *, name: str = "", seed: str | None = None, seed_runs: int = 0
+    ) -> list[str]:
+        """Create the organisation of `api_key` (idempotent) and seed its runs.
+
+        Seeded runs are deterministic from `seed` (default: the api key) and
+        spread over the 30 days before the current hour. Runs already there
+        are kept as they are, so calling this again is harmless. Returns the
+        seeded run ids, newest first.
+        """
+        if not isinstance(api_key, str) or not api_key:
+            raise ValueError("api_key must be a non-empty string")
+        if not isinstance(seed_runs, int) or isinstance(seed_runs, bool) or seed_runs < 0:
+            raise ValueError("seed_runs must be a whole number >= 0")
+        seed = api_key if seed is None else str(seed)
+        now = utcnow()
+        anchor = now.replace(minute=0, second=0, microsecond=0)
+        generated = seedmod.generate_runs(seed, seed_runs, anchor) if seed_runs else []
+        with self._lock:
+            org = self._orgs.get(api_key)
+            if org is None:
+                digest = hashlib.sha256(f"org|{api_key}".encode()).hexdigest()
+                org = Org(api_key, name or "", f"o_{int(digest[:15], 16)}", now)
+                self._orgs[api_key] = org
+            elif name:
+                org.name = name
+            for item in generated:
+                existing = self._runs.get(item.run_id)
+                if existing is not None and existing.org_key != api_key:
+                    raise ValueError(
+                        f"seed {seed!r} was already used for another organisation; "
+                        "use a different seed for each organisation"
+                    )
+            for item in reversed(generated):  # oldest first, so seq follows time
+                if item.run_id in self._runs:
+                    continue
+                self._seq += 1
+                archived = (anchor - item.created_at).days >= 21
+                self._runs[item.run_id] = Run(
+                    run_id=item.run_id,
+                    org_key=api_key,
+                    workflow_title=item.workflow_title,
+                    workflow_permanent_id=item.workflow_permanent_id,
+                    workflow_id=item.workflow_id,
+                    parameters=item.parameters,
+                    status=item.status,
+                    created_at=item.created_at,
+                    modified_at=item.finished_at
+                    or item.started_at
+                    or item.queued_at
+                    or item.created_at,
+                    queued_at=item.queued_at,
+                    started_at=item.started_at,
+                    finished_at=item.finished_at,
+                    failure_reason=item.failure_reason,
+                    errors=item.errors,
+                    output=item.output,
+                    files=item.files,
+                    step_count=item.step_count,
+                    webhook_url=item.webhook_url,
+                    recording_archived=archived and item.started_at is not None,
+                    trigger_type=("scheduled", "manual", "api")[int(_unit(item.run_id) * 3)],
+                    seq=self._seq,
+                )
+            self._save()
+        return [item.run_id for item in generated]
+
+    def add_run(
+        self,
+        api_key: str,
+        *,
+        status: str = "failed",
+        workflow_title: str = "Download carrier invoices",
+        workflow_permanent_id: str | None = None,
+        failure_reason: str | None = None,
+        created_at: datetime | str | None = None,
+        run_id: str | None = None,
+        errors: list | None = None,
+        parameters: dict | None = None,
+        webhook_url: str | None = None,
+    ) -> str:
+        """Add one run with exactly these facts (for precise tests); returns its id.
+
+        Defaults: created ten minutes ago; a failed run without a reason gets a
+        realistic one (with an `errors` entry); a reason without `errors`
+        gets one error with error_code "UNEXPECTED_ERROR".
+        """
+        if status not in ALL_STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        now = utcnow()
+        created = (
+            to_naive_utc(created_at) if created_at is not None else now - timedelta(minutes=10)
+        )
+        with self._lock:
+            if api_key not in self._orgs:
+                raise ValueError("unknown organisation: call add_org(api_key) first")
+            if run_id is None:
+                run_id = self._new_run_id(now)
+            elif not isinstance(run_id, str) or not run_id or run_id in self._runs:
+                raise ValueError(f"run id {run_id!r} is empty or already used")
+            kind = seedmod.workflow_kind(workflow_title)
+            rng = random.Random(run_id)
+            if workflow_permanent_id is None:
+                workflow_permanent_id, workflow_id = seedmod.workflow_ids("", workflow_title)
+            else:
+                workflow_id = seedmod.workflow_ids(workflow_permanent_id, "version")[1]
+            params = parameters if parameters is not None else seedmod.make_parameters(rng, kind)
+            run = Run(
+                run_id=run_id,
+                org_key=api_key,
+                workflow_title=workflow_title,
+                workflow_permanent_id=workflow_permanent_id,
+                workflow_id=workflow_id,
+                parameters=params,
+                status=status,
+                created_at=created,
+                modified_at=created,
+                webhook_url=webhook_url,
+            )
+            if status != "created":
+                run.queued_at = created + timedelta(seconds=1)
+            if status not in ("created", "queued"):
+                run.started_at = created + timedelta(seconds=5)
+                run.step_count = 2
+            if status in TERMINAL:
+                run.finished_at = max(run.started_at, min(created + timedelta(minutes=3), now))
+                run.step_count = 9
+            if status in FAILURE_STATUSES or (status == "canceled" and failure_reason):
+                if failure_reason is None:
+                    failure_reason, default_errors = seedmod.make_failure(rng, status, params)
+                else:
+                    default_errors = [
+                        {"error_code": "UNEXPECTED_ERROR", "reasoning": failure_reason}
+                    ]
+                run.errors = errors if errors is not None else default_errors
+            else:
+                run.errors = errors or []
+            run.failure_reason = failure_reason
+            if status == "completed":
+                run.output, run.files = seedmod.make_success(rng, kind, params)
+            run.modified_at = run.finished_at or run.started_at or run.queued_at or created
+            self._seq += 1
+            run.seq = self._seq
+            self._runs[run_id] = run
+            self._save()
+            return run_id
+
+    def set_status(self, run_id: str, status: str, failure_reason: str | None = None) -> None:
+        """Force a run into `status` now (ends its lifecycle); KeyError if unknown."""
+        if status not in ALL_STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        now = utcnow()
+        with self._lock:
+            if run_id not in self._runs:
+                raise KeyError(f"unknown run {run_id}")
+            run = self._runs[run_id].view(now)
+            run.status = status
+            if status == "created":
+                run.queued_at = run.started_at = run.finished_at = None
+            elif status == "queued":
+                run.queued_at = run.queued_at or now
+                run.started_at = run.finished_at = None
+            else:
+                run.queued_at = run.queued_at or now
+                if status != "canceled" or run.started_at:
+                    run.started_at = run.started_at or now
+                run.finished_at = now if status in TERMINAL else None
+            rng = random.Random(f"{run_id}|{status}")
+            if status in FAILURE_STATUSES:
+                if failure_reason is None:
+                    if not run.failure_reason:
+                        run.failure_reason, run.errors = seedmod.make_failure(
+                            rng, status, run.parameters
+                        )
+                else:
+                    run.failure_reason = failure_reason
+                    run.errors = [{"error_code": "UNEXPECTED_ERROR", "reasoning": failure_reason}]
+            else:
+                run.failure_reason = failure_reason
+                run.errors = []
+            if status == "completed" and run.output is None:
+                kind = seedmod.workflow_kind(run.workflow_title)
+                run.output, run.files = seedmod.make_success(rng, kind, run.parameters)
+            elif status != "completed":
+                run.output, run.files = None, []
+            run.modified_at = now
+            self._runs[run_id] = run
+            self._save()
+
+    def retry_count(self, run_id: str) -> int:
+        with self._lock:
+            return self._retry_counts.get(run_id, 0)
+
+    def retry_counts(self) -> dict[str, int]:
+        with self._lock:
+            return {k: v for k, v in self._retry_counts.items() if v}
+
+    def org(self, api_key: str | None) -> Org | None:
+        if not api_key:
+            return None
+        with self._lock:
+            return self._orgs.get(api_key)
+
+    def find_run(self, run_id: str, now: datetime | None = None) -> Run | None:
+        """A run of any organisation, as it is now (for the app page, media)."""
+        with self._lock:
+            run = self._runs.get(run_id)
+            return run.view(now or utcnow()) if run else None
+
+    # --- the API operations ----------------------------------------------------
+
+    def list_runs(
+        self,
+        api_key: str,
+        *,
+        page: int = 1,
+        page_size: int = 10,
+        statuses: list[str] | None = None,
+        search_key: str | None = None,
+        error_code: str | None = None,
+        workflow_permanent_id: str | None = None,
+        created_at_start: datetime | None = None,
+        created_at_end: datetime | None = None,
+    ) -> list[Run]:
+        """One page of the organisation's runs, newest first, filtered."""
+        now = utcnow()
+        with self._lock:
+            runs = [r.view(now) for r in self._runs.values() if r.org_key == api_key]
+        if workflow_permanent_id is not None:
+            runs = [r for r in runs if r.workflow_permanent_id == workflow_permanent_id]
+        if statuses:
+            wanted = set(statuses)
+            runs = [r for r in runs if r.status in wanted]
+        if search_key:
+            needle = search_key.lower()
+            runs = [
+                r
+                for r in runs
+                if needle in r.run_id.lower()
+                or needle in r.workflow_permanent_id.lower()
+                or needle in (r.workflow_title or "").lower()
+            ]
+        if error_code:
+            runs = [r for r in runs if any(e.get("error_code") == error_code for e in r.errors)]
+        if created_at_start is not None:
+            runs = [r for r in runs if r.created_at >= created_at_start]
+        if created_at_end is not None:
+            runs = [r for r in runs if r.created_at < created_at_end]
+        runs.sort(key=lambda r: (r.created_at, r.seq), reverse=True)
+        start = (page - 1) * page_size
+        return runs[start : start + page_size]
+
+    def get_run(self, api_key: str, run_id: str) -> Run:
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None or run.org_key != api_key:
+                raise ApiError(404, "Task run not found")
+            return run.view(utcnow())
+
+    def _owned(self, api_key: str, run_id: str) -> Run:
+        run = self._runs.get(run_id)
+        if run is None or run.org_key != api_key:
+            raise ApiError(404, f"Workflow run not found {run_id}")
+        return run
+
+    def retry(self, api_key: str, run_id: str, max_steps_override: int | None = None) -> Run:
+        """Create a new run from a terminal one; 404 / 400 as Skyvern answers."""
+        now = utcnow()
+        with self._lock:
+            original = self._owned(api_key, run_id).view(now)
+            if original.status not in TERMINAL:
+                raise ApiError(400, "Only terminal workflow runs can be retried")
+            knobs = self._knobs
+            new_id = self._new_run_id(now)
+            queued = knobs["queued_after"]
+            running = max(queued, knobs["running_after"])
+            finished = max(running, knobs["finished_after"])
+            failed = _unit(new_id, "outcome") < knobs["failure_rate"]
+            rng = random.Random(new_id)
+            kind = seedmod.workflow_kind(original.workflow_title)
+            lifecycle = {
+                "queued_after": queued,
+                "running_after": running,
+                "finished_after": finished,
+                "outcome": "failed" if failed else "completed",
+                "failure_reason": None,
+                "errors": [],
+                "output": None,
+                "files": [],
+                "step_count": rng.randint(4, 24),
+            }
+            if failed:
+                reason, errors = seedmod.make_failure(rng, "failed", original.parameters)
+                lifecycle.update(failure_reason=reason, errors=errors)
+            else:
+                output, files = seedmod.make_success(rng, kind, original.parameters)
+                lifecycle.update(output=output, files=files)
+            self._seq += 1
+            run = Run(
+                run_id=new_id,
+                org_key=api_key,
+                workflow_title=original.workflow_title,
+                workflow_permanent_id=original.workflow_permanent_id,
+                workflow_id=original.workflow_id,
+                parameters=json.loads(json.dumps(original.parameters)),
+                status="created",
+                created_at=now,
+                modified_at=now,
+                webhook_url=original.webhook_url,
+                retried_from=run_id,
+                max_steps_override=max_steps_override,
+                trigger_type="api",
+                seq=self._seq,
+                lifecycle=lifecycle,
+            )
+            self._runs[new_id] = run
+            self._retry_counts[run_id] += 1
+            self._save()
+            return run.view(now)
+
+    def cancel(self, api_key: str, run_id: str) -> None:
+        """Cancel a non-terminal run; a finished run is left exactly as it is."""
+        now = utcnow()
+        with self._lock:
+            run = self._owned(api_key, run_id).view(now)
+            if run.status in TERMINAL:
+                return
+            run.status = "canceled"
+            run.finished_at = now
+            run.modified_at = now
+            run.step_count = run.step_count if run.started_at else None
+            self._runs[run_id] = run
+            self._save()
+
+    def webhook_run(self, api_key: str, run_id: str) -> Run:
+        with self._lock:
+            return self._owned(api_key, run_id).view(utcnow())
+
+    # --- faults --------------------------------------------------------------
+
+    def rate_limited(self, api_key: str, per_second: float | None) -> bool:
+        """Count this request for its organisation; True if over the limit."""
+        if not per_second:
+            return False
+        now = time.monotonic()
+        with self._lock:
+            window = self._requests[api_key]
+            while window and now - window[0] >= 1.0:
+                window.popleft()
+            if len(window) >= per_second:
+                return True
+            window.append(now)
+            return False
+
+    def roll_faults(self, endpoint: str, knobs: dict) -> FaultRoll:
+        """Throw the dice for one faulted request."""
+        with self._lock:
+            rng = self._rng
+            error_status = None
+            draw = rng.random()
+            for status, probability in sorted(knobs["error_rates"].items()):
+                if draw < probability:
+                    error_status = status
+                    break
+                draw -= probability
+
+            def hit(probability: float) -> bool:
+                return probability >= 1.0 or (probability > 0 and rng.random() < probability)
+
+            return FaultRoll(
+                error_status=error_status,
+                busy=endpoint == "retry" and hit(knobs["busy"]),
+                drop=hit(knobs["drop_connection"]),
+                malformed=hit(knobs["malformed_json"]),
+                truncate=hit(knobs["truncate_body"]),
+            )
+
+    # --- internals -------------------------------------------------------------
+
+    def _new_run_id(self, now: datetime) -> str:
+        """wr_<18-19 digits>, time-ordered like Skyvern's, unique."""
+        epoch = datetime(2020, 1, 1)
+        millis = int((now - epoch).total_seconds() * 1000)
+        while True:
+            self._id_seq = (self._id_seq + 1) % (1 << 20)
+            run_id = f"wr_{(millis << 20) | self._id_seq}"
+            if run_id not in self._runs:
+                return run_id
+
+    def _save(self) -> None:
+        if not self.state_file:
+            return
+        data = {
+            "version": 1,
+            "secret": self.secret,
+            "seq": self._seq,
+            "orgs": [
+                {**asdict(org), "created_at": org.created_at.isoformat()}
+                for org in self._orgs.values()
+            ],
+            "runs": [run_to_json(run) for run in self._runs.values()],
+            "retry_counts": self.retry_counts(),
+        }
+        path = self.state_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(data, handle, ensure_ascii=False)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def _load(self) -> None:
+        try:
+            data = json.loads(self.state_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(
+                f"cannot read simulator state file {self.state_file}: {exc}"
+            ) from exc
+        self.secret = data.get("secret") or self.secret
+        self._seq = int(data.get("seq", 0))
+        for org in data.get("orgs", []):
+            self._orgs[org["api_key"]] = Org(
+                api_key=org["api_key"],
+                name=org.get("name", ""),
+                organization_id=org["organization_id"],
+                created_at=datetime.fromisoformat(org["created_at"]),
+            )
+        for item in data.get("runs", []):
+            run = run_from_json(item)
+            self._runs[run.run_id] = run
+        for run_id, count in data.get("retry_counts", {}).items():
+            self._retry_counts[run_id] = int(count)
+
+
+__all__ = [
+    "ALL_STATUSES",
+    "ENDPOINTS",
+    "KNOBS",
+    "NON_TERMINAL",
+    "TERMINAL",
+    "ApiError",
+    "SimulatorState",
+]
