@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from .forms import ConnectionRulesForm
 from .models import Connection, Membership, Team
 
 
@@ -17,10 +18,24 @@ class TeamAdmin(admin.ModelAdmin):
     inlines = [MembershipInline]
 
 
+class ConnectionAdminForm(ConnectionRulesForm):
+    """The same rules as the team's own connection form."""
+
+    class Meta:
+        model = Connection
+        fields = ["label", "base_url"]
+
+
 @admin.register(Connection)
 class ConnectionAdmin(admin.ModelAdmin):
-    # The key itself is managed from the team's connections page, never here.
+    # The key itself is managed from the team's connections page, never here:
+    # so connections are not added here either (one without a key is useless).
+    # The team is fixed: the connection's cached runs belong to it.
+    form = ConnectionAdminForm
     list_display = ["label", "team", "base_url", "masked_key", "updated_at"]
     list_filter = ["team"]
-    readonly_fields = ["masked_key"]
+    readonly_fields = ["team", "masked_key"]
     fields = ["team", "label", "base_url", "masked_key"]
+
+    def has_add_permission(self, request):
+        return False

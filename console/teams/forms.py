@@ -1,8 +1,9 @@
 import ipaddress
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from django import forms
 from django.conf import settings
+from django.db import IntegrityError, transaction
 
 from .models import Connection
 
@@ -11,7 +12,7 @@ def validate_base_url(value: str) -> str:
     """HTTPS to a Skyvern host; plain http only to a loopback address, and
     only where SKYVERN_ALLOW_LOOPBACK is on (the demo and tests)."""
     parts = urlsplit(value)
-    if parts.username or parts.password:
+    if "@" in parts.netloc:
         raise forms.ValidationError("Put the API key in its own field, not in the URL.")
     if parts.query or parts.fragment:
         raise forms.ValidationError("The base URL takes no query or fragment.")
@@ -23,6 +24,17 @@ def validate_base_url(value: str) -> str:
     if parts.scheme == "http" and settings.SKYVERN_ALLOW_LOOPBACK and _is_loopback(host):
         return value.rstrip("/")
     raise forms.ValidationError("Skyvern must be reached over https://.")
+
+
+def without_credentials(value: str) -> str:
+    """The URL with any user:password@ taken out (they may be an API key)."""
+    try:
+        parts = urlsplit(value)
+        if parts.username is None and parts.password is None:
+            return value
+    except ValueError:
+        return value
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _is_loopback(host: str) -> bool:
@@ -60,7 +72,36 @@ class ApiKeyField(forms.CharField):
         return value
 
 
-class ConnectionForm(forms.ModelForm):
+LABEL_TAKEN = "This team already has a connection with that label."
+
+
+class ConnectionRulesForm(forms.ModelForm):
+    """What every form that edits a connection checks: its base URL, and a
+    label not taken by another connection of the same team."""
+
+    def clean_label(self):
+        label = self.cleaned_data["label"].strip()
+        clash = Connection.objects.filter(team=self.instance.team_id, label__iexact=label)
+        if clash.exclude(pk=self.instance.pk).exists():
+            raise forms.ValidationError(LABEL_TAKEN)
+        return label
+
+    def clean_base_url(self):
+        return validate_base_url(self.cleaned_data["base_url"])
+
+    def clean(self):
+        cleaned_data = super().clean()
+        # A rejected form is shown again with what was typed: never with a key
+        # that was pasted into the URL as credentials.
+        name = self.add_prefix("base_url")
+        typed = self.data.get(name)
+        if typed and without_credentials(typed) != typed:
+            self.data = self.data.copy()
+            self.data[name] = without_credentials(typed)
+        return cleaned_data
+
+
+class ConnectionForm(ConnectionRulesForm):
     api_key = ApiKeyField(label="API key")
 
     class Meta:
@@ -74,17 +115,15 @@ class ConnectionForm(forms.ModelForm):
         self.team = team
         self.instance.team = team
 
-    def clean_base_url(self):
-        return validate_base_url(self.cleaned_data["base_url"])
-
-    def clean_label(self):
-        label = self.cleaned_data["label"].strip()
-        clash = Connection.objects.filter(team=self.team, label__iexact=label)
-        if self.instance.pk:
-            clash = clash.exclude(pk=self.instance.pk)
-        if clash.exists():
-            raise forms.ValidationError("This team already has a connection with that label.")
-        return label
+    def save_unless_label_taken(self) -> Connection | None:
+        """Save; or, when someone took the label since it was checked, say so
+        on the form (the unique constraint catches it) and return None."""
+        try:
+            with transaction.atomic():
+                return self.save()
+        except IntegrityError:
+            self.add_error("label", LABEL_TAKEN)
+            return None
 
     def save(self, commit=True):
         self.instance.set_api_key(self.cleaned_data["api_key"])

@@ -1,8 +1,16 @@
+from copy import copy
+
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from console.skyvern import KeyRejected, SkyvernError, SkyvernUnreachable
+from console.skyvern import (
+    KeyRejected,
+    SkyvernError,
+    SkyvernServerError,
+    SkyvernTimeout,
+    SkyvernUnreachable,
+)
 
 from .access import team_for
 from .clients import client_for, forget_session
@@ -38,8 +46,11 @@ def connection_list(request, team_slug):
 def connection_create(request, team_slug):
     team = team_for(request, team_slug, needs=Role.ADMIN)
     form = ConnectionForm(request.POST or None, team=team)
-    if request.method == "POST" and form.is_valid():
-        connection = form.save()
+    if (
+        request.method == "POST"
+        and form.is_valid()
+        and (connection := form.save_unless_label_taken())
+    ):
         messages.success(request, f"Connection “{connection.label}” added.")
         return redirect("teams:connection_list", team_slug=team.slug)
     return render(
@@ -51,9 +62,10 @@ def connection_create(request, team_slug):
 def connection_edit(request, team_slug, pk):
     team = team_for(request, team_slug, needs=Role.ADMIN)
     connection = _connection(request, team, pk)
-    form = ConnectionEditForm(request.POST or None, instance=connection, team=team)
-    if request.method == "POST" and form.is_valid():
-        form.save()
+    # The form edits a copy: a rejected form must not show its values as saved.
+    form = ConnectionEditForm(request.POST or None, instance=copy(connection), team=team)
+    if request.method == "POST" and form.is_valid() and (saved := form.save_unless_label_taken()):
+        connection = saved
         forget_session(connection.pk)
         messages.success(request, f"Connection “{connection.label}” saved.")
         return redirect("teams:connection_list", team_slug=team.slug)
@@ -112,6 +124,11 @@ def connection_test(request, team_slug, pk):
         message = "Key rejected — Skyvern did not accept this API key."
     except SkyvernUnreachable:
         message = "Skyvern unreachable — check the base URL, or try again later."
+    # A key check only reads, so "may or may not have acted" doesn't apply here.
+    except SkyvernTimeout:
+        message = "No answer from Skyvern in time — it may be overloaded; try again later."
+    except SkyvernServerError as error:
+        message = f"Skyvern had an internal error (HTTP {error.status_code}) — try again later."
     except SkyvernError as error:
         message = f"Skyvern answered, but not as expected: {error}"
     except ApiKeyUnreadable:

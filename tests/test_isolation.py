@@ -1,0 +1,442 @@
+"""Who may reach which URL: a matrix generated from the URL configuration.
+
+Every named URL the project routes must have an entry in ACCESS below, saying
+how to build its arguments, which methods it takes and which role it needs.
+A URL without an entry fails `test_isolation_matrix` (so a new view can't
+ship without being checked), and an entry without a URL fails
+`test_every_entry_is_a_real_url` (so the table can't rot).
+
+For every URL × person × method (× htmx variant where the view serves
+fragments) the expected answer is computed from the entry:
+
+- anonymous → 302 to the login page, whatever the method;
+- a method the view does not take → 405;
+- the outsider (a member of team B only) on a team-A URL → 404, never 403;
+- a member of team A whose role is too small → 403;
+- otherwise the entry's own answer (200, or 302 somewhere other than login).
+
+A refused request must change nothing (connections, runs, retries, and no
+retry reaching the simulator).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from console.runs.models import Retry, Run
+from console.teams.models import ROLE_RANK, Connection, Membership, Role
+
+LOGIN = reverse("login")
+HTMX = {"HX-Request": "true"}
+ANYONE = "anyone"  # pseudo-role: the URL is public
+SIGNED_IN = "signed in"  # pseudo-role: any signed-in person, in a team or not
+
+# The people of the `world` fixture, by the attribute that holds them.
+PEOPLE = ["anonymous", "viewer", "operator", "admin", "outsider", "superuser"]
+ROLE_IN_A = {
+    "viewer": Role.VIEWER,
+    "operator": Role.OPERATOR,
+    "admin": Role.ADMIN,
+    "superuser": Role.ADMIN,  # superusers act as admins of every team
+}
+
+
+@dataclass(frozen=True)
+class Call:
+    """One way of calling a URL, and what a person allowed to do it gets."""
+
+    method: str
+    ok: int
+    htmx: bool = False
+    headers: dict = field(default_factory=dict)
+    data: Callable | None = None  # world -> POST data
+    to: str | None = None  # where an allowed 302 goes; None: anywhere but the login page
+    fragment: bool = False  # 200 answer is a fragment, not a whole page
+
+    @property
+    def label(self) -> str:
+        return f"{self.method}{' htmx' if self.htmx else ''}"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """How to check one named URL."""
+
+    # "team": kwargs {team_slug}; "run": + a run of that team;
+    # "connection": + a connection of that team; "plain": no kwargs.
+    kind: str
+    needs: object  # a Role, SIGNED_IN or ANYONE
+    calls: tuple[Call, ...] = ()
+    # Answer per person where it isn't derived from `needs` (the non-team URLs).
+    per_person: dict | None = None
+    skip: str | None = None  # a reason: this URL is deliberately not checked here
+
+
+def retry_data(world):
+    return {"seen_retries": "0", "next": reverse("runs:run_list", args=["acme"])}
+
+
+def new_connection_data(world):
+    return {"label": "Second", "base_url": world.simulator.url, "api_key": "sk-another-key-1234"}
+
+
+def edit_connection_data(world):
+    return {"label": "Renamed", "base_url": world.simulator.url}
+
+
+def replace_key_data(world):
+    return {"api_key": "sk-replacement-key-5678"}
+
+
+def login_data(world):
+    return {"username": "nobody", "password": "wrong password"}
+
+
+ACCESS: dict[str, Entry] = {
+    # --- not team-scoped ----------------------------------------------------------
+    "home": Entry(
+        kind="plain",
+        needs=SIGNED_IN,
+        calls=(Call("GET", 200),),
+        # Someone in exactly one team goes straight to its runs.
+        per_person={
+            "viewer": 302,
+            "operator": 302,
+            "admin": 302,
+            "outsider": 302,
+            "superuser": 200,
+        },
+    ),
+    "login": Entry(
+        kind="plain",
+        needs=ANYONE,
+        calls=(Call("GET", 200), Call("POST", 200, data=login_data)),
+        # redirect_authenticated_user: a signed-in person is sent on.
+        per_person={p: 302 for p in PEOPLE if p != "anonymous"},
+    ),
+    "logout": Entry(kind="plain", needs=SIGNED_IN, calls=(Call("POST", 302, to=LOGIN),)),
+    # --- runs of a team -------------------------------------------------------------
+    "runs:run_list": Entry(
+        kind="team",
+        needs=Role.VIEWER,
+        calls=(
+            Call("GET", 200),
+            Call("GET", 200, htmx=True, headers={"HX-Target": "run-results"}, fragment=True),
+        ),
+    ),
+    "runs:run_detail": Entry(kind="run", needs=Role.VIEWER, calls=(Call("GET", 200),)),
+    "runs:run_card": Entry(
+        kind="run",
+        needs=Role.VIEWER,
+        # Without htmx the card sends the browser to the run's page.
+        calls=(Call("GET", 302), Call("GET", 200, htmx=True, fragment=True)),
+    ),
+    "runs:run_retry": Entry(
+        kind="run",
+        needs=Role.OPERATOR,
+        calls=(
+            Call("POST", 302, data=retry_data),
+            Call("POST", 200, htmx=True, data=retry_data, fragment=True),
+        ),
+    ),
+    # --- a team's Skyvern connections -------------------------------------------------
+    "teams:connection_list": Entry(kind="team", needs=Role.ADMIN, calls=(Call("GET", 200),)),
+    "teams:connection_create": Entry(
+        kind="team",
+        needs=Role.ADMIN,
+        calls=(Call("GET", 200), Call("POST", 302, data=new_connection_data)),
+    ),
+    "teams:connection_edit": Entry(
+        kind="connection",
+        needs=Role.ADMIN,
+        calls=(Call("GET", 200), Call("POST", 302, data=edit_connection_data)),
+    ),
+    "teams:connection_replace_key": Entry(
+        kind="connection",
+        needs=Role.ADMIN,
+        calls=(Call("GET", 200), Call("POST", 302, data=replace_key_data)),
+    ),
+    "teams:connection_delete": Entry(
+        kind="connection",
+        needs=Role.ADMIN,
+        calls=(Call("GET", 200), Call("POST", 302)),
+    ),
+    "teams:connection_test": Entry(
+        kind="connection",
+        needs=Role.ADMIN,
+        calls=(Call("POST", 302), Call("POST", 200, htmx=True, fragment=True)),
+    ),
+    # --- deliberately not checked here -------------------------------------------------
+    "admin:*": Entry(
+        kind="plain",
+        needs=None,
+        skip="Django admin: staff-only behind is_staff and Django's own permission checks, "
+        "not team roles; the key is read-only there (see ConnectionAdmin).",
+    ),
+    "static:*": Entry(
+        kind="plain",
+        needs=None,
+        skip="Static files: served by WhiteNoise before routing, public by design "
+        "(the login page needs its CSS); see test_static_files_are_public.",
+    ),
+}
+
+
+# --- walking the URL configuration ----------------------------------------------------
+
+
+def url_names(patterns=None, namespace="", prefix=""):
+    """(table key, route) for every URL the project routes, through includes."""
+    if patterns is None:
+        patterns = get_resolver().url_patterns
+    for pattern in patterns:
+        route = prefix + str(pattern.pattern)
+        if route.lstrip("^").startswith(settings.STATIC_URL.lstrip("/")):
+            yield "static:*", route
+        elif isinstance(pattern, URLResolver):
+            inner = ":".join(filter(None, [namespace, pattern.namespace]))
+            if inner in ("admin",):
+                yield "admin:*", route
+                continue
+            yield from url_names(pattern.url_patterns, inner, route)
+        elif isinstance(pattern, URLPattern):
+            if pattern.name is None:
+                yield f"<unnamed {route}>", route
+            else:
+                yield (f"{namespace}:{pattern.name}" if namespace else pattern.name), route
+
+
+ROUTED = dict(url_names())
+
+
+def allowed_methods(entry: Entry) -> set[str]:
+    return {call.method for call in entry.calls}
+
+
+def expected_status(entry: Entry, person: str, call: Call) -> int:
+    """What `person` must get for `call` on a team-A URL (or a non-team URL)."""
+    if person == "anonymous":
+        return call.ok if entry.needs == ANYONE else 302
+    if entry.per_person and person in entry.per_person:
+        return entry.per_person[person]
+    if entry.needs in (ANYONE, SIGNED_IN):
+        return call.ok
+    if person == "outsider":
+        return 404
+    if ROLE_RANK[ROLE_IN_A[person]] < ROLE_RANK[entry.needs]:
+        return 403
+    return call.ok
+
+
+def cases():
+    for name in ROUTED:
+        entry = ACCESS.get(name)
+        if entry is None or entry.skip:
+            yield pytest.param(name, None, None, id=f"{name}")
+            continue
+        for person in PEOPLE:
+            for call in entry.calls:
+                yield pytest.param(name, person, call, id=f"{name}-{person}-{call.label}")
+            for method in sorted({"GET", "POST"} - allowed_methods(entry)):
+                wrong = Call(method, 405)
+                yield pytest.param(name, person, wrong, id=f"{name}-{person}-{method}-405")
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """`world` creates six people per test; the default hasher costs ~0.5 s each."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def kwargs_for(entry: Entry, world, *, team=None, run_team=None, connection_team=None):
+    """The URL kwargs of an entry: team A and its objects unless told otherwise."""
+    team = team or world.team_a
+    if entry.kind == "plain":
+        return {}
+    kwargs = {"team_slug": team.slug}
+    if entry.kind == "run":
+        connection = world.connection_b if (run_team or team) == world.team_b else None
+        kwargs["run_id"] = world.add_run(connection, status="failed")
+    elif entry.kind == "connection":
+        owner = connection_team or team
+        kwargs["pk"] = (world.connection_b if owner == world.team_b else world.connection_a).pk
+    return kwargs
+
+
+def snapshot(world, run_id=None):
+    """What a refused request must leave as it was."""
+    return (
+        sorted(Connection.objects.values_list("pk", "label", "base_url", "api_key_encrypted")),
+        sorted(Run.objects.values_list("pk", "run_id", "status")),
+        Retry.objects.count(),
+        world.simulator.state.retry_count(run_id) if run_id else None,
+    )
+
+
+def send(client, call: Call, url: str, world):
+    headers = dict(call.headers)
+    if call.htmx:
+        headers.update(HTMX)
+    if call.method == "GET":
+        return client.get(url, headers=headers)
+    return client.post(url, call.data(world) if call.data else {}, headers=headers)
+
+
+def check_answer(response, expected: int, call: Call, url: str):
+    got = response.status_code
+    detail = f"{call.label} {url}: expected {expected}, got {got}"
+    if got == 302:
+        detail += f" → {response['Location']}"
+    assert got == expected, detail
+    if expected == 302:
+        return response["Location"]
+    if expected == 200:
+        html = response.content.decode()
+        if call.fragment:
+            assert "<html" not in html, f"{detail}: htmx should get a fragment, not a page"
+        elif response["Content-Type"].startswith("text/html"):
+            assert "<html" in html, f"{detail}: expected a whole page"
+    return None
+
+
+# --- the matrix -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "person", "call"), list(cases()))
+def test_isolation_matrix(name, person, call, world, client_as):
+    entry = ACCESS.get(name)
+    if entry is None:
+        pytest.fail(
+            f"URL {name!r} ({ROUTED[name]}) has no entry in tests/test_isolation.py ACCESS: "
+            "say who may call it, with which methods, before shipping it."
+        )
+    if entry.skip:
+        pytest.skip(entry.skip)
+
+    kwargs = kwargs_for(entry, world)
+    url = reverse(name, kwargs=kwargs)
+    before = snapshot(world, kwargs.get("run_id"))
+    client = client_as(None if person == "anonymous" else getattr(world, person))
+    if call.ok == 405:
+        expected = 302 if person == "anonymous" else 405
+    else:
+        expected = expected_status(entry, person, call)
+
+    response = send(client, call, url, world)
+
+    location = check_answer(response, expected, call, url)
+    if expected == 302 and person == "anonymous" and entry.needs != ANYONE:
+        assert location == f"{LOGIN}?next={quote(url)}", location
+    elif expected == 302 and call.to:
+        assert location == call.to, f"{url}: sent to {location}, not {call.to}"
+    elif expected == 302:
+        assert not location.startswith(LOGIN), f"{url}: a signed-in person sent to login"
+    if expected in (403, 404, 405) or (person == "anonymous" and entry.needs != ANYONE):
+        assert snapshot(world, kwargs.get("run_id")) == before, (
+            f"{person} {call.label} {url} was refused with {expected} but changed something"
+        )
+
+
+def test_every_entry_is_a_real_url():
+    stale = sorted(set(ACCESS) - set(ROUTED) - {"static:*"})
+    assert not stale, f"ACCESS has entries for URLs that no longer exist: {stale}"
+
+
+def test_every_routed_url_is_named_and_listed():
+    """The same rule as the matrix, as one readable list."""
+    missing = sorted(name for name in ROUTED if name not in ACCESS)
+    assert not missing, f"URLs with no isolation entry: {missing}"
+
+
+def test_the_walk_finds_the_team_urls():
+    """Guards the walker itself: it must reach into the team includes."""
+    assert ROUTED["runs:run_retry"] == "t/<slug:team_slug>/runs/<run_id:run_id>/retry/"
+    assert ROUTED["teams:connection_test"] == "t/<slug:team_slug>/connections/<int:pk>/test/"
+    assert "admin:*" in ROUTED
+
+
+# --- objects of one team under another team's slug ----------------------------------------
+
+OBJECT_URLS = [name for name, entry in ACCESS.items() if entry.kind in ("run", "connection")]
+
+
+@pytest.mark.parametrize("name", OBJECT_URLS)
+def test_a_team_a_object_under_team_bs_slug_is_not_found(name, world, client_as):
+    """The outsider, made admin of B, asks for team A's run/connection via /t/globex/."""
+    Membership.objects.filter(user=world.outsider, team=world.team_b).update(role=Role.ADMIN)
+    entry = ACCESS[name]
+    client = client_as(world.outsider)
+    for call in entry.calls:
+        kwargs = kwargs_for(
+            entry, world, team=world.team_b, run_team=world.team_a, connection_team=world.team_a
+        )
+        url = reverse(name, kwargs=kwargs)
+        before = snapshot(world, kwargs.get("run_id"))
+        response = send(client, call, url, world)
+        assert response.status_code == 404, f"{call.label} {url}: {response.status_code}"
+        assert snapshot(world, kwargs.get("run_id")) == before
+
+
+@pytest.mark.parametrize("person", ["admin", "superuser"])
+@pytest.mark.parametrize("name", OBJECT_URLS)
+def test_a_team_b_object_under_team_as_slug_is_not_found(name, person, world, client_as):
+    """Even team A's admin (or a superuser) can't reach B's objects through /t/acme/."""
+    entry = ACCESS[name]
+    client = client_as(getattr(world, person))
+    for call in entry.calls:
+        kwargs = kwargs_for(
+            entry, world, team=world.team_a, run_team=world.team_b, connection_team=world.team_b
+        )
+        url = reverse(name, kwargs=kwargs)
+        before = snapshot(world, kwargs.get("run_id"))
+        response = send(client, call, url, world)
+        assert response.status_code == 404, f"{call.label} {url}: {response.status_code}"
+        assert snapshot(world, kwargs.get("run_id")) == before
+
+
+TEAM_URLS = [name for name, entry in ACCESS.items() if entry.kind != "plain"]
+
+
+@pytest.mark.parametrize("name", TEAM_URLS)
+def test_an_unknown_team_is_not_found_even_for_a_superuser(name, world, client_as):
+    entry = ACCESS[name]
+    for person in ("viewer", "admin", "outsider", "superuser"):
+        client = client_as(getattr(world, person))
+        for call in entry.calls:
+            kwargs = kwargs_for(entry, world)
+            kwargs["team_slug"] = "no-such-team"
+            response = send(client, call, reverse(name, kwargs=kwargs), world)
+            assert response.status_code == 404, f"{person} {call.label} {name}"
+
+
+def test_a_former_member_loses_access_at_once(world, client_as):
+    client = client_as(world.admin)
+    url = reverse("teams:connection_list", args=[world.team_a.slug])
+    assert client.get(url).status_code == 200
+    Membership.objects.filter(user=world.admin).delete()
+    assert client.get(url).status_code == 404
+
+
+def test_a_deactivated_person_is_signed_out(world, client_as):
+    client = client_as(world.admin)
+    world.admin.is_active = False
+    world.admin.save()
+    response = client.get(reverse("teams:connection_list", args=[world.team_a.slug]))
+    assert response.status_code == 302
+    assert response["Location"].startswith(LOGIN)
+
+
+def test_the_team_switcher_lists_only_my_teams(world, client_as):
+    html = client_as(world.outsider).get(reverse("runs:run_list", args=["globex"])).content
+    assert b"Globex Billing" in html
+    assert b"Acme Logistics" not in html
+    assert b"/t/acme/" not in html
+
+
+def test_static_files_are_public(client, db):
+    response = client.get(f"/{settings.STATIC_URL.strip('/')}/console/console.css")
+    assert response.status_code == 200
