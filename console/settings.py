@@ -58,6 +58,8 @@ CONSOLE_ENCRYPTION_KEYS = env_list("CONSOLE_ENCRYPTION_KEYS", "") or [
 SKYVERN_ALLOW_LOOPBACK = env_bool("SKYVERN_ALLOW_LOOPBACK", False)
 SKYVERN_CONNECT_TIMEOUT = float(os.environ.get("SKYVERN_CONNECT_TIMEOUT", "3.05"))
 SKYVERN_READ_TIMEOUT = float(os.environ.get("SKYVERN_READ_TIMEOUT", "20"))
+# How often the worker brings every team's cached runs in line with Skyvern.
+SYNC_INTERVAL_SECONDS = int(os.environ.get("SYNC_INTERVAL_SECONDS", "180"))
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -71,6 +73,7 @@ INSTALLED_APPS = [
     "django_tasks_db",
     "console.teams",
     "console.runs",
+    "console.sync",
     "console.demo",
 ]
 

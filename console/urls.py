@@ -10,5 +10,6 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("t/<slug:team_slug>/", include("console.runs.urls")),
     path("t/<slug:team_slug>/connections/", include("console.teams.urls")),
+    path("t/<slug:team_slug>/sync/", include("console.sync.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -170,6 +170,18 @@ ACCESS: dict[str, Entry] = {
         needs=Role.ADMIN,
         calls=(Call("POST", 302), Call("POST", 200, htmx=True, fragment=True)),
     ),
+    # --- keeping the history in line with Skyvern ----------------------------------------
+    "sync:sync_status": Entry(
+        kind="team",
+        needs=Role.VIEWER,
+        # Without htmx the status is part of the runs page.
+        calls=(Call("GET", 302), Call("GET", 200, htmx=True, fragment=True)),
+    ),
+    "sync:sync_now": Entry(
+        kind="team",
+        needs=Role.OPERATOR,
+        calls=(Call("POST", 302), Call("POST", 200, htmx=True, fragment=True)),
+    ),
     # --- deliberately not checked here -------------------------------------------------
     "admin:*": Entry(
         kind="plain",

@@ -6,7 +6,7 @@ import requests
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from console.runs.sync import connection_import_all
+from console.sync.services import connection_sync
 from console.teams.models import Connection, Membership, Role, Team
 
 DEMO_PASSWORD = "demo-password"  # noqa: S105 - printed for the local demo only
@@ -68,4 +68,4 @@ def seed_simulator_and_runs(*, simulator_url: str) -> None:
                 timeout=10,
             )
             response.raise_for_status()
-            connection_import_all(connection=connection)
+            connection_sync(connection=connection, full=True)

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.management import BaseCommand, CommandError, call_command
 
 from console.demo.seed import DEMO_PASSWORD, seed_people_and_teams, seed_simulator_and_runs
+from console.sync.tasks import schedule_periodic_sync
 
 
 def wait_for_port(host: str, port: int, *, seconds: float, process: subprocess.Popen) -> None:
@@ -75,6 +76,7 @@ class Command(BaseCommand):
             wait_for_port(host, simulator_port, seconds=15, process=simulator)
             logins = seed_people_and_teams(simulator_url=simulator_url)
             seed_simulator_and_runs(simulator_url=simulator_url)
+            schedule_periodic_sync()
             start("manage.py", "db_worker")
             web = start("manage.py", "runserver", f"{host}:{port}", "--noreload", "--skip-checks")
             wait_for_port(host, port, seconds=30, process=web)

@@ -1,0 +1,281 @@
+"""Keeping a connection's cached run history true to Skyvern.
+
+`connection_sync` is what the `sync_runs` command, the periodic task and the
+"Sync now" button all call. Guarantees:
+- at most one sync of a connection runs at a time (a lease on its
+  ConnectionSync row, renewed after every page; a sync that died lets go
+  after LEASE_EXPIRES_AFTER);
+- running it twice, or concurrently, never duplicates a run (one upsert
+  statement per page on the unique (connection, run_id));
+- memory stays flat: one page of runs is held at a time;
+- a full sync cut off mid-way resumes at the page where it stopped;
+- when Skyvern fails, the cached runs are left as they were and the error is
+  recorded for the team pages to show.
+"""
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.db.models import F, Q
+from django.utils import timezone
+
+from console.runs.models import Run, search_text_for
+from console.runs.services import run_fields_from_detail
+from console.skyvern import (
+    TERMINAL_STATUSES,
+    RunDetail,
+    RunNotFound,
+    RunSummary,
+    SkyvernError,
+)
+from console.teams.clients import client_for
+from console.teams.models import Connection
+from console.teams.secrets import ApiKeyUnreadable
+
+from .models import ConnectionSync
+
+log = logging.getLogger(__name__)
+
+SYNC_PAGE_SIZE = 100
+# Columns a listing may change; lineage and run details are never overwritten by it.
+LISTED_FIELDS = [
+    "status",
+    "workflow_permanent_id",
+    "workflow_title",
+    "failure_reason",
+    "created_at",
+    "modified_at",
+    "queued_at",
+    "started_at",
+    "finished_at",
+    "search_text",
+    "synced_at",
+]
+
+
+def runs_upsert(*, connection: Connection, summaries: list[RunSummary]) -> int:
+    """Insert or update one page of listed runs in a single statement."""
+    now = timezone.now()
+    rows = [
+        Run(
+            team_id=connection.team_id,
+            connection=connection,
+            run_id=summary.run_id,
+            status=summary.status,
+            workflow_permanent_id=summary.workflow_permanent_id or "",
+            workflow_title=summary.workflow_title or "",
+            failure_reason=summary.failure_reason or "",
+            created_at=summary.created_at or now,
+            modified_at=summary.modified_at,
+            queued_at=summary.queued_at,
+            started_at=summary.started_at,
+            finished_at=summary.finished_at,
+            raw=summary.raw,
+            search_text=search_text_for(
+                summary.run_id, summary.workflow_permanent_id, summary.workflow_title
+            ),
+            synced_at=now,
+        )
+        for summary in summaries
+    ]
+    Run.objects.bulk_create(
+        rows,
+        update_conflicts=True,
+        unique_fields=["connection", "run_id"],
+        update_fields=LISTED_FIELDS,
+    )
+    return len(rows)
+
+
+LEASE_EXPIRES_AFTER = timedelta(minutes=2)
+# Per pass, so that one sync never turns into thousands of calls at once.
+REFRESH_LIMIT = 200
+DETAIL_LIMIT = 100
+FAILED_STATUSES = ("failed", "terminated", "timed_out")
+NON_TERMINAL = ("created", "queued", "running", "paused")
+
+
+@dataclass
+class SyncResult:
+    pages: int = 0
+    checked: int = 0
+    created: int = 0
+    updated: int = 0
+    refreshed: int = 0
+    detailed: int = 0
+    stopped_early: bool = False
+    error: str = ""
+    skipped: bool = False  # another sync of the connection was running
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if self.skipped:
+            return "A sync of this connection was already running."
+        text = (
+            f"{self.checked} runs checked: {self.created} new, {self.updated} changed, "
+            f"{self.refreshed} unfinished refreshed, {self.detailed} with details fetched."
+        )
+        return f"{text} Failed: {self.error}" if self.error else text
+
+
+def sync_state_for(connection: Connection) -> ConnectionSync:
+    state, _ = ConnectionSync.objects.get_or_create(connection=connection)
+    return state
+
+
+def _take_lease(state: ConnectionSync, owner: str, *, full: bool) -> bool:
+    now = timezone.now()
+    taken = (
+        ConnectionSync.objects.filter(pk=state.pk)
+        .filter(Q(running_since__isnull=True) | Q(running_since__lt=now - LEASE_EXPIRES_AFTER))
+        .update(
+            running_since=now,
+            running_owner=owner,
+            running_full=full,
+            progress_runs=0,
+            last_started_at=now,
+        )
+    )
+    return taken == 1
+
+
+def _renew_lease(state: ConnectionSync, owner: str, **changes) -> None:
+    ConnectionSync.objects.filter(pk=state.pk, running_owner=owner).update(
+        running_since=timezone.now(), **changes
+    )
+
+
+def _release_lease(state: ConnectionSync, owner: str, **changes) -> None:
+    ConnectionSync.objects.filter(pk=state.pk, running_owner=owner).update(
+        running_since=None, running_owner="", last_finished_at=timezone.now(), **changes
+    )
+
+
+def run_upsert_detail(*, connection: Connection, detail: RunDetail) -> tuple[Run, bool]:
+    """Store Skyvern's full view of one run; returns (run, created).
+
+    Lineage fields are never touched: only the console sets them.
+    """
+    fields = run_fields_from_detail(detail)
+    if detail.workflow_permanent_id:
+        fields["workflow_permanent_id"] = detail.workflow_permanent_id
+    if detail.workflow_title:
+        fields["workflow_title"] = detail.workflow_title
+    return Run.objects.update_or_create(
+        connection=connection,
+        run_id=detail.run_id,
+        defaults=fields,
+        create_defaults={"team_id": connection.team_id, "created_at": timezone.now(), **fields},
+    )
+
+
+def connection_sync(*, connection: Connection, full: bool = False) -> SyncResult:
+    """Bring the connection's cached runs in line with Skyvern.
+
+    Incremental (default): read the newest runs until a whole page is
+    already cached, finished and unchanged. Full: read every page. Then
+    refresh unfinished runs one by one, and fetch the details that only
+    `GET /v1/runs/{id}` has for failed runs that lack them.
+    """
+    state = sync_state_for(connection)
+    owner = uuid.uuid4().hex
+    result = SyncResult()
+    if not _take_lease(state, owner, full=full):
+        result.skipped = True
+        return result
+    try:
+        client = client_for(connection)
+        _sync_listing(client, connection, state, owner, full=full, result=result)
+        _refresh_unfinished(client, connection, result)
+        _fetch_failure_details(client, connection, result)
+    except (SkyvernError, ApiKeyUnreadable) as error:
+        result.error = str(error)
+        _release_lease(
+            state,
+            owner,
+            last_error=result.error[:500],
+            last_error_at=timezone.now(),
+            last_result=result.summary()[:300],
+        )
+        log.warning("sync of connection %s failed: %s", connection.pk, type(error).__name__)
+        return result
+    except BaseException:
+        _release_lease(
+            state,
+            owner,
+            last_error="The sync stopped on an internal error.",
+            last_error_at=timezone.now(),
+        )
+        raise
+    _release_lease(state, owner, last_success_at=timezone.now(), last_result=result.summary()[:300])
+    log.info("synced connection %s: %s", connection.pk, result.summary())
+    return result
+
+
+def _sync_listing(client, connection, state, owner, *, full, result):
+    state.refresh_from_db(fields=["full_resume_page"])
+    page = (state.full_resume_page or 1) if full else 1
+    while True:
+        summaries = client.list_runs(page=page, page_size=SYNC_PAGE_SIZE)
+        if not summaries:
+            break
+        cached = dict(
+            Run.objects.filter(
+                connection=connection, run_id__in=[s.run_id for s in summaries]
+            ).values_list("run_id", "status")
+        )
+        runs_upsert(connection=connection, summaries=summaries)
+        result.pages += 1
+        result.checked += len(summaries)
+        result.created += sum(1 for s in summaries if s.run_id not in cached)
+        result.updated += sum(
+            1 for s in summaries if s.run_id in cached and cached[s.run_id] != s.status
+        )
+        _renew_lease(
+            state,
+            owner,
+            progress_runs=F("progress_runs") + len(summaries),
+            **({"full_resume_page": page + 1} if full else {}),
+        )
+        nothing_new = all(
+            cached.get(s.run_id) == s.status and s.status in TERMINAL_STATUSES for s in summaries
+        )
+        if not full and nothing_new:
+            result.stopped_early = True
+            break
+        if len(summaries) < SYNC_PAGE_SIZE:
+            break
+        page += 1
+    if full:
+        ConnectionSync.objects.filter(pk=state.pk).update(full_resume_page=None)
+
+
+def _refresh_unfinished(client, connection, result):
+    unfinished = Run.objects.filter(connection=connection, status__in=NON_TERMINAL).order_by(
+        "synced_at"
+    )[:REFRESH_LIMIT]
+    for run in unfinished:
+        try:
+            detail = client.get_run(run.run_id)
+        except RunNotFound:
+            continue  # gone from Skyvern (or never ours): keep what we know
+        run_upsert_detail(connection=connection, detail=detail)
+        result.refreshed += 1
+
+
+def _fetch_failure_details(client, connection, result):
+    # A run cached from the listing has no app_url yet: Skyvern always sets one.
+    lacking = Run.objects.filter(
+        Q(status__in=FAILED_STATUSES) | Q(retried_from__isnull=False),
+        connection=connection,
+        app_url="",
+    ).order_by("-created_at")[:DETAIL_LIMIT]
+    for run in lacking:
+        try:
+            detail = client.get_run(run.run_id)
+        except RunNotFound:
+            continue
+        run_upsert_detail(connection=connection, detail=detail)
+        result.detailed += 1

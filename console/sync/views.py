@@ -1,0 +1,68 @@
+from django.contrib import messages
+from django.db import transaction
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from console.teams.access import can_retry, team_for
+from console.teams.models import Role
+
+from .models import ConnectionSync
+from .services import sync_state_for
+from .tasks import sync_connection
+
+STATUS = "sync/includes/sync_status.html"
+
+
+def team_sync_states(request, team) -> list[ConnectionSync]:
+    connections = team.connections.all()
+    for connection in connections:
+        sync_state_for(connection)  # every connection has one, from its first view on
+    return list(
+        ConnectionSync.objects.for_user(request.user)
+        .filter(connection__team=team)
+        .select_related("connection")
+        .order_by("connection__label")
+    )
+
+
+def sync_context(request, team) -> dict:
+    states = team_sync_states(request, team)
+    return {
+        "team": team,
+        "sync_states": states,
+        "sync_running": any(state.is_running for state in states),
+        "can_sync": can_retry(request.team_role),
+    }
+
+
+@require_GET
+def sync_status(request, team_slug):
+    """When the team's runs were last synced, and why the last sync failed.
+    Polled while a sync runs; stops polling once it is done."""
+    team = team_for(request, team_slug)
+    context = sync_context(request, team)
+    if not request.htmx:
+        return redirect("runs:run_list", team_slug=team.slug)
+    response = render(request, STATUS, context)
+    if request.GET.get("polling") and not context["sync_running"]:
+        # Done: swap in the final state and tell htmx to stop asking.
+        response.status_code = HttpResponseStopPolling.status_code
+    return response
+
+
+@require_POST
+def sync_now(request, team_slug):
+    """Start a sync of every connection of the team in the background."""
+    team = team_for(request, team_slug, needs=Role.OPERATOR)
+    for connection in team.connections.all():
+        state = sync_state_for(connection)
+        if not state.is_running:
+            transaction.on_commit(lambda pk=connection.pk: sync_connection.enqueue(pk))
+    if request.htmx:
+        context = sync_context(request, team)
+        context["sync_running"] = True  # queued: show progress until the worker reports
+        context["sync_queued"] = True
+        return render(request, STATUS, context)
+    messages.info(request, "Sync started; the runs page updates when it is done.")
+    return redirect("runs:run_list", team_slug=team.slug)
