@@ -16,6 +16,9 @@ from .models import COUNTED_RETRY_STATES, Retry, Run, Status
 
 PAGE_SIZE = 50
 COUNT_CAP = 1000
+# Columns the runs page never reads: a run card doesn't show them, and of the
+# run it retried it shows only the id.
+LIST_DEFERRED = ("raw", "output", "screenshot_urls", "search_text")
 
 
 class RunFilterForm(forms.Form):
@@ -89,11 +92,23 @@ def run_page(queryset, *, statuses=(), search="", after=None) -> RunPage:
         queryset = queryset.filter(status__in=statuses)
     if search:
         queryset = queryset.search(search)
-    total = queryset.values("pk")[: COUNT_CAP + 1].count()
+    # No ORDER BY: any COUNT_CAP + 1 matching rows will do for a capped count.
+    total = queryset.order_by().values("pk")[: COUNT_CAP + 1].count()
     page = queryset.order_by("-created_at", "-id")
     if after is not None:
         created_at, pk = after
-        page = page.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=pk))
+        # The redundant `created_at <= …` is the index range bound: without it
+        # PostgreSQL reads the index from the newest run and filters the OR row
+        # by row, so page 200 cost 10,000 skipped entries more than page 1.
+        page = page.filter(
+            Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=pk),
+            created_at__lte=created_at,
+        )
+    # A card never shows these; they are the bulk of a cached row (Skyvern's JSON).
+    page = page.defer(
+        *LIST_DEFERRED,
+        *(f"retried_from__{name}" for name in (*LIST_DEFERRED, "failure_reason")),
+    )
     runs = list(with_card_data(page)[: PAGE_SIZE + 1])
     next_cursor = encode_cursor(runs[PAGE_SIZE - 1]) if len(runs) > PAGE_SIZE else None
     return RunPage(
