@@ -60,6 +60,10 @@ SKYVERN_CONNECT_TIMEOUT = float(os.environ.get("SKYVERN_CONNECT_TIMEOUT", "3.05"
 SKYVERN_READ_TIMEOUT = float(os.environ.get("SKYVERN_READ_TIMEOUT", "20"))
 # How often the worker brings every team's cached runs in line with Skyvern.
 SYNC_INTERVAL_SECONDS = int(os.environ.get("SYNC_INTERVAL_SECONDS", "180"))
+# How often an open runs page asks for new runs and fresh status counts.
+RUNS_PAGE_POLL_SECONDS = int(os.environ.get("RUNS_PAGE_POLL_SECONDS", "10"))
+# Largest Skyvern webhook body accepted (bytes); bigger deliveries get 413.
+WEBHOOK_MAX_BODY_BYTES = int(os.environ.get("WEBHOOK_MAX_BODY_BYTES", str(1024 * 1024)))
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -35,9 +35,16 @@ class RunFilterForm(forms.Form):
         ),
     )
     after = forms.CharField(required=False, max_length=100, widget=forms.HiddenInput)
+    since = forms.CharField(required=False, max_length=100, widget=forms.HiddenInput)
 
     def clean_after(self):
-        value = self.cleaned_data["after"]
+        return self._cursor("after")
+
+    def clean_since(self):
+        return self._cursor("since")
+
+    def _cursor(self, name):
+        value = self.cleaned_data[name]
         if not value:
             return None
         try:
@@ -72,6 +79,7 @@ class RunPage:
     total: int
     total_capped: bool
     is_first: bool
+    newest_cursor: str | None = None
 
 
 def with_card_data(queryset):
@@ -87,13 +95,23 @@ def with_card_data(queryset):
     )
 
 
-def run_page(queryset, *, statuses=(), search="", after=None) -> RunPage:
+def filtered(queryset, *, statuses=(), search=""):
     if statuses:
         queryset = queryset.filter(status__in=statuses)
     if search:
         queryset = queryset.search(search)
-    # No ORDER BY: any COUNT_CAP + 1 matching rows will do for a capped count.
-    total = queryset.order_by().values("pk")[: COUNT_CAP + 1].count()
+    return queryset
+
+
+def capped_count(queryset) -> int:
+    """How many rows match, counted up to COUNT_CAP + 1 only."""
+    # No ORDER BY: any COUNT_CAP + 1 matching rows will do.
+    return queryset.order_by().values("pk")[: COUNT_CAP + 1].count()
+
+
+def run_page(queryset, *, statuses=(), search="", after=None) -> RunPage:
+    queryset = filtered(queryset, statuses=statuses, search=search)
+    total = capped_count(queryset)
     page = queryset.order_by("-created_at", "-id")
     if after is not None:
         created_at, pk = after
@@ -104,12 +122,7 @@ def run_page(queryset, *, statuses=(), search="", after=None) -> RunPage:
             Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=pk),
             created_at__lte=created_at,
         )
-    # A card never shows these; they are the bulk of a cached row (Skyvern's JSON).
-    page = page.defer(
-        *LIST_DEFERRED,
-        *(f"retried_from__{name}" for name in (*LIST_DEFERRED, "failure_reason")),
-    )
-    runs = list(with_card_data(page)[: PAGE_SIZE + 1])
+    runs = list(for_cards(page)[: PAGE_SIZE + 1])
     next_cursor = encode_cursor(runs[PAGE_SIZE - 1]) if len(runs) > PAGE_SIZE else None
     return RunPage(
         runs=runs[:PAGE_SIZE],
@@ -117,4 +130,52 @@ def run_page(queryset, *, statuses=(), search="", after=None) -> RunPage:
         total=min(total, COUNT_CAP),
         total_capped=total > COUNT_CAP,
         is_first=after is None,
+        newest_cursor=encode_cursor(runs[0]) if runs else None,
+    )
+
+
+def for_cards(queryset):
+    # A card never shows these; they are the bulk of a cached row (Skyvern's JSON).
+    return with_card_data(
+        queryset.defer(
+            *LIST_DEFERRED,
+            *(f"retried_from__{name}" for name in (*LIST_DEFERRED, "failure_reason")),
+        )
+    )
+
+
+@dataclass
+class RunUpdates:
+    """What changed since the runs page was drawn: runs newer than its newest
+    card, and the capped counts per status under the same search."""
+
+    new_runs: list[Run]
+    newest_cursor: str | None
+    total: int
+    total_capped: bool
+    status_counts: list[tuple[str, int, bool]]
+
+
+def run_updates(queryset, *, statuses=(), search="", since=None) -> RunUpdates:
+    searched = filtered(queryset, search=search)
+    matching = filtered(searched, statuses=statuses)
+    new_runs = []
+    if since is not None:
+        created_at, pk = since
+        newer = matching.filter(
+            Q(created_at__gt=created_at) | Q(created_at=created_at, id__gt=pk),
+            created_at__gte=created_at,
+        )
+        new_runs = list(for_cards(newer.order_by("-created_at", "-id"))[:PAGE_SIZE])
+    counts = []
+    for value, _label in Status.choices:
+        count = capped_count(searched.filter(status=value))
+        counts.append((value, min(count, COUNT_CAP), count > COUNT_CAP))
+    total = capped_count(matching)
+    return RunUpdates(
+        new_runs=new_runs,
+        newest_cursor=encode_cursor(new_runs[0]) if new_runs else None,
+        total=min(total, COUNT_CAP),
+        total_capped=total > COUNT_CAP,
+        status_counts=counts,
     )

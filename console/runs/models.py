@@ -108,6 +108,19 @@ class Run(models.Model):
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
+    @property
+    def not_finished_because(self) -> str:
+        """Why an unfinished run can't be retried yet, as the end of a sentence."""
+        return NOT_FINISHED_BECAUSE.get(self.status, f"is {self.get_status_display().lower()}")
+
+
+NOT_FINISHED_BECAUSE = {
+    Status.CREATED: "hasn't started yet",
+    Status.QUEUED: "is still queued",
+    Status.RUNNING: "is still running",
+    Status.PAUSED: "is paused",
+}
+
 
 class RetryState(models.TextChoices):
     SENDING = "sending", "Sending to Skyvern"

@@ -62,7 +62,8 @@ def run_fields_from_detail(detail: RunDetail) -> dict:
         "recording_url": detail.recording_url or "",
         "screenshot_urls": detail.screenshot_urls,
         "output": detail.output,
-        "raw": detail.raw,
+        # The output has its own column: don't store it twice.
+        "raw": {key: value for key, value in detail.raw.items() if key != "output"},
         "synced_at": timezone.now(),
     }
     if detail.created_at:
@@ -109,7 +110,7 @@ def run_retry(
     """
     if not run.is_terminal:
         raise RetryRefused(
-            f"This run is {run.get_status_display().lower()}; only finished runs can be retried."
+            f"This run {run.not_finished_because}; only finished runs can be retried."
         )
     give_up_stale_sends(run)
     already = counted_retries(run).count()
@@ -133,8 +134,11 @@ def run_retry(
         if not isinstance(error, SkyvernError):
             error = SkyvernError(str(error))
         state = RetryState.UNKNOWN if error.run_may_exist else RetryState.FAILED
+        message = str(error)
+        if error.run_may_exist:
+            message += " Skyvern may or may not have created the new run."
         Retry.objects.filter(pk=retry.pk).update(
-            state=state, error=str(error)[:500], finished_at=timezone.now()
+            state=state, error=message[:500], finished_at=timezone.now()
         )
         retry.refresh_from_db()
         log.warning(
@@ -198,7 +202,9 @@ def run_refresh(*, run: Run, force: bool = False) -> SkyvernError | None:
         return error
     except ApiKeyUnreadable as error:
         return SkyvernError(str(error))
-    for name, value in run_fields_from_detail(detail).items():
+    fields = run_fields_from_detail(detail)
+    for name, value in fields.items():
         setattr(run, name, value)
-    run.save()
+    # Only what Skyvern said: a lineage written meanwhile must survive.
+    run.save(update_fields=list(fields))
     return None

@@ -8,7 +8,9 @@ register_converter(RunIdConverter, "run_id")
 app_name = "runs"
 urlpatterns = [
     path("runs/", views.run_list, name="run_list"),
+    path("runs/updates/", views.run_list_updates, name="run_updates"),
     path("runs/<run_id:run_id>/", views.run_detail, name="run_detail"),
+    path("runs/<run_id:run_id>/refresh/", views.run_detail_refresh, name="run_detail_refresh"),
     path("runs/<run_id:run_id>/card/", views.run_card, name="run_card"),
     path("runs/<run_id:run_id>/retry/", views.run_retry, name="run_retry"),
 ]

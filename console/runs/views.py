@@ -1,3 +1,5 @@
+
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest
 from django.shortcuts import redirect, render
@@ -6,11 +8,12 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
+from console.sync.views import sync_context
 from console.teams.access import can_retry, team_for
 from console.teams.models import Role
 
-from . import services
-from .listing import RunFilterForm, run_page, with_card_data
+from . import details, services
+from .listing import RunFilterForm, run_page, run_updates, with_card_data
 from .models import Run
 from .services import RetryRefused, run_refresh
 
@@ -56,31 +59,95 @@ def run_list(request: HtmxHttpRequest, team_slug: str):
         "page": page,
         "can_retry": can_retry(request.team_role),
         "filter_query": _filter_query(request),
+        "poll_seconds": settings.RUNS_PAGE_POLL_SECONDS,
     }
     if request.htmx and request.htmx.target == "run-results":
         return render(request, "runs/run_list.html#run-results", context)
-    return render(request, "runs/run_list.html", context)
+    return render(request, "runs/run_list.html", {**context, **sync_context(request, team)})
 
 
 def _filter_query(request) -> str:
     """The current filters as a query string, without the page position."""
     query = request.GET.copy()
     query.pop("after", None)
+    query.pop("since", None)
     return query.urlencode()
 
 
 @require_GET
-def run_detail(request: HtmxHttpRequest, team_slug: str, run_id: str):
+def run_list_updates(request: HtmxHttpRequest, team_slug: str):
+    """What changed since the runs page was drawn, polled by the page: new
+    runs for the top of the first page, and fresh counts per status."""
     team = team_for(request, team_slug)
-    run = _team_run(request, team, run_id)
-    retries = (
-        run.retry_attempts.all().select_related("requested_by", "new_run").order_by("number", "id")
+    if not request.htmx:
+        return redirect("runs:run_list", team_slug=team.slug)
+    form = RunFilterForm(request.GET)
+    form.is_valid()
+    data = form.cleaned_data
+    since = data.get("since")
+    updates = run_updates(
+        Run.objects.for_user(request.user).filter(team=team),
+        statuses=data.get("status") or (),
+        search=data.get("q") or "",
+        since=since,
     )
-    return render(
+    context = {
+        "team": team,
+        "updates": updates,
+        "can_retry": can_retry(request.team_role),
+        "filter_query": _filter_query(request),
+        "since": updates.newest_cursor or request.GET.get("since", "") if since else "",
+        "poll_seconds": settings.RUNS_PAGE_POLL_SECONDS,
+    }
+    return render(request, "runs/run_list.html#run-updates", context)
+
+
+@require_GET
+def run_detail(request: HtmxHttpRequest, team_slug: str, run_id: str):
+    """Everything about one run, from the cache at once; the details section
+    then fetches itself fresh from Skyvern (run_detail_refresh)."""
+    team = team_for(request, team_slug)
+    return _render_detail(request, team, run_id, "runs/run_detail.html", refresh_state="pending")
+
+
+@require_GET
+def run_detail_refresh(request: HtmxHttpRequest, team_slug: str, run_id: str):
+    """The detail page's details section, after asking Skyvern for the run.
+
+    On a Skyvern failure the cache is left as it was and the section says so.
+    Without htmx there is nothing to swap: back to the run's page.
+    """
+    team = team_for(request, team_slug)
+    run = (
+        Run.objects.for_user(request.user)
+        .filter(team=team, run_id=run_id)
+        .select_related("connection")
+        .defer(*details.DETAIL_DEFERRED)
+        .first()
+    )
+    if run is None:
+        raise Http404("No run with that id in this team.")
+    if not request.htmx:
+        return redirect("runs:run_detail", team_slug=team.slug, run_id=run.run_id)
+    error = run_refresh(run=run, force=True)
+    return _render_detail(
         request,
-        "runs/run_detail.html",
-        _card_context(request, team, run, retries=retries),
+        team,
+        run_id,
+        "runs/run_detail.html#refresh",
+        refresh_state="error" if error else "ok",
+        skyvern_error=str(error).rstrip(". ") if error else "",
     )
+
+
+def _render_detail(request, team, run_id: str, template: str, **extra):
+    run = details.detail_queryset(request.user, team, run_id).first()
+    if run is None:
+        raise Http404("No run with that id in this team.")
+    context = _card_context(
+        request, team, details.for_display(run), **details.detail_context(team, run), **extra
+    )
+    return render(request, template, context)
 
 
 @require_GET
@@ -119,7 +186,8 @@ def run_retry(request: HtmxHttpRequest, team_slug: str, run_id: str):
         error_message = str(refused)
     else:
         if outcome.error is not None:
-            error_message = str(outcome.error)
+            # The recorded note says when Skyvern may have made the run anyway.
+            error_message = outcome.retry.error if outcome.retry else str(outcome.error)
         elif not outcome.sent:
             error_message = _not_sent_message(outcome)
 

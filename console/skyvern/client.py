@@ -215,7 +215,7 @@ class SkyvernClient:
         ) as exc:
             # Skyvern answered, but its body was cut short or garbled.
             raise ConnectionDropped(
-                "Skyvern's answer was cut short; it may or may not have acted."
+                "Skyvern's answer was cut short."
             ) from exc
         except requests.RequestException as exc:
             raise SkyvernUnreachable() from exc

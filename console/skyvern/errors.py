@@ -75,21 +75,21 @@ class KeyRejected(SkyvernError):
 
 
 class SkyvernServerError(SkyvernError):
-    """A 5xx without Retry-After: Skyvern may or may not have acted."""
+    """A 5xx without Retry-After: Skyvern may or may not have acted (`run_may_exist`)."""
 
     run_may_exist = True
-    default_message = "Skyvern had an internal error; it may or may not have acted."
+    default_message = "Skyvern had an internal error"
 
     def __init__(self, message: str | None = None, *, status_code: int, detail=None):
         self.status_code = status_code
-        super().__init__(message or f"{self.default_message} (HTTP {status_code})", detail=detail)
+        super().__init__(message or f"{self.default_message} (HTTP {status_code}).", detail=detail)
 
 
 class SkyvernTimeout(SkyvernError):
     """The request was sent but no answer came in time."""
 
     run_may_exist = True
-    default_message = "Skyvern did not answer in time; it may or may not have acted."
+    default_message = "Skyvern did not answer in time."
 
 
 class SkyvernUnreachable(SkyvernError):
@@ -102,7 +102,7 @@ class ConnectionDropped(SkyvernUnreachable):
     """The connection broke after the request went out."""
 
     run_may_exist = True
-    default_message = "The connection to Skyvern dropped; it may or may not have acted."
+    default_message = "The connection to Skyvern dropped before it answered."
 
 
 class BadResponse(SkyvernError):

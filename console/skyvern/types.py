@@ -8,6 +8,7 @@ missing. Only the fields without which a record means nothing are required
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import BadResponse
 
@@ -41,6 +42,20 @@ def parse_timestamp(value: Any) -> datetime | None:
 def _str(data: dict, key: str) -> str | None:
     value = data.get(key)
     return value if isinstance(value, str) else None
+
+
+def _http_url(data: dict, key: str) -> str | None:
+    """A link Skyvern gave, only if it is an absolute http(s) URL: anything
+    else (javascript:, data:, relative) is dropped before a page can link it."""
+    value = _str(data, key)
+    if value is None:
+        return None
+    parts = urlsplit(value.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    if any(ch.isspace() or ord(ch) < 32 for ch in value):
+        return None
+    return value
 
 
 def _required(data: dict, key: str) -> str:
@@ -137,10 +152,12 @@ class RunDetail:
             queued_at=parse_timestamp(data.get("queued_at")),
             started_at=parse_timestamp(data.get("started_at")),
             finished_at=parse_timestamp(data.get("finished_at")),
-            app_url=_str(data, "app_url"),
-            recording_url=_str(data, "recording_url"),
+            app_url=_http_url(data, "app_url"),
+            recording_url=_http_url(data, "recording_url"),
             recording_archived=data.get("recording_archived") is True,
-            screenshot_urls=[s for s in screenshots or [] if isinstance(s, str)],
+            screenshot_urls=[
+                url for url in (screenshots or []) if _http_url({"url": url}, "url")
+            ],
             downloaded_files=[f for f in files or [] if isinstance(f, dict)],
             output=data.get("output"),
             errors=[e for e in errors or [] if isinstance(e, dict)],

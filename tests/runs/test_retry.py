@@ -134,7 +134,7 @@ def test_running_run_shows_why_it_cannot_be_retried(world, client_as):
     running = world.add_run(status="running")
     client = client_as(world.operator)
     page = client.get(reverse("runs:run_list", kwargs={"team_slug": "acme"}))
-    assert "Can't retry yet: this run is running" in page_text(page)
+    assert "Can't retry yet: this run is still running" in page_text(page)
 
     response = post_retry(client, world, running)
     assert "only finished runs can be retried" in page_text(response)
@@ -208,7 +208,7 @@ SKYVERN_FAILURES = [
     ),
     pytest.param(
         lambda w, run_id: w.simulator.state.configure(error_rates={500: 1.0}),
-        "may or may not have acted",
+        "may or may not have created the new run",
         RetryState.UNKNOWN,
         id="500-server-error",
     ),

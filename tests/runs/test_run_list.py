@@ -149,3 +149,67 @@ def test_count_is_capped_not_a_full_count(world, client_as, django_assert_max_nu
     with django_assert_max_num_queries(12):
         response = page(client)
     assert "30 runs match." in page_text(response)
+
+
+# --- live updates: new runs and counts without a reload ------------------------------
+
+
+def updates(client, response, **extra):
+    """Follow the page's own poller, as htmx would."""
+    html = response.content.decode()
+    start = html.index('id="run-updates" hx-get="') + len('id="run-updates" hx-get="')
+    url = html[start : html.index('"', start)].replace("&amp;", "&")
+    return client.get(url, HTTP_HX_REQUEST="true")
+
+
+def test_new_runs_appear_at_the_top_of_the_first_page(world, client_as, settings):
+    settings.RUNS_PAGE_POLL_SECONDS = 7
+    cached_runs(world, 5)
+    client = client_as(world.viewer)
+    first = page(client, status="failed")
+    assert 'hx-trigger="load, every 7s"' in first.content.decode()
+
+    quiet = updates(client, first)
+    assert 'hx-swap-oob="afterbegin:#run-cards"' not in quiet.content.decode()
+
+    newer = world.add_run(status="failed", workflow_title="Submit customs declaration")
+    older_completed = world.add_run(status="completed")
+    response = updates(client, first)
+
+    html = response.content.decode()
+    assert 'hx-swap-oob="afterbegin:#run-cards"' in html
+    assert f'data-run-id="{newer}"' in html
+    assert older_completed not in html  # not what the filter asks for
+    assert "1 new run added at the top." in page_text(response)
+    # The next poll asks only for what is newer still.
+    assert updates(client, response).content.decode().count("run-card") == 0
+
+
+def test_counts_per_status_follow_the_search(world, client_as):
+    cached_runs(world, 14)
+    client = client_as(world.viewer)
+    response = updates(client, page(client))
+    html = response.content.decode()
+    assert '<small class="status-count" id="count-failed" hx-swap-oob="true">4</small>' in html
+    assert '<small class="status-count" id="count-running" hx-swap-oob="true">2</small>' in html
+    assert 'id="result-count" hx-swap-oob="true"' in html
+
+    searched = updates(client, page(client, q="wr_600000000000000005"))
+    assert 'id="count-failed" hx-swap-oob="true">0<' in searched.content.decode()
+    assert 'id="count-timed_out" hx-swap-oob="true">1<' in searched.content.decode()
+
+
+def test_deeper_pages_get_counts_but_no_new_cards(world, client_as):
+    runs = cached_runs(world, 60)
+    client = client_as(world.viewer)
+    second = page(client, after=page(client).context["page"].next_cursor)
+    world.add_run(status="failed")
+    response = updates(client, second)
+    assert "run-card" not in response.content.decode()
+    assert len(runs) == 60
+
+
+def test_updates_without_htmx_go_to_the_runs_page(world, client_as):
+    client = client_as(world.viewer)
+    response = client.get(reverse("runs:run_updates", kwargs={"team_slug": "acme"}))
+    assert response["Location"] == reverse("runs:run_list", kwargs={"team_slug": "acme"})
