@@ -35,6 +35,10 @@ def port_is_free(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) != 0
 
 
+def _stop_like_ctrl_c(signum, frame):
+    raise KeyboardInterrupt
+
+
 class Command(BaseCommand):
     help = "Run the demo: Skyvern simulator, task worker and web server, with seeded teams."
 
@@ -52,6 +56,8 @@ class Command(BaseCommand):
                 )
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
+        # `kill`/`timeout` stop the demo like Ctrl-C does: children included.
+        signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
         children: list[subprocess.Popen] = []
         # The teams' connections point at the simulator over plain http on loopback.
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "SKYVERN_ALLOW_LOOPBACK": "1"}
