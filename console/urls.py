@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from console.sync.webhooks import skyvern_webhook
 from console.teams import views as team_views
 
 urlpatterns = [
@@ -11,5 +12,6 @@ urlpatterns = [
     path("t/<slug:team_slug>/", include("console.runs.urls")),
     path("t/<slug:team_slug>/connections/", include("console.teams.urls")),
     path("t/<slug:team_slug>/sync/", include("console.sync.urls")),
+    path("webhooks/skyvern/<str:token>/", skyvern_webhook, name="skyvern_webhook"),
     path("admin/", admin.site.urls),
 ]

@@ -9,7 +9,8 @@ ship without being checked), and an entry without a URL fails
 For every URL × person × method (× htmx variant where the view serves
 fragments) the expected answer is computed from the entry:
 
-- anonymous → 302 to the login page, whatever the method;
+- anonymous → 302 to the login page, whatever the method (except on a
+  public URL: the Skyvern webhook answers everyone alike);
 - a method the view does not take → 405;
 - the outsider (a member of team B only) on a team-A URL → 404, never 403;
 - a member of team A whose role is too small → 403;
@@ -74,6 +75,7 @@ class Entry:
     # Answer per person where it isn't derived from `needs` (the non-team URLs).
     per_person: dict | None = None
     skip: str | None = None  # a reason: this URL is deliberately not checked here
+    kwargs: Callable | None = None  # world -> kwargs of a "plain" URL that takes some
 
 
 def retry_data(world):
@@ -94,6 +96,12 @@ def replace_key_data(world):
 
 def login_data(world):
     return {"username": "nobody", "password": "wrong password"}
+
+
+def webhook_kwargs(world):
+    from console.sync.services import sync_state_for
+
+    return {"token": sync_state_for(world.connection_a).webhook_token}
 
 
 ACCESS: dict[str, Entry] = {
@@ -119,6 +127,11 @@ ACCESS: dict[str, Entry] = {
         per_person={p: 302 for p in PEOPLE if p != "anonymous"},
     ),
     "logout": Entry(kind="plain", needs=SIGNED_IN, calls=(Call("POST", 302, to=LOGIN),)),
+    # No session, no CSRF: Skyvern's HMAC signature is the only credential, so a
+    # POST without one is refused alike for everyone, signed in or not.
+    "skyvern_webhook": Entry(
+        kind="plain", needs=ANYONE, kwargs=webhook_kwargs, calls=(Call("POST", 401),)
+    ),
     # --- runs of a team -------------------------------------------------------------
     "runs:run_list": Entry(
         kind="team",
@@ -128,7 +141,19 @@ ACCESS: dict[str, Entry] = {
             Call("GET", 200, htmx=True, headers={"HX-Target": "run-results"}, fragment=True),
         ),
     ),
+    "runs:run_updates": Entry(
+        kind="team",
+        needs=Role.VIEWER,
+        # Polled by the runs page; without htmx it is the runs page.
+        calls=(Call("GET", 302), Call("GET", 200, htmx=True, fragment=True)),
+    ),
     "runs:run_detail": Entry(kind="run", needs=Role.VIEWER, calls=(Call("GET", 200),)),
+    "runs:run_detail_refresh": Entry(
+        kind="run",
+        needs=Role.VIEWER,
+        # The detail page's details section, fresh from Skyvern; without htmx, the page.
+        calls=(Call("GET", 302), Call("GET", 200, htmx=True, fragment=True)),
+    ),
     "runs:run_card": Entry(
         kind="run",
         needs=Role.VIEWER,
@@ -268,7 +293,7 @@ def kwargs_for(entry: Entry, world, *, team=None, run_team=None, connection_team
     """The URL kwargs of an entry: team A and its objects unless told otherwise."""
     team = team or world.team_a
     if entry.kind == "plain":
-        return {}
+        return entry.kwargs(world) if entry.kwargs else {}
     kwargs = {"team_slug": team.slug}
     if entry.kind == "run":
         connection = world.connection_b if (run_team or team) == world.team_b else None
@@ -334,7 +359,7 @@ def test_isolation_matrix(name, person, call, world, client_as):
     before = snapshot(world, kwargs.get("run_id"))
     client = client_as(None if person == "anonymous" else getattr(world, person))
     if call.ok == 405:
-        expected = 302 if person == "anonymous" else 405
+        expected = 302 if person == "anonymous" and entry.needs != ANYONE else 405
     else:
         expected = expected_status(entry, person, call)
 
@@ -347,7 +372,7 @@ def test_isolation_matrix(name, person, call, world, client_as):
         assert location == call.to, f"{url}: sent to {location}, not {call.to}"
     elif expected == 302:
         assert not location.startswith(LOGIN), f"{url}: a signed-in person sent to login"
-    if expected in (403, 404, 405) or (person == "anonymous" and entry.needs != ANYONE):
+    if expected in (401, 403, 404, 405) or (person == "anonymous" and entry.needs != ANYONE):
         assert snapshot(world, kwargs.get("run_id")) == before, (
             f"{person} {call.label} {url} was refused with {expected} but changed something"
         )

@@ -17,7 +17,19 @@ or `python -m console.simulator --port 8765 [--state-file var/simulator.json]`.
 
 Modules: `state` (orgs, runs, knobs, lifecycle, persistence), `seed` (demo
 data), `render` (JSON bodies, the app page), `media` (GIF/PNG/PDF made in
-code), `server` (HTTP: API, app, media, control API).
+code), `server` (HTTP: API, app, media, control API), `webhooks` (sending
+signed run-finished webhooks).
+
+Webhooks, like Skyvern: when a run reaches a terminal status in the simulator
+(a retry finishing, set_status, cancel) and has a webhook URL (its own
+`webhook_url`, from add_run or inherited by a retry, else the organisation's,
+`add_org(key, webhook_url=...)`), a background ticker POSTs its
+WorkflowRunResponse JSON with `x-skyvern-signature` (hex HMAC-SHA256 of the
+raw body keyed with the organisation's API key), `x-skyvern-timestamp` and
+`Content-Type: application/json`. One attempt, 3 s timeout, no retries;
+reserved example domains (the seeded runs' hooks.example.com) are never
+contacted. `POST /v1/runs/{id}/retry_webhook` sends it again at once.
+`state.deliveries()` (or GET /_sim/deliveries) lists (run_id, url, status).
 
 Knobs (`state.configure(**knobs)` or `POST /_sim/config`; unknown -> error):
   latency_ms               added before every faulted /v1 answer
@@ -44,7 +56,8 @@ Knobs (`state.configure(**knobs)` or `POST /_sim/config`; unknown -> error):
 
 Control API (loopback only, never faulted, no key): GET /_sim/health,
 GET|POST /_sim/config, GET /_sim/retries, POST /_sim/reset,
-POST /_sim/orgs {"api_key","name","seed","seed_runs"},
+GET /_sim/deliveries,
+POST /_sim/orgs {"api_key","name","seed","seed_runs","webhook_url"},
 POST /_sim/runs {"api_key", add_run's keywords...},
 POST /_sim/runs/{run_id}/status {"status","failure_reason"}.
 """

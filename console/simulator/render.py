@@ -252,26 +252,28 @@ def workflow_run_response(run: Run, links: Links) -> dict:
     }
 
 
-def webhook_replay(run: Run, links: Links, api_key: str) -> dict:
-    """`POST /v1/runs/{id}/retry_webhook` (`RunWebhookReplayResponse`); sends nothing."""
-    payload = dumps(workflow_run_response(run, links)).decode()
-    timestamp = str(int(time.time()))
-    signature = hmac.new(api_key.encode(), payload.encode(), hashlib.sha256).hexdigest()
+def webhook_payload(run: Run, links: Links) -> bytes:
+    """The body of a run's webhook: its `WorkflowRunResponse`, as sent (raw bytes)."""
+    return dumps(workflow_run_response(run, links))
+
+
+def webhook_replay(run: Run, target_url: str | None, payload: bytes, headers: dict, result) -> dict:
+    """`POST /v1/runs/{id}/retry_webhook` (`RunWebhookReplayResponse`).
+
+    `result` is the `webhooks.DeliveryResult` of the re-send (None when
+    there was nowhere to send it).
+    """
     return {
         "run_id": run.run_id,
         "run_type": "workflow_run",
         "default_webhook_url": run.webhook_url,
-        "target_webhook_url": run.webhook_url,
-        "payload": payload,
-        "headers": {
-            "x-skyvern-signature": signature,
-            "x-skyvern-timestamp": timestamp,
-            "Content-Type": "application/json",
-        },
-        "status_code": None,
-        "latency_ms": None,
-        "response_body": None,
-        "error": None if run.webhook_url else "No webhook URL is configured for this run.",
+        "target_webhook_url": target_url,
+        "payload": payload.decode(),
+        "headers": dict(headers),
+        "status_code": result.status_code if result else None,
+        "latency_ms": result.latency_ms if result else None,
+        "response_body": result.response_body if result else None,
+        "error": (result.error if result else "No webhook URL is configured for this run."),
     }
 
 

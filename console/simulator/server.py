@@ -23,6 +23,11 @@ Guarantees:
 - Request handling is threaded: a hanging or slow request never blocks
   others; a reset or stop wakes it up and its connection is dropped.
 - The control API (/_sim/...) answers only loopback clients.
+- Webhooks: a background ticker (every TICK_SECONDS, stopped by `stop()`)
+  sends the webhook of every run that reached a terminal status (see
+  state.py), one attempt each with a short timeout, never while holding the
+  state lock; `POST /v1/runs/{id}/retry_webhook` sends the run's webhook
+  again, now, and answers how that went.
 """
 
 import contextlib
@@ -38,12 +43,14 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from . import media, render
-from .state import ALL_STATUSES, ApiError, FaultRoll, SimulatorState, to_naive_utc
+from . import media, render, webhooks
+from .state import ALL_STATUSES, ApiError, DueWebhook, FaultRoll, SimulatorState, to_naive_utc
 
 _INT = re.compile(r"\s*[+-]?\d+\s*")
 _STATUS_LIST = ", ".join(f"'{s}'" for s in ALL_STATUSES[:-1]) + f" or '{ALL_STATUSES[-1]}'"
 MAX_BODY = 1 << 20
+#: How often the webhook ticker looks for runs that finished.
+TICK_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -433,7 +440,13 @@ class _Handler(BaseHTTPRequestHandler):
                 return 200, None
             if route.name == "retry_webhook":
                 run = state.webhook_run(org.api_key, args[0])
-                return 200, render.webhook_replay(run, links, org.api_key)
+                url = state.webhook_url_for(run)
+                payload = render.webhook_payload(run, links)
+                headers = webhooks.signed_headers(payload, org.api_key)
+                result = None
+                if url:
+                    result = self.sim.send_webhook(run.run_id, url, payload, headers)
+                return 200, render.webhook_replay(run, url, payload, headers, result)
         except ApiError as exc:
             return exc.status, {"detail": exc.detail}
         raise AssertionError(f"unrouted {route}")  # pragma: no cover
@@ -512,6 +525,14 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._json(200, state.configure(**data))
             if path == "retries" and method == "GET":
                 return self._json(200, state.retry_counts())
+            if path == "deliveries" and method == "GET":
+                return self._json(
+                    200,
+                    [
+                        {"run_id": run_id, "url": url, "status_code": code}
+                        for run_id, url, code in state.deliveries()
+                    ],
+                )
             if path == "reset" and method == "POST":
                 state.reset()
                 return self._json(200, {"ok": True})
@@ -522,6 +543,7 @@ class _Handler(BaseHTTPRequestHandler):
                     name=data.get("name") or "",
                     seed=data.get("seed"),
                     seed_runs=data.get("seed_runs", 0),
+                    webhook_url=data.get("webhook_url"),
                 )
                 org = state.org(api_key)
                 return self._json(201, {"organization_id": org.organization_id, "run_ids": run_ids})
@@ -579,6 +601,8 @@ class SimulatorServer:
         self.verbose = verbose
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._ticker: threading.Thread | None = None
+        self._ticker_stop = threading.Event()
 
     def start(self) -> "SimulatorServer":
         """Bind and serve in a daemon thread; returns once listening."""
@@ -592,19 +616,32 @@ class SimulatorServer:
             daemon=True,
         )
         self._thread.start()
+        self._ticker_stop = threading.Event()
+        self._ticker = threading.Thread(
+            target=self._tick,
+            args=(self._ticker_stop,),
+            name="skyvern-simulator-webhooks",
+            daemon=True,
+        )
+        self._ticker.start()
         return self
 
     def stop(self) -> None:
         """Stop serving, wake sleeping requests, close the socket."""
         if self._httpd is None:
             return
+        self._ticker_stop.set()
         self._httpd.shutdown()
         self.state.interrupt()
         self._httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._ticker is not None:
+            # At most one delivery is in flight, bounded by its timeout.
+            self._ticker.join(timeout=webhooks.TIMEOUT_SECONDS + 2)
         self._httpd = None
         self._thread = None
+        self._ticker = None
 
     def __enter__(self):
         return self.start()
@@ -626,6 +663,43 @@ class SimulatorServer:
     @property
     def app_host(self) -> str:
         return self._app_host or self.url
+
+    # --- webhooks ------------------------------------------------------------------
+
+    def _tick(self, stop: threading.Event) -> None:
+        while not stop.wait(TICK_SECONDS):
+            try:
+                self.deliver_due_webhooks(stop)
+            except Exception:
+                traceback.print_exc()  # a simulator bug must not end the ticker
+
+    def deliver_due_webhooks(self, stop: threading.Event | None = None) -> int:
+        """Send the webhook of every run that finished since the last call."""
+        sent = 0
+        for due in self.state.due_webhooks():
+            if stop is not None and stop.is_set():
+                break
+            self._deliver(due)
+            sent += 1
+        return sent
+
+    def _deliver(self, due: DueWebhook) -> webhooks.DeliveryResult:
+        payload = render.webhook_payload(due.run, self.links())
+        headers = webhooks.signed_headers(payload, due.api_key)
+        return self.send_webhook(due.run.run_id, due.url, payload, headers, due.generation)
+
+    def send_webhook(
+        self, run_id: str, url: str, payload: bytes, headers: dict, generation: int | None = None
+    ) -> webhooks.DeliveryResult:
+        """One attempt, off the state lock; recorded in `state.deliveries()`."""
+        if generation is None:
+            generation = self.state.generation
+        result = webhooks.post(url, payload, headers)
+        self.state.record_delivery(run_id, url, result.status_code, generation)
+        if self.verbose:
+            outcome = result.status_code if result.status_code is not None else result.error
+            print(f"webhook {run_id} -> {url}: {outcome}", file=sys.stderr, flush=True)
+        return result
 
     def links(self) -> render.Links:
         return render.Links(

@@ -17,6 +17,13 @@ Guarantees:
   atomically (temp file + rename, mode 0600) and loaded again at start.
   Knobs are deliberately not persisted: a restart clears all faults.
 - Timestamps are naive datetimes meaning UTC, as Skyvern sends them.
+- Webhooks: a run that reaches a terminal status inside the simulator (a
+  retry's lifecycle ending, `set_status` or `cancel` from a non-terminal
+  status) is "due" once; `due_webhooks()` hands each due run out exactly
+  once, with its URL (the run's own `webhook_url`, else the organisation's).
+  Runs added or seeded already finished are history: never delivered. The
+  sending itself (server.py / webhooks.py) happens off the lock;
+  `deliveries()` lists what was sent and the receiver's answer.
 """
 
 import contextlib
@@ -140,6 +147,17 @@ def _url(name, value):
     return value.rstrip("/")
 
 
+def _webhook_url(name, value):
+    """An http(s) URL kept exactly as given (a trailing slash matters), or None."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ValueError(f"{name} must be an http(s) URL or null")
+    if len(value) > 2048 or any(c.isspace() or ord(c) < 32 for c in value):
+        raise ValueError(f"{name} must be a URL without spaces, at most 2048 characters")
+    return value
+
+
 def _bool(name, value):
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be true or false")
@@ -209,6 +227,18 @@ class Org:
     name: str
     organization_id: str
     created_at: datetime
+    # Where Skyvern posts run-finished webhooks of runs without their own URL.
+    webhook_url: str | None = None
+
+
+@dataclass(frozen=True)
+class DueWebhook:
+    """One webhook to send: the run as it is now, whose key signs it, where."""
+
+    run: "Run"
+    api_key: str
+    url: str
+    generation: int
 
 
 @dataclass
@@ -318,6 +348,9 @@ class SimulatorState:
         self._requests: dict[str, deque] = defaultdict(deque)
         self._generation = 0
         self._wake = threading.Event()
+        # Runs whose arrival at a terminal status is still to be announced.
+        self._webhook_watch: set[str] = set()
+        self._deliveries: list[tuple[str, str, int | None]] = []
         self.secret = os.urandom(16).hex()
         if self.state_file and self.state_file.exists():
             self._load()
@@ -357,6 +390,8 @@ class SimulatorState:
             self._runs.clear()
             self._retry_counts.clear()
             self._requests.clear()
+            self._webhook_watch.clear()
+            self._deliveries.clear()
             self._knobs = default_knobs()
             self._rng = random.Random()
             self._generation += 1
@@ -386,19 +421,29 @@ class SimulatorState:
     # --- organisations and runs ---------------------------------------------
 
     def add_org(
-        self, api_key: str, *, name: str = "", seed: str | None = None, seed_runs: int = 0
+        self,
+        api_key: str,
+        *,
+        name: str = "",
+        seed: str | None = None,
+        seed_runs: int = 0,
+        webhook_url: str | None = None,
     ) -> list[str]:
         """Create the organisation of `api_key` (idempotent) and seed its runs.
 
         Seeded runs are deterministic from `seed` (default: the api key) and
         spread over the 30 days before the current hour. Runs already there
         are kept as they are, so calling this again is harmless. Returns the
-        seeded run ids, newest first.
+        seeded run ids, newest first. `webhook_url` (an http(s) URL) sets the
+        organisation's webhook URL, also on an existing organisation; ""
+        removes it; None leaves it as it is.
         """
         if not isinstance(api_key, str) or not api_key:
             raise ValueError("api_key must be a non-empty string")
         if not isinstance(seed_runs, int) or isinstance(seed_runs, bool) or seed_runs < 0:
             raise ValueError("seed_runs must be a whole number >= 0")
+        if webhook_url is not None:
+            webhook_url = _webhook_url("webhook_url", webhook_url) or ""
         seed = api_key if seed is None else str(seed)
         now = utcnow()
         anchor = now.replace(minute=0, second=0, microsecond=0)
@@ -411,6 +456,8 @@ class SimulatorState:
                 self._orgs[api_key] = org
             elif name:
                 org.name = name
+            if webhook_url is not None:
+                org.webhook_url = webhook_url or None
             for item in generated:
                 existing = self._runs.get(item.run_id)
                 if existing is not None and existing.org_key != api_key:
@@ -474,6 +521,7 @@ class SimulatorState:
         """
         if status not in ALL_STATUSES:
             raise ValueError(f"unknown status {status!r}")
+        webhook_url = _webhook_url("webhook_url", webhook_url)
         now = utcnow()
         created = (
             to_naive_utc(created_at) if created_at is not None else now - timedelta(minutes=10)
@@ -541,6 +589,8 @@ class SimulatorState:
             if run_id not in self._runs:
                 raise KeyError(f"unknown run {run_id}")
             run = self._runs[run_id].view(now)
+            if status in TERMINAL and run.status not in TERMINAL:
+                self._webhook_watch.add(run_id)
             run.status = status
             if status == "created":
                 run.queued_at = run.started_at = run.finished_at = None
@@ -702,6 +752,7 @@ class SimulatorState:
             )
             self._runs[new_id] = run
             self._retry_counts[run_id] += 1
+            self._webhook_watch.add(new_id)
             self._save()
             return run.view(now)
 
@@ -717,11 +768,58 @@ class SimulatorState:
             run.modified_at = now
             run.step_count = run.step_count if run.started_at else None
             self._runs[run_id] = run
+            self._webhook_watch.add(run_id)
             self._save()
 
     def webhook_run(self, api_key: str, run_id: str) -> Run:
         with self._lock:
             return self._owned(api_key, run_id).view(utcnow())
+
+    # --- webhooks ----------------------------------------------------------------
+
+    def webhook_url_for(self, run: Run) -> str | None:
+        """Where the run's webhook goes: its own URL, else its organisation's."""
+        with self._lock:
+            org = self._orgs.get(run.org_key)
+            return run.webhook_url or (org.webhook_url if org else None)
+
+    def due_webhooks(self, now: datetime | None = None) -> list[DueWebhook]:
+        """Runs that reached a terminal status since last asked, each handed out once.
+
+        A due run without any webhook URL is dropped (nothing to send).
+        """
+        now = now or utcnow()
+        due, changed = [], False
+        with self._lock:
+            if not self._webhook_watch:
+                return []
+            for run_id in sorted(self._webhook_watch):
+                stored = self._runs.get(run_id)
+                view = stored.view(now) if stored else None
+                if view is not None and view.status not in TERMINAL:
+                    continue
+                self._webhook_watch.discard(run_id)
+                changed = True
+                url = self.webhook_url_for(view) if view is not None else None
+                if url:
+                    due.append(DueWebhook(view, view.org_key, url, self._generation))
+            if changed:
+                self._save()
+        return due
+
+    def record_delivery(
+        self, run_id: str, url: str, status_code: int | None, generation: int | None = None
+    ) -> None:
+        """Note one sent webhook (status_code None: no HTTP answer). A delivery
+        that started before a reset is not recorded in the new state."""
+        with self._lock:
+            if generation is None or generation == self._generation:
+                self._deliveries.append((run_id, url, status_code))
+
+    def deliveries(self) -> list[tuple[str, str, int | None]]:
+        """(run_id, url, status_code) of every webhook sent since the last reset."""
+        with self._lock:
+            return list(self._deliveries)
 
     # --- faults --------------------------------------------------------------
 
@@ -787,6 +885,7 @@ class SimulatorState:
             ],
             "runs": [run_to_json(run) for run in self._runs.values()],
             "retry_counts": self.retry_counts(),
+            "webhook_watch": sorted(self._webhook_watch),
         }
         path = self.state_file
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -818,12 +917,14 @@ class SimulatorState:
                 name=org.get("name", ""),
                 organization_id=org["organization_id"],
                 created_at=datetime.fromisoformat(org["created_at"]),
+                webhook_url=org.get("webhook_url"),
             )
         for item in data.get("runs", []):
             run = run_from_json(item)
             self._runs[run.run_id] = run
         for run_id, count in data.get("retry_counts", {}).items():
             self._retry_counts[run_id] = int(count)
+        self._webhook_watch = {r for r in data.get("webhook_watch", []) if r in self._runs}
 
 
 __all__ = [
@@ -833,5 +934,6 @@ __all__ = [
     "NON_TERMINAL",
     "TERMINAL",
     "ApiError",
+    "DueWebhook",
     "SimulatorState",
 ]

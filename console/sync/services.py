@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -153,11 +154,25 @@ def _release_lease(state: ConnectionSync, owner: str, **changes) -> None:
     )
 
 
+def is_older(incoming, cached) -> bool:
+    """Is what Skyvern just said (its modified_at) older than what is cached?
+
+    A view without a time can't be placed, so it is taken as current.
+    """
+    return incoming is not None and cached is not None and incoming < cached
+
+
 def run_upsert_detail(*, connection: Connection, detail: RunDetail) -> tuple[Run, bool]:
     """Store Skyvern's full view of one run; returns (run, created).
 
-    Lineage fields are never touched: only the console sets them.
+    Lineage fields are never touched: only the console sets them. A view of
+    the run older than the cached one (a webhook got there first) is ignored.
     """
+    cached = (
+        Run.objects.filter(connection=connection, run_id=detail.run_id).only("modified_at").first()
+    )
+    if cached is not None and is_older(detail.modified_at, cached.modified_at):
+        return cached, False
     fields = run_fields_from_detail(detail)
     if detail.workflow_permanent_id:
         fields["workflow_permanent_id"] = detail.workflow_permanent_id
@@ -221,26 +236,37 @@ def _sync_listing(client, connection, state, owner, *, full, result):
         summaries = client.list_runs(page=page, page_size=SYNC_PAGE_SIZE)
         if not summaries:
             break
-        cached = dict(
-            Run.objects.filter(
+        cached = {
+            run_id: (status, modified_at)
+            for run_id, status, modified_at in Run.objects.filter(
                 connection=connection, run_id__in=[s.run_id for s in summaries]
-            ).values_list("run_id", "status")
-        )
-        runs_upsert(connection=connection, summaries=summaries)
+            ).values_list("run_id", "status", "modified_at")
+        }
+        # A run the cache knows from a later moment (a webhook) keeps that.
+        fresher = [
+            s
+            for s in summaries
+            if s.run_id not in cached or not is_older(s.modified_at, cached[s.run_id][1])
+        ]
+        # The page and the resume point are one step: a sync killed between
+        # them would otherwise resume at the wrong page.
+        with transaction.atomic():
+            runs_upsert(connection=connection, summaries=fresher)
+            _renew_lease(
+                state,
+                owner,
+                progress_runs=F("progress_runs") + len(summaries),
+                **({"full_resume_page": page + 1} if full else {}),
+            )
         result.pages += 1
         result.checked += len(summaries)
         result.created += sum(1 for s in summaries if s.run_id not in cached)
         result.updated += sum(
-            1 for s in summaries if s.run_id in cached and cached[s.run_id] != s.status
-        )
-        _renew_lease(
-            state,
-            owner,
-            progress_runs=F("progress_runs") + len(summaries),
-            **({"full_resume_page": page + 1} if full else {}),
+            1 for s in fresher if s.run_id in cached and cached[s.run_id][0] != s.status
         )
         nothing_new = all(
-            cached.get(s.run_id) == s.status and s.status in TERMINAL_STATUSES for s in summaries
+            s.run_id in cached and cached[s.run_id][0] == s.status and s.status in TERMINAL_STATUSES
+            for s in summaries
         )
         if not full and nothing_new:
             result.stopped_early = True

@@ -2,6 +2,7 @@ from copy import copy
 
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from console.skyvern import (
@@ -11,6 +12,7 @@ from console.skyvern import (
     SkyvernTimeout,
     SkyvernUnreachable,
 )
+from console.sync.services import sync_state_for
 
 from .access import team_for
 from .clients import client_for, forget_session
@@ -35,10 +37,17 @@ def _connection(request, team, pk) -> Connection:
 @require_GET
 def connection_list(request, team_slug):
     team = team_for(request, team_slug, needs=Role.ADMIN)
+    connections = list(team.connections.all())
+    for connection in connections:
+        # Admins only: the URL holds the token that routes deliveries to this connection.
+        token = sync_state_for(connection).webhook_token
+        connection.webhook_url = request.build_absolute_uri(
+            reverse("skyvern_webhook", args=[token])
+        )
     return render(
         request,
         "teams/connection_list.html",
-        {"team": team, "connections": team.connections.all(), "can_manage": True},
+        {"team": team, "connections": connections, "can_manage": True},
     )
 
 

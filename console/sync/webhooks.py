@@ -1,0 +1,229 @@
+"""Skyvern's run-finished webhooks: the console learns of a finished run at once.
+
+Skyvern POSTs the run's `WorkflowRunResponse` JSON to
+`/webhooks/skyvern/<token>/`, where the token (ConnectionSync.webhook_token)
+says which connection the delivery is for, and signs it:
+`x-skyvern-signature` is the hex HMAC-SHA256 of the raw body keyed with the
+organisation's API key, i.e. the connection's key. `x-skyvern-timestamp`
+(Unix seconds) must be within TIMESTAMP_TOLERANCE of now.
+
+Guarantees:
+- A delivery changes the cached run only when the token is known, the body
+  is at most WEBHOOK_MAX_BODY_BYTES (never more than that + 1 bytes are
+  read), the signature is right (constant-time comparison on bytes), the
+  timestamp is fresh and the body is a workflow run. Every rejection
+  changes nothing in the database and answers only a status code with
+  `{"ok": false}`: 404 unknown token, 405 not a POST, 413 too big, 401
+  signature or timestamp, 400 not a run.
+- Idempotent: the same payload twice changes nothing the second time (not
+  even `synced_at`), and a delivery older than the cached run (by
+  `modified_at`) never overwrites it. Deliveries for one connection are
+  handled one at a time (a row lock on its ConnectionSync).
+- One log line per rejection (reason, connection id, remote address) and
+  per accepted delivery; never the key, the signature or the body.
+
+Replay protection is limited by what Skyvern signs: the signature covers the
+raw body only, not the timestamp, so a captured delivery can be re-sent with
+a fresh timestamp. That is harmless here because applying a delivery is
+idempotent and older data never overwrites newer data.
+"""
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+import time
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_not_required
+from django.db import DataError, transaction
+from django.http import HttpResponseNotAllowed, JsonResponse, UnreadablePostError
+from django.views.decorators.csrf import csrf_exempt
+
+from console.runs.models import Run, Status
+from console.runs.services import run_fields_from_detail
+from console.skyvern import BadResponse, InvalidRunId, RunDetail, validate_run_id
+from console.teams.secrets import ApiKeyUnreadable
+
+from .models import ConnectionSync
+from .services import is_older, run_upsert_detail
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+TIMESTAMP_TOLERANCE = 5 * 60  # seconds, in either direction
+READ_CHUNK = 64 * 1024
+HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
+# Text columns with a length limit: a longer value is not a run we can store.
+LIMITED_FIELDS = ("app_url", "recording_url", "workflow_permanent_id", "workflow_title")
+
+
+class Rejected(Exception):
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def max_body_bytes() -> int:
+    return int(getattr(settings, "WEBHOOK_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
+
+
+def _remote(request) -> str:
+    return request.META.get("REMOTE_ADDR") or "?"
+
+
+def _reject(request, status: int, reason: str, connection_id=None) -> JsonResponse:
+    log.warning(
+        "Skyvern webhook rejected with %s: %s (connection %s, from %s)",
+        status,
+        reason,
+        connection_id if connection_id is not None else "-",
+        _remote(request),
+    )
+    return JsonResponse({"ok": False}, status=status)
+
+
+def _find_sync(token: str) -> ConnectionSync | None:
+    """The connection's sync row for this token: one indexed lookup, then a
+    constant-time comparison (in case a database compares case-insensitively)."""
+    if not token or len(token) > 64:
+        return None
+    sync = ConnectionSync.objects.select_related("connection").filter(webhook_token=token).first()
+    if sync is None or not hmac.compare_digest(sync.webhook_token.encode(), token.encode()):
+        return None
+    return sync
+
+
+def _read_body(request, limit: int) -> bytes:
+    """The raw body, reading at most limit + 1 bytes; Rejected(413) above the limit."""
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0  # Django reads nothing of a body with a garbled length
+    if declared > limit:
+        raise Rejected(413, f"Content-Length {declared} over the {limit} byte limit")
+    chunks, size = [], 0
+    try:
+        while size <= limit:
+            chunk = request.read(min(READ_CHUNK, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except UnreadablePostError:
+        raise Rejected(400, "the body could not be read") from None
+    if size > limit:
+        raise Rejected(413, f"body over the {limit} byte limit")
+    return b"".join(chunks)
+
+
+def _verify(request, connection, body: bytes) -> None:
+    """Rejected(401) unless the signature and timestamp are right."""
+    signature = request.META.get("HTTP_X_SKYVERN_SIGNATURE", "").strip()
+    if not signature:
+        raise Rejected(401, "no signature")
+    if not HEX_SHA256.fullmatch(signature):
+        raise Rejected(401, "malformed signature")
+    try:
+        key = connection.api_key()
+    except ApiKeyUnreadable:
+        raise Rejected(401, "the connection's stored key cannot be decrypted") from None
+    expected = hmac.new(key.encode(), body, hashlib.sha256).digest()
+    if not hmac.compare_digest(expected, bytes.fromhex(signature)):
+        raise Rejected(401, "wrong signature")
+    timestamp = request.META.get("HTTP_X_SKYVERN_TIMESTAMP", "").strip()
+    if not timestamp:
+        raise Rejected(401, "no timestamp")
+    if not UNIX_SECONDS.fullmatch(timestamp):
+        raise Rejected(401, "garbled timestamp")
+    if abs(time.time() - int(timestamp)) > TIMESTAMP_TOLERANCE:
+        raise Rejected(401, "timestamp too far from now (stale or future)")
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not JSON a database can store")
+
+
+def _parse(body: bytes) -> RunDetail:
+    """The workflow run in the body; Rejected(400) when it isn't one."""
+    try:
+        data = json.loads(body, parse_constant=_no_constants)
+    except (ValueError, RecursionError):
+        raise Rejected(400, "the body is not JSON") from None
+    try:
+        detail = RunDetail.from_json(data)
+    except BadResponse:
+        raise Rejected(400, "the body is not a run") from None
+    try:
+        validate_run_id(detail.run_id)
+    except InvalidRunId:
+        raise Rejected(400, "the run id is not a workflow run id") from None
+    if detail.status not in Status.values:
+        raise Rejected(400, "unknown run status")
+    for name in LIMITED_FIELDS:
+        value = getattr(detail, name)
+        if value and len(value) > Run._meta.get_field(name).max_length:
+            raise Rejected(400, f"{name} too long")
+    return detail
+
+
+def _apply(sync: ConnectionSync, detail: RunDetail) -> str:
+    """Store the delivered run unless it is a repeat or older; says which."""
+    connection = sync.connection
+    with transaction.atomic():
+        # One delivery of this connection at a time, so that two deliveries
+        # of one run can't both pass the checks below and race.
+        ConnectionSync.objects.select_for_update().filter(pk=sync.pk).first()
+        cached = (
+            Run.objects.filter(connection=connection, run_id=detail.run_id)
+            .only("raw", "output", "modified_at")
+            .first()
+        )
+        if cached is not None:
+            # Compared as stored: the cached raw is the payload minus what has
+            # a column of its own (the output).
+            stored = run_fields_from_detail(detail)
+            if cached.raw == stored["raw"] and cached.output == stored["output"]:
+                return "unchanged (same payload)"
+            if is_older(detail.modified_at, cached.modified_at):
+                return "ignored (older than the cached run)"
+        _, created = run_upsert_detail(connection=connection, detail=detail)
+        return "created" if created else "updated"
+
+
+# CSRF protection exists for requests a browser sends with the user's
+# cookies; this endpoint takes no cookies and no session. The sender is
+# authenticated by the HMAC signature of the body with the connection's API
+# key instead, so CSRF does not apply (and Skyvern can't send a CSRF token).
+# This is the only csrf_exempt view in the project.
+@csrf_exempt
+@login_not_required
+def skyvern_webhook(request, token):
+    """Receive one run-finished webhook from Skyvern (see the module docstring)."""
+    if request.method != "POST":
+        _reject(request, 405, f"method {request.method}")
+        return HttpResponseNotAllowed(["POST"])
+    sync = _find_sync(token)
+    if sync is None:
+        return _reject(request, 404, "unknown token")
+    connection_id = sync.connection_id
+    try:
+        body = _read_body(request, max_body_bytes())
+        _verify(request, sync.connection, body)
+        detail = _parse(body)
+        outcome = _apply(sync, detail)
+    except Rejected as rejected:
+        return _reject(request, rejected.status, rejected.reason, connection_id)
+    except DataError:
+        return _reject(request, 400, "the database refused a value of the run", connection_id)
+    log.info(
+        "Skyvern webhook for connection %s: run %s (%s) %s",
+        connection_id,
+        detail.run_id,
+        detail.status,
+        outcome,
+    )
+    return JsonResponse({"ok": True})

@@ -1,0 +1,485 @@
+"""Skyvern's run-finished webhooks: a signed, fresh delivery updates the cached
+run; every other request is refused and changes nothing; repeats and older
+deliveries change nothing; the key never shows; the simulator delivers end
+to end."""
+
+import hashlib
+import hmac
+import io
+import json
+import logging
+import time
+
+import pytest
+from django.test import Client, RequestFactory
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from console.runs.models import Retry, Run
+from console.simulator import render
+from console.sync import webhooks
+from console.sync.models import ConnectionSync
+from console.sync.services import sync_state_for
+from tests.conftest import KEY_A, KEY_B
+from tests.helpers import page_text
+
+LOGGER = "console.sync.webhooks"
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+def webhook_url(connection) -> str:
+    return reverse("skyvern_webhook", args=[sync_state_for(connection).webhook_token])
+
+
+def payload(world, run_id: str, key: str = KEY_A) -> bytes:
+    """The body Skyvern would send for the run as it is now (raw bytes)."""
+    run = world.simulator.state.get_run(key, run_id)
+    return render.webhook_payload(run, world.simulator.links())
+
+
+def sign(body: bytes, key: str = KEY_A) -> str:
+    return hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
+
+
+def signed(body: bytes, key: str = KEY_A, *, timestamp=None) -> dict:
+    return {
+        "x-skyvern-signature": sign(body, key),
+        "x-skyvern-timestamp": str(int(time.time()) if timestamp is None else timestamp),
+    }
+
+
+def deliver(client, url: str, body: bytes, headers: dict):
+    return client.post(url, data=body, content_type="application/json", headers=headers)
+
+
+def runs_snapshot() -> list[dict]:
+    """Every column of every cached run, synced_at and raw included."""
+    return list(Run.objects.order_by("pk").values())
+
+
+def rejections(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == LOGGER and r.levelno == logging.WARNING]
+
+
+@pytest.fixture
+def finished(world):
+    """A run cached while running that has since failed in Skyvern."""
+    run_id = world.add_run(status="running")
+    world.simulator.state.set_status(run_id, "failed", "Carrier portal asked for a new password")
+    return run_id
+
+
+# --- a valid delivery -----------------------------------------------------------------
+
+
+def test_a_valid_delivery_updates_the_cached_run(world, client, client_as, finished):
+    body = payload(world, finished)
+    sent = json.loads(body)
+
+    response = deliver(client, webhook_url(world.connection_a), body, signed(body))
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"ok": True}
+    run = Run.objects.get(run_id=finished)
+    assert run.status == "failed"
+    assert run.failure_reason == "Carrier portal asked for a new password"
+    assert run.app_url == sent["app_url"] and run.app_url.endswith(f"/runs/{finished}")
+    assert run.recording_url == sent["recording_url"] and run.recording_url
+    assert run.output == sent["output"]
+    assert run.raw == {k: v for k, v in sent.items() if k != "output"}
+    page = client_as(world.viewer).get(reverse("runs:run_list", args=["acme"]))
+    text = page_text(page)
+    assert finished in text and "Failed" in text
+
+
+def test_a_delivery_of_an_uncached_run_adds_it_to_that_team_only(world, client, client_as):
+    run_id = world.add_run(cache=False, status="completed")
+    body = payload(world, run_id)
+
+    assert deliver(client, webhook_url(world.connection_a), body, signed(body)).status_code == 200
+
+    run = Run.objects.get(run_id=run_id)
+    assert (run.team, run.connection, run.status) == (world.team_a, world.connection_a, "completed")
+    assert run_id in page_text(client_as(world.viewer).get(reverse("runs:run_list", args=["acme"])))
+    outsider_page = client_as(world.outsider).get(reverse("runs:run_list", args=["globex"]))
+    assert run_id not in page_text(outsider_page)
+
+
+def test_no_csrf_token_is_needed(world, finished):
+    client = Client(enforce_csrf_checks=True)
+    body = payload(world, finished)
+    response = deliver(client, webhook_url(world.connection_a), body, signed(body))
+    assert response.status_code == 200
+    assert Run.objects.get(run_id=finished).status == "failed"
+
+
+@pytest.mark.parametrize("skew", [-280, 280])
+def test_a_timestamp_a_little_off_either_way_is_accepted(world, client, finished, skew):
+    body = payload(world, finished)
+    headers = signed(body, timestamp=int(time.time()) + skew)
+    assert deliver(client, webhook_url(world.connection_a), body, headers).status_code == 200
+
+
+def test_the_webhook_is_the_only_csrf_exempt_view():
+    def callbacks(patterns):
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                if pattern.namespace == "admin":
+                    continue
+                yield from callbacks(pattern.url_patterns)
+            elif isinstance(pattern, URLPattern):
+                yield pattern.name, pattern.callback
+
+    exempt = [
+        name
+        for name, view in callbacks(get_resolver().url_patterns)
+        if getattr(view, "csrf_exempt", False)
+    ]
+    assert exempt == ["skyvern_webhook"]
+
+
+# --- rejections -----------------------------------------------------------------------
+
+
+REJECTIONS = {
+    # reason: (build(run_id, good_body) -> (headers, body), expected status)
+    "missing signature": (
+        lambda r, b: ({"x-skyvern-timestamp": str(int(time.time()))}, b),
+        401,
+    ),
+    "wrong signature": (
+        lambda r, b: ({**signed(b), "x-skyvern-signature": sign(b + b" ")}, b),
+        401,
+    ),
+    "signature by another team's key": (lambda r, b: (signed(b, KEY_B), b), 401),
+    "malformed hex": (
+        lambda r, b: ({**signed(b), "x-skyvern-signature": "zz" * 32}, b),
+        401,
+    ),
+    "short hex": (
+        lambda r, b: ({**signed(b), "x-skyvern-signature": sign(b)[:32]}, b),
+        401,
+    ),
+    "hex with spaces": (
+        lambda r, b: (
+            {
+                **signed(b),
+                "x-skyvern-signature": " ".join(sign(b)[i : i + 2] for i in range(0, 64, 2)),
+            },
+            b,
+        ),
+        401,
+    ),
+    "prefixed signature": (
+        lambda r, b: ({**signed(b), "x-skyvern-signature": "sha256=" + sign(b)}, b),
+        401,
+    ),
+    "missing timestamp": (lambda r, b: ({"x-skyvern-signature": sign(b)}, b), 401),
+    "stale timestamp": (lambda r, b: (signed(b, timestamp=int(time.time()) - 330), b), 401),
+    "future timestamp": (lambda r, b: (signed(b, timestamp=int(time.time()) + 330), b), 401),
+    "garbled timestamp": (lambda r, b: (signed(b, timestamp="yesterday"), b), 401),
+    "timestamp in milliseconds": (
+        lambda r, b: (signed(b, timestamp=int(time.time() * 1000)), b),
+        401,
+    ),
+    "not JSON": (lambda r, b: (signed(b"<html>nope</html>"), b"<html>nope</html>"), 400),
+    "not UTF-8": (lambda r, b: (signed(b"\xff\xfe{"), b"\xff\xfe{"), 400),
+    "JSON that isn't a run": (lambda r, b: (signed(b'{"hello": 1}'), b'{"hello": 1}'), 400),
+    "a JSON array": (lambda r, b: (signed(b"[]"), b"[]"), 400),
+    "a task run id": (
+        lambda r, b: (
+            signed(x := b.replace(r.encode(), b"tsk_123")),
+            x,
+        ),
+        400,
+    ),
+    "an unknown status": (
+        lambda r, b: (
+            signed(x := b.replace(b'"status":"failed"', b'"status":"exploded"')),
+            x,
+        ),
+        400,
+    ),
+    "NaN in the body": (
+        lambda r, b: (signed(x := b[:-1] + b',"extra":NaN}'), x),
+        400,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REJECTIONS))
+def test_a_rejected_delivery_changes_nothing(world, client, finished, case, caplog):
+    build, status = REJECTIONS[case]
+    headers, body = build(finished, payload(world, finished))
+    world.add_run(status="completed")  # another cached run, to be left alone too
+    before = runs_snapshot()
+    caplog.set_level(logging.INFO, logger=LOGGER)
+
+    response = deliver(client, webhook_url(world.connection_a), body, headers)
+
+    assert response.status_code == status, case
+    assert response.json() == {"ok": False}  # which check failed is not said
+    assert runs_snapshot() == before
+    [line] = rejections(caplog)
+    message = line.getMessage()
+    assert f"connection {world.connection_a.pk}" in message and "127.0.0.1" in message
+
+
+def test_an_unknown_token_is_not_found(world, client, finished, caplog):
+    body = payload(world, finished)
+    before = runs_snapshot()
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    for token in ("no-such-token", sync_state_for(world.connection_a).webhook_token.upper()):
+        url = reverse("skyvern_webhook", args=[token])
+        response = deliver(client, url, body, signed(body))
+        assert response.status_code == 404
+        assert response.json() == {"ok": False}
+    assert runs_snapshot() == before
+    assert len(rejections(caplog)) == 2
+    assert "unknown token" in rejections(caplog)[0].getMessage()
+
+
+def test_another_connections_token_with_this_connections_signature_is_refused(
+    world, client, finished
+):
+    body = payload(world, finished)
+    before = runs_snapshot()
+    response = deliver(client, webhook_url(world.connection_b), body, signed(body, KEY_A))
+    assert response.status_code == 401
+    assert runs_snapshot() == before
+
+
+@pytest.mark.parametrize("method", ["get", "put", "delete", "head"])
+def test_other_methods_are_not_allowed(world, client, client_as, finished, method):
+    before = runs_snapshot()
+    for who in (client, client_as(world.admin)):
+        response = getattr(who, method)(webhook_url(world.connection_a))
+        assert response.status_code == 405
+        assert response["Allow"] == "POST"
+    assert runs_snapshot() == before
+
+
+def test_a_body_over_the_limit_by_content_length_is_refused_unread(
+    world, client, finished, settings
+):
+    body = payload(world, finished)
+    settings.WEBHOOK_MAX_BODY_BYTES = len(body) - 1
+    before = runs_snapshot()
+
+    response = deliver(client, webhook_url(world.connection_a), body, signed(body))
+
+    assert response.status_code == 413
+    assert runs_snapshot() == before
+    settings.WEBHOOK_MAX_BODY_BYTES = len(body)
+    assert deliver(client, webhook_url(world.connection_a), body, signed(body)).status_code == 200
+
+
+class CountingStream(io.BytesIO):
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self.bytes_read = 0
+
+    def read(self, size=-1, /):
+        data = super().read(size)
+        self.bytes_read += len(data)
+        return data
+
+
+def direct_request(world, body: bytes, *, content_length: str | None):
+    """A request straight to the view whose stream holds `body`, whatever
+    Content-Length says (as behind a server that passes chunked bodies on)."""
+    request = RequestFactory().post(
+        webhook_url(world.connection_a),
+        data=body,
+        content_type="application/json",
+        headers=signed(body),
+    )
+    if content_length is None:
+        del request.META["CONTENT_LENGTH"]
+    else:
+        request.META["CONTENT_LENGTH"] = content_length
+    stream = CountingStream(body)
+    request._stream = stream
+    return request, stream
+
+
+def test_a_body_over_the_limit_by_actual_bytes_is_refused_reading_at_most_limit_plus_one(
+    world, finished, settings
+):
+    limit = 1000
+    settings.WEBHOOK_MAX_BODY_BYTES = limit
+    body = payload(world, finished) + b" " * 5000
+    before = runs_snapshot()
+    token = sync_state_for(world.connection_a).webhook_token
+
+    for content_length in (None, "", "10", "garbled"):
+        request, stream = direct_request(world, body, content_length=content_length)
+        response = webhooks.skyvern_webhook(request, token)
+        assert response.status_code == 413, content_length
+        assert stream.bytes_read == limit + 1
+
+    request, stream = direct_request(world, body, content_length=str(len(body)))
+    assert webhooks.skyvern_webhook(request, token).status_code == 413
+    assert stream.bytes_read == 0  # refused on Content-Length alone
+    assert runs_snapshot() == before
+
+
+def test_the_default_limit_is_one_mebibyte():
+    from django.conf import settings
+
+    assert settings.WEBHOOK_MAX_BODY_BYTES == 1024 * 1024
+    assert webhooks.DEFAULT_MAX_BODY_BYTES == 1024 * 1024
+
+
+# --- idempotence and order ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("final", ["failed", "completed"])  # completed: with an output
+def test_the_same_delivery_twice_changes_nothing_the_second_time(world, client, caplog, final):
+    run_id = world.add_run(status="running")
+    world.simulator.state.set_status(run_id, final)
+    body = payload(world, run_id)
+    assert (json.loads(body)["output"] is not None) == (final == "completed")
+    url = webhook_url(world.connection_a)
+    assert deliver(client, url, body, signed(body)).status_code == 200
+    after_first = runs_snapshot()
+    caplog.set_level(logging.INFO, logger=LOGGER)
+
+    time.sleep(0.01)
+    again = deliver(client, url, body, signed(body))
+
+    assert again.status_code == 200 and again.json() == {"ok": True}
+    assert runs_snapshot() == after_first  # synced_at included
+    assert any("unchanged" in r.getMessage() for r in caplog.records if r.name == LOGGER)
+
+
+def test_an_older_delivery_does_not_overwrite_a_newer_one(world, client):
+    run_id = world.add_run(status="running")
+    older = payload(world, run_id)
+    world.simulator.state.set_status(run_id, "completed")
+    newer = payload(world, run_id)
+    url = webhook_url(world.connection_a)
+    assert json.loads(older)["modified_at"] < json.loads(newer)["modified_at"]
+
+    assert deliver(client, url, newer, signed(newer)).status_code == 200
+    after_newer = runs_snapshot()
+    response = deliver(client, url, older, signed(older))
+
+    assert response.status_code == 200
+    assert runs_snapshot() == after_newer
+    assert Run.objects.get(run_id=run_id).status == "completed"
+
+
+def test_a_newer_delivery_does_overwrite(world, client):
+    run_id = world.add_run(status="running")
+    url = webhook_url(world.connection_a)
+    first = payload(world, run_id)
+    assert deliver(client, url, first, signed(first)).status_code == 200
+    world.simulator.state.set_status(run_id, "terminated", "Stopped by the operator")
+    second = payload(world, run_id)
+
+    assert deliver(client, url, second, signed(second)).status_code == 200
+
+    run = Run.objects.get(run_id=run_id)
+    assert (run.status, run.failure_reason) == ("terminated", "Stopped by the operator")
+
+
+def test_lineage_is_kept(world, client, client_as):
+    original = world.add_run(status="failed")
+    client_as(world.operator).post(
+        reverse("runs:run_retry", args=["acme", original]), {"seen_retries": "0"}
+    )
+    new = Run.objects.get(retried_from__run_id=original)
+    world.simulator.state.set_status(new.run_id, "completed")
+    body = payload(world, new.run_id)
+
+    assert deliver(Client(), webhook_url(world.connection_a), body, signed(body)).status_code == 200
+
+    new.refresh_from_db()
+    assert new.status == "completed"
+    assert new.retried_from.run_id == original and new.retried_by == world.operator
+
+
+# --- secrets stay secret --------------------------------------------------------------
+
+
+def test_the_key_signature_and_body_appear_in_no_log_and_no_response(
+    world, client, finished, caplog, settings
+):
+    caplog.set_level(logging.DEBUG)
+    body = payload(world, finished)
+    url = webhook_url(world.connection_a)
+    responses = [deliver(client, url, body, signed(body))]
+    for build, _ in REJECTIONS.values():
+        headers, sent = build(finished, body)
+        responses.append(deliver(client, url, sent, headers))
+    settings.WEBHOOK_MAX_BODY_BYTES = 10
+    responses.append(deliver(client, url, body, signed(body)))
+    responses.append(client.get(url))
+
+    logged = "\n".join(
+        f"{r.getMessage()} {r.args!r} {getattr(r, 'request', '')!r}" for r in caplog.records
+    )
+    secrets = [KEY_A, KEY_B, sign(body), sign(body, KEY_B), json.loads(body)["app_url"]]
+    for secret in secrets:
+        assert secret not in logged
+        for response in responses:
+            assert secret.encode() not in response.content
+    assert len(rejections(caplog)) == len(REJECTIONS) + 2
+
+
+# --- the webhook URL on the connections page --------------------------------------------
+
+
+def test_admins_see_each_connections_webhook_url(world, client_as):
+    page = client_as(world.admin).get(reverse("teams:connection_list", args=["acme"]))
+    token = ConnectionSync.objects.get(connection=world.connection_a).webhook_token
+    text = page_text(page)
+    assert f"http://testserver/webhooks/skyvern/{token}/" in text
+    assert "webhook_url" in text and "API key" in text
+    assert sync_state_for(world.connection_b).webhook_token not in text
+
+
+def test_viewers_and_operators_never_see_the_token(world, client_as):
+    token = sync_state_for(world.connection_a).webhook_token
+    for person in (world.viewer, world.operator):
+        client = client_as(person)
+        for url, headers in (
+            (reverse("runs:run_list", args=["acme"]), {}),
+            (reverse("sync:sync_status", args=["acme"]), {"HX-Request": "true"}),
+            (reverse("teams:connection_list", args=["acme"]), {}),
+        ):
+            response = client.get(url, headers=headers)
+            assert token not in response.content.decode(), (person, url)
+
+
+# --- end to end: the simulator delivers to the live console ---------------------------------
+
+
+def test_the_simulator_delivers_to_the_console_when_a_retried_run_finishes(
+    world, live_server, client_as
+):
+    state = world.simulator.state
+    url = live_server.url + webhook_url(world.connection_a)
+    state.add_org(KEY_A, webhook_url=url)
+    state.configure(queued_after=0, running_after=0.2, finished_after=0.6, failure_rate=1.0)
+    original = world.add_run(status="failed")
+
+    response = client_as(world.operator).post(
+        reverse("runs:run_retry", args=["acme", original]), {"seen_retries": "0"}
+    )
+    assert response.status_code == 302
+    new = Retry.objects.get(run__run_id=original).new_run
+    assert new.status in ("created", "queued")
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not state.deliveries():
+        time.sleep(0.05)
+
+    assert state.deliveries() == [(new.run_id, url, 200)]
+    new.refresh_from_db()
+    assert new.status == "failed" and new.failure_reason
+    assert new.app_url.endswith(f"/runs/{new.run_id}") and new.recording_url
+    assert new.retried_from.run_id == original
