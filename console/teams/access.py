@@ -11,8 +11,10 @@ from .models import ROLE_RANK, Role, Team
 
 
 def team_for(request, slug: str, *, needs: Role = Role.VIEWER) -> Team:
-    team = get_object_or_404(Team.objects.for_user(request.user), slug=slug)
-    role = team.role_of(request.user)
+    team = get_object_or_404(
+        Team.objects.for_user(request.user).with_role_of(request.user), slug=slug
+    )
+    role = Role(team.my_role) if team.my_role else None
     if role is None or ROLE_RANK[role] < ROLE_RANK[needs]:
         raise PermissionDenied(f"This needs the {needs.label.lower()} role in {team.name}.")
     request.team_role = role

@@ -25,6 +25,18 @@ class TeamQuerySet(models.QuerySet):
             return self
         return self.filter(memberships__user=user)
 
+    def with_role_of(self, user):
+        """Each team annotated with `my_role`, the person's role in it."""
+        if user.is_authenticated and user.is_active and user.is_superuser:
+            return self.annotate(my_role=models.Value(Role.ADMIN.value))
+        return self.annotate(
+            my_role=models.Subquery(
+                Membership.objects.filter(team=models.OuterRef("pk"), user=user.pk).values(
+                    "role"
+                )[:1]
+            )
+        )
+
 
 class Team(models.Model):
     name = models.CharField(max_length=200, unique=True)
