@@ -7,10 +7,12 @@ ALLOWED_HOSTS and CONSOLE_ENCRYPTION_KEYS explicitly (see README).
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from cryptography.fernet import Fernet
+from django.utils.csp import CSP
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("CONSOLE_VAR_DIR", BASE_DIR / "var"))
@@ -56,6 +58,11 @@ CONSOLE_ENCRYPTION_KEYS = env_list("CONSOLE_ENCRYPTION_KEYS", "") or [
 # Plain http to a loopback address is only for the simulator: the demo and the
 # tests turn this on; production leaves it off.
 SKYVERN_ALLOW_LOOPBACK = env_bool("SKYVERN_ALLOW_LOOPBACK", False)
+# A connection's host must resolve to public addresses only (checked when it is
+# saved and again before every connection is opened). Only whoever deploys the
+# console can allow private, link-local and shared addresses, for a Skyvern
+# inside the same network; cloud-metadata addresses are refused regardless.
+SKYVERN_ALLOW_PRIVATE_HOSTS = env_bool("SKYVERN_ALLOW_PRIVATE_HOSTS", False)
 SKYVERN_CONNECT_TIMEOUT = float(os.environ.get("SKYVERN_CONNECT_TIMEOUT", "3.05"))
 SKYVERN_READ_TIMEOUT = float(os.environ.get("SKYVERN_READ_TIMEOUT", "20"))
 # How often the worker brings every team's cached runs in line with Skyvern.
@@ -64,7 +71,6 @@ SYNC_INTERVAL_SECONDS = int(os.environ.get("SYNC_INTERVAL_SECONDS", "180"))
 RUNS_PAGE_POLL_SECONDS = int(os.environ.get("RUNS_PAGE_POLL_SECONDS", "10"))
 # Largest Skyvern webhook body accepted (bytes); bigger deliveries get 413.
 WEBHOOK_MAX_BODY_BYTES = int(os.environ.get("WEBHOOK_MAX_BODY_BYTES", str(1024 * 1024)))
-
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -75,6 +81,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "django_tasks_db",
+    "axes",
     "console.teams",
     "console.runs",
     "console.sync",
@@ -83,6 +90,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "console.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -92,6 +100,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "console.urls"
@@ -147,6 +157,24 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes first: it refuses a locked-out sign-in before the password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Failed sign-ins are counted per username *and* address: someone guessing one
+# account's password from one address locks only that pair, so neither an
+# attacker elsewhere nor a colleague in the same office is locked out with it.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_FAILURE_LIMIT = int(os.environ.get("LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("LOGIN_LOCKOUT_MINUTES", "15")))
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "console.logins.lockout_response"  # 429, the console's own page
+# Behind N reverse proxies, the client's address is read from X-Forwarded-For
+# as the last of them saw it (console/logins.py); 0: REMOTE_ADDR.
+CONSOLE_PROXY_COUNT = int(os.environ.get("CONSOLE_PROXY_COUNT", "0"))
+AXES_CLIENT_IP_CALLABLE = "console.logins.client_ip"
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -174,6 +202,54 @@ CSRF_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_REFERRER_POLICY = "same-origin"
+CSRF_FAILURE_VIEW = "console.errors.csrf_failure"
+
+# A sign-in lasts at most SESSION_HOURS (counted from the sign-in, or from the
+# last change to the session), and ends when the browser closes.
+SESSION_COOKIE_AGE = int(float(os.environ.get("SESSION_HOURS", "8")) * 3600)
+SESSION_EXPIRE_AT_BROWSER_CLOSE = env_bool("SESSION_EXPIRE_AT_BROWSER_CLOSE", True)
+
+# CONSOLE_HTTPS=1 in production (see README): the console is reached only over
+# https, so cookies are https-only and browsers are told to never use http.
+# Off by default so that the local demo works on http://127.0.0.1:8000.
+CONSOLE_HTTPS = env_bool("CONSOLE_HTTPS", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", CONSOLE_HTTPS)
+SESSION_COOKIE_SECURE = CONSOLE_HTTPS
+CSRF_COOKIE_SECURE = CONSOLE_HTTPS
+SECURE_HSTS_SECONDS = int(
+    os.environ.get("SECURE_HSTS_SECONDS", str(365 * 24 * 3600) if CONSOLE_HTTPS else "0")
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", CONSOLE_HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", CONSOLE_HTTPS)
+# Behind a TLS-terminating proxy: the header it sets on https requests, e.g.
+# CONSOLE_PROXY_SSL_HEADER=X-Forwarded-Proto (the proxy must overwrite it).
+if os.environ.get("CONSOLE_PROXY_SSL_HEADER"):
+    SECURE_PROXY_SSL_HEADER = (
+        "HTTP_" + os.environ["CONSOLE_PROXY_SSL_HEADER"].upper().replace("-", "_"),
+        "https",
+    )
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+# Content-Security-Policy: nothing inline, nothing evaluated (htmx runs with
+# allowEval off and without its indicator <style>, see base.html). Screenshots
+# and recordings come from Skyvern's hosts over https; Pico CSS draws its
+# icons as data: images. Where SKYVERN_ALLOW_LOOPBACK is on (the demo's
+# simulator), console/csp.py adds the plain-http loopback origins to img-src
+# and media-src.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "https:", "data:"],
+    "media-src": [CSP.SELF, "https:"],
+    "connect-src": [CSP.SELF],
+    "font-src": [CSP.SELF],
+    "frame-src": [CSP.NONE],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+}
 
 LOGGING = {
     "version": 1,

@@ -5,12 +5,15 @@ from django import forms
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from .hosts import HostNotAllowed, check_host
 from .models import Connection
 
 
 def validate_base_url(value: str) -> str:
     """HTTPS to a Skyvern host; plain http only to a loopback address, and
-    only where SKYVERN_ALLOW_LOOPBACK is on (the demo and tests)."""
+    only where SKYVERN_ALLOW_LOOPBACK is on (the demo and tests). The host
+    must not be or resolve to a private, link-local or metadata address
+    (hosts.py), unless SKYVERN_ALLOW_PRIVATE_HOSTS is on."""
     parts = urlsplit(value)
     if "@" in parts.netloc:
         raise forms.ValidationError("Put the API key in its own field, not in the URL.")
@@ -19,11 +22,22 @@ def validate_base_url(value: str) -> str:
     host = (parts.hostname or "").lower()
     if not host:
         raise forms.ValidationError("Enter the Skyvern base URL, e.g. https://api.skyvern.com.")
-    if parts.scheme == "https":
-        return value.rstrip("/")
-    if parts.scheme == "http" and settings.SKYVERN_ALLOW_LOOPBACK and _is_loopback(host):
-        return value.rstrip("/")
-    raise forms.ValidationError("Skyvern must be reached over https://.")
+    if not (
+        parts.scheme == "https"
+        or (parts.scheme == "http" and settings.SKYVERN_ALLOW_LOOPBACK and _is_loopback(host))
+    ):
+        raise forms.ValidationError("Skyvern must be reached over https://.")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise forms.ValidationError("That port is not a valid port number.") from None
+    try:
+        check_host(host, port)
+    except HostNotAllowed as refusal:
+        raise forms.ValidationError(str(refusal)) from None
+    except ValueError:  # UnicodeError included: no such host name can exist
+        raise forms.ValidationError("That host name is not valid.") from None
+    return value.rstrip("/")
 
 
 def without_credentials(value: str) -> str:

@@ -196,7 +196,8 @@ def test_sync_killed_mid_way_resumes_cleanly(seeded):
             f"postgres://{settings_dict['USER'] or 'postgres'}@{settings_dict['HOST']}:"
             f"{settings_dict['PORT'] or 5432}/{settings_dict['NAME']}"
         )
-    env = {**os.environ, "DATABASE_URL": database_url}
+    # The simulator is plain http on loopback: the child must allow it, as the tests do.
+    env = {**os.environ, "DATABASE_URL": database_url, "SKYVERN_ALLOW_LOOPBACK": "1"}
     child = subprocess.Popen(
         [sys.executable, "manage.py", "sync_runs", "--team", "acme", "--full"],
         env=env,
