@@ -71,6 +71,15 @@ SYNC_INTERVAL_SECONDS = int(os.environ.get("SYNC_INTERVAL_SECONDS", "180"))
 RUNS_PAGE_POLL_SECONDS = int(os.environ.get("RUNS_PAGE_POLL_SECONDS", "10"))
 # Largest Skyvern webhook body accepted (bytes); bigger deliveries get 413.
 WEBHOOK_MAX_BODY_BYTES = int(os.environ.get("WEBHOOK_MAX_BODY_BYTES", str(1024 * 1024)))
+# Bulk retry throttle, per Skyvern connection and shared by every job and worker
+# (each connection may override both in its ConnectionThrottle row).
+BULK_RETRY_MAX_IN_FLIGHT = int(os.environ.get("BULK_RETRY_MAX_IN_FLIGHT", "4"))
+BULK_RETRY_PER_SECOND = float(os.environ.get("BULK_RETRY_PER_SECOND", "2"))
+# Sending threads per bulk worker task (a connection's in-flight cap still applies).
+BULK_RETRY_WORKER_THREADS = int(os.environ.get("BULK_RETRY_WORKER_THREADS", "4"))
+# Automatic re-sends of one item (429, 503 + Retry-After, refused connection) before it fails.
+BULK_RETRY_MAX_ATTEMPTS = int(os.environ.get("BULK_RETRY_MAX_ATTEMPTS", "20"))
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -85,6 +94,7 @@ INSTALLED_APPS = [
     "console.teams",
     "console.runs",
     "console.sync",
+    "console.bulk",
     "console.demo",
 ]
 

@@ -12,6 +12,7 @@ urlpatterns = [
     path("t/<slug:team_slug>/", include("console.runs.urls")),
     path("t/<slug:team_slug>/connections/", include("console.teams.urls")),
     path("t/<slug:team_slug>/sync/", include("console.sync.urls")),
+    path("t/<slug:team_slug>/bulk/", include("console.bulk.urls")),
     path("webhooks/skyvern/<str:token>/", skyvern_webhook, name="skyvern_webhook"),
     path("admin/", admin.site.urls),
 ]

@@ -28,6 +28,7 @@ import pytest
 from django.conf import settings
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from console.bulk.models import BulkRetryItem, BulkRetryJob, ItemState, JobState
 from console.runs.models import Retry, Run
 from console.teams.models import ROLE_RANK, Connection, Membership, Role
 
@@ -68,7 +69,8 @@ class Entry:
     """How to check one named URL."""
 
     # "team": kwargs {team_slug}; "run": + a run of that team;
-    # "connection": + a connection of that team; "plain": no kwargs.
+    # "connection": + a connection of that team; "plain": no kwargs;
+    # "job": + a running bulk retry job of that team; "item": + its unknown item.
     kind: str
     needs: object  # a Role, SIGNED_IN or ANYONE
     calls: tuple[Call, ...] = ()
@@ -76,6 +78,7 @@ class Entry:
     per_person: dict | None = None
     skip: str | None = None  # a reason: this URL is deliberately not checked here
     kwargs: Callable | None = None  # world -> kwargs of a "plain" URL that takes some
+    setup: Callable | None = None  # world -> None: objects the call's data needs, made first
 
 
 def retry_data(world):
@@ -92,6 +95,37 @@ def edit_connection_data(world):
 
 def replace_key_data(world):
     return {"api_key": "sk-replacement-key-5678"}
+
+
+def add_team_a_run(world):
+    world.add_run(status="failed")
+
+
+def bulk_preview_data(world):
+    run = Run.objects.filter(team=world.team_a).order_by("-pk").first()
+    return {"scope": "ids", "run": [run.pk]}
+
+
+def bulk_create_data(world):
+    return {**bulk_preview_data(world), "reason": "Portal down overnight"}
+
+
+def retry_anyway_data(world):
+    return {"confirm": "on"}
+
+
+def make_bulk_job(world, team):
+    """A running bulk retry job of `team` with one item whose outcome is unknown."""
+    connection = world.connection_b if team == world.team_b else world.connection_a
+    run_id = world.add_run(connection, status="failed")
+    run = Run.objects.get(connection=connection, run_id=run_id)
+    job = BulkRetryJob.objects.create(
+        team=team, created_by=None, reason="Isolation check", total=1, state=JobState.RUNNING
+    )
+    BulkRetryItem.objects.create(
+        job=job, run=run, connection=connection, state=ItemState.UNKNOWN, error="Timed out."
+    )
+    return job
 
 
 def login_data(world):
@@ -207,6 +241,54 @@ ACCESS: dict[str, Entry] = {
         needs=Role.OPERATOR,
         calls=(Call("POST", 302), Call("POST", 200, htmx=True, fragment=True)),
     ),
+    # --- bulk retry ------------------------------------------------------------------------
+    "bulk:bulk_job_list": Entry(kind="team", needs=Role.VIEWER, calls=(Call("GET", 200),)),
+    "bulk:bulk_retry_preview": Entry(
+        kind="team",
+        needs=Role.OPERATOR,
+        setup=add_team_a_run,
+        calls=(Call("POST", 200, data=bulk_preview_data),),
+    ),
+    "bulk:bulk_retry_create": Entry(
+        kind="team",
+        needs=Role.OPERATOR,
+        setup=add_team_a_run,
+        calls=(Call("POST", 303, data=bulk_create_data),),
+    ),
+    "bulk:bulk_job_detail": Entry(
+        kind="job",
+        needs=Role.VIEWER,
+        calls=(
+            Call("GET", 200),
+            Call("GET", 200, htmx=True, headers={"HX-Target": "job-live"}, fragment=True),
+        ),
+    ),
+    "bulk:bulk_job_progress": Entry(
+        kind="job",
+        needs=Role.VIEWER,
+        # Polled by the job page; without htmx it is the job page.
+        calls=(Call("GET", 302), Call("GET", 200, htmx=True, fragment=True)),
+    ),
+    "bulk:bulk_job_export": Entry(kind="job", needs=Role.VIEWER, calls=(Call("GET", 200),)),
+    **{
+        f"bulk:bulk_job_{verb}": Entry(
+            kind="job",
+            needs=Role.OPERATOR,
+            calls=(Call("POST", 303), Call("POST", 200, htmx=True, fragment=True)),
+        )
+        for verb in ("pause", "resume", "cancel")
+    },
+    "bulk:bulk_item_check": Entry(
+        kind="item",
+        needs=Role.OPERATOR,
+        calls=(Call("POST", 303), Call("POST", 200, htmx=True, fragment=True)),
+    ),
+    "bulk:bulk_item_retry_anyway": Entry(
+        kind="item",
+        needs=Role.OPERATOR,
+        # A confirmation page, then the confirmed POST.
+        calls=(Call("GET", 200), Call("POST", 303, data=retry_anyway_data)),
+    ),
     # --- deliberately not checked here -------------------------------------------------
     "admin:*": Entry(
         kind="plain",
@@ -292,6 +374,8 @@ def fast_password_hashing(settings):
 def kwargs_for(entry: Entry, world, *, team=None, run_team=None, connection_team=None):
     """The URL kwargs of an entry: team A and its objects unless told otherwise."""
     team = team or world.team_a
+    if entry.setup:
+        entry.setup(world)
     if entry.kind == "plain":
         return entry.kwargs(world) if entry.kwargs else {}
     kwargs = {"team_slug": team.slug}
@@ -301,6 +385,11 @@ def kwargs_for(entry: Entry, world, *, team=None, run_team=None, connection_team
     elif entry.kind == "connection":
         owner = connection_team or team
         kwargs["pk"] = (world.connection_b if owner == world.team_b else world.connection_a).pk
+    elif entry.kind in ("job", "item"):
+        job = make_bulk_job(world, run_team or team)
+        kwargs["job_id"] = job.pk
+        if entry.kind == "item":
+            kwargs["item_id"] = job.items.get().pk
     return kwargs
 
 
@@ -311,6 +400,8 @@ def snapshot(world, run_id=None):
         sorted(Run.objects.values_list("pk", "run_id", "status")),
         Retry.objects.count(),
         world.simulator.state.retry_count(run_id) if run_id else None,
+        sorted(BulkRetryJob.objects.values_list("pk", "state")),
+        sorted(BulkRetryItem.objects.values_list("pk", "state")),
     )
 
 
@@ -398,7 +489,9 @@ def test_the_walk_finds_the_team_urls():
 
 # --- objects of one team under another team's slug ----------------------------------------
 
-OBJECT_URLS = [name for name, entry in ACCESS.items() if entry.kind in ("run", "connection")]
+OBJECT_URLS = [
+    name for name, entry in ACCESS.items() if entry.kind in ("run", "connection", "job", "item")
+]
 
 
 @pytest.mark.parametrize("name", OBJECT_URLS)

@@ -7,10 +7,11 @@ ever taken: the total is counted up to a cap only.
 
 import base64
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
 
 from django import forms
 from django.db.models import Prefetch, Q
+from django.utils import timezone
 
 from .models import COUNTED_RETRY_STATES, Retry, Run, Status
 
@@ -34,8 +35,58 @@ class RunFilterForm(forms.Form):
             attrs={"placeholder": "Run id or workflow", "type": "search", "autocomplete": "off"}
         ),
     )
+    # "More filters" (also what a bulk retry selects by); see filtered().
+    workflow = forms.CharField(
+        required=False,
+        max_length=300,
+        strip=True,
+        widget=forms.TextInput(attrs={"placeholder": "Workflow id or exact title"}),
+    )
+    created_from = forms.DateField(
+        required=False, label="Created from", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    created_to = forms.DateField(
+        required=False, label="Created to", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    reason = forms.CharField(
+        required=False,
+        max_length=200,
+        strip=True,
+        label="Failure reason contains",
+        widget=forms.TextInput(attrs={"placeholder": "e.g. invalid credentials"}),
+    )
+    error_code = forms.CharField(
+        required=False,
+        max_length=100,
+        strip=True,
+        label="Error code",
+        widget=forms.TextInput(attrs={"placeholder": "e.g. LOGIN_FAILED"}),
+    )
     after = forms.CharField(required=False, max_length=100, widget=forms.HiddenInput)
     since = forms.CharField(required=False, max_length=100, widget=forms.HiddenInput)
+
+    MORE_FILTERS = ("workflow", "created_from", "created_to", "reason", "error_code")
+
+    def clean(self):
+        data = super().clean()
+        start, end = data.get("created_from"), data.get("created_to")
+        if start and end and start > end:
+            self.add_error("created_to", "The end date is before the start date.")
+            data.pop("created_to", None)
+        return data
+
+    def filters(self) -> dict:
+        """The valid filters as keyword arguments of filtered() (call after is_valid())."""
+        data = getattr(self, "cleaned_data", {})
+        return {
+            "statuses": data.get("status") or (),
+            "search": data.get("q") or "",
+            **{name: data.get(name) or None for name in self.MORE_FILTERS},
+        }
+
+    @property
+    def more_filters_used(self) -> bool:
+        return any(self.data.get(name) for name in self.MORE_FILTERS)
 
     def clean_after(self):
         return self._cursor("after")
@@ -95,12 +146,44 @@ def with_card_data(queryset):
     )
 
 
-def filtered(queryset, *, statuses=(), search=""):
+def filtered(
+    queryset,
+    *,
+    statuses=(),
+    search="",
+    workflow=None,
+    created_from: date | None = None,
+    created_to: date | None = None,
+    reason=None,
+    error_code=None,
+):
+    """Runs matching the runs page's filters. Dates are whole UTC days, both
+    ends included; the error code is matched in Skyvern's own JSON (`errors` of
+    a run's detail, `failure_category` of a listed run)."""
     if statuses:
         queryset = queryset.filter(status__in=statuses)
     if search:
         queryset = queryset.search(search)
+    if workflow:
+        queryset = queryset.filter(
+            Q(workflow_permanent_id=workflow) | Q(workflow_title__iexact=workflow)
+        )
+    if created_from:
+        queryset = queryset.filter(created_at__gte=_day_start(created_from))
+    if created_to:
+        queryset = queryset.filter(created_at__lt=_day_start(created_to + timedelta(days=1)))
+    if reason:
+        queryset = queryset.filter(failure_reason__icontains=reason)
+    if error_code:
+        quoted = f'"{error_code}"'
+        queryset = queryset.filter(
+            Q(raw__errors__icontains=quoted) | Q(raw__failure_category__icontains=quoted)
+        )
     return queryset
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=timezone.get_current_timezone())
 
 
 def capped_count(queryset) -> int:
@@ -109,8 +192,8 @@ def capped_count(queryset) -> int:
     return queryset.order_by().values("pk")[: COUNT_CAP + 1].count()
 
 
-def run_page(queryset, *, statuses=(), search="", after=None) -> RunPage:
-    queryset = filtered(queryset, statuses=statuses, search=search)
+def run_page(queryset, *, statuses=(), search="", after=None, **more_filters) -> RunPage:
+    queryset = filtered(queryset, statuses=statuses, search=search, **more_filters)
     total = capped_count(queryset)
     page = queryset.order_by("-created_at", "-id")
     if after is not None:
@@ -156,8 +239,8 @@ class RunUpdates:
     status_counts: list[tuple[str, int, bool]]
 
 
-def run_updates(queryset, *, statuses=(), search="", since=None) -> RunUpdates:
-    searched = filtered(queryset, search=search)
+def run_updates(queryset, *, statuses=(), search="", since=None, **more_filters) -> RunUpdates:
+    searched = filtered(queryset, search=search, **more_filters)
     matching = filtered(searched, statuses=statuses)
     new_runs = []
     if since is not None:

@@ -120,12 +120,42 @@ def run_retry(
     if already and not confirm_again:
         raise RetryRefused("This run was already retried. Confirm to retry it again.")
 
+    retry = retry_intent_record(run=run, number=already + 1, user=user)
+    if retry is None:
+        return RetryOutcome(run=run, retry=latest_retry(run), sent=False)
+    error = retry_intent_send(retry=retry, user=user, max_steps_override=max_steps_override)
+    return RetryOutcome(run=run, retry=retry, sent=True, error=error)
+
+
+def retry_intent_record(*, run: Run, number: int, user) -> Retry | None:
+    """Record the intent to send retry number `number` of `run`, or None.
+
+    None means an intent with that number already counts (sending, retried
+    or unknown): someone else owns this retry and nothing must be sent. This
+    is the one gate every retry passes, single or bulk, so that two of them
+    racing for the same run make one Skyvern call. Safe inside a transaction
+    (the insert runs in its own savepoint).
+    """
     try:
         with transaction.atomic():
-            retry = Retry.objects.create(run=run, number=already + 1, requested_by=user)
+            return Retry.objects.create(run=run, number=number, requested_by=user)
     except IntegrityError:
-        return RetryOutcome(run=run, retry=latest_retry(run), sent=False)
+        return None
 
+
+def retry_intent_send(
+    *, retry: Retry, user, max_steps_override: int | None = None
+) -> SkyvernError | None:
+    """Send a recorded intent to Skyvern once, and record what came of it.
+
+    Returns None on success: the new run is stored with its lineage
+    (retried_from, retried_by, retried_at) and the intent is 'retried'.
+    Otherwise returns the error: the intent is 'failed' when Skyvern
+    certainly created nothing, 'unknown' when it may have (and then it keeps
+    counting as a retry, so it is never re-sent without a person deciding).
+    `retry` is refreshed from the database either way. Never sends twice.
+    """
+    run = retry.run
     try:
         detail = client_for(run.connection).retry_run(
             run.run_id, max_steps_override=max_steps_override
@@ -148,7 +178,7 @@ def run_retry(
             state,
             type(error).__name__,
         )
-        return RetryOutcome(run=run, retry=retry, sent=True, error=error)
+        return error
     except BaseException:
         Retry.objects.filter(pk=retry.pk).update(
             state=RetryState.UNKNOWN,
@@ -159,28 +189,36 @@ def run_retry(
 
     now = timezone.now()
     with transaction.atomic():
-        # A webhook or sync may have stored the new run already: add the lineage.
-        lineage = {
-            **run_fields_from_detail(detail),
-            "team": run.team,
-            "workflow_permanent_id": detail.workflow_permanent_id or run.workflow_permanent_id,
-            "workflow_title": detail.workflow_title or run.workflow_title,
-            "retried_from": run,
-            "retried_by": user,
-            "retried_at": now,
-        }
-        new_run, _ = Run.objects.update_or_create(
-            connection=run.connection,
-            run_id=detail.run_id,
-            defaults=lineage,
-            create_defaults={"created_at": now, **lineage},
-        )
+        new_run = retry_lineage_store(run=run, detail=detail, user=user, when=now)
         Retry.objects.filter(pk=retry.pk).update(
             state=RetryState.RETRIED, new_run=new_run, finished_at=now
         )
     retry.refresh_from_db()
     log.info("retried run %s as %s (team %s)", run.run_id, new_run.run_id, run.team_id)
-    return RetryOutcome(run=run, retry=retry, sent=True)
+    return None
+
+
+def retry_lineage_store(*, run: Run, detail: RunDetail, user, when) -> Run:
+    """Store (or update) the new run Skyvern made from `run`, with its lineage.
+
+    A webhook or sync may have stored the new run already: the lineage is added.
+    """
+    lineage = {
+        **run_fields_from_detail(detail),
+        "team": run.team,
+        "workflow_permanent_id": detail.workflow_permanent_id or run.workflow_permanent_id,
+        "workflow_title": detail.workflow_title or run.workflow_title,
+        "retried_from": run,
+        "retried_by": user,
+        "retried_at": when,
+    }
+    new_run, _ = Run.objects.update_or_create(
+        connection=run.connection,
+        run_id=detail.run_id,
+        defaults=lineage,
+        create_defaults={"created_at": when, **lineage},
+    )
+    return new_run
 
 
 def latest_retry(run: Run) -> Retry | None:

@@ -49,9 +49,8 @@ def run_list(request: HtmxHttpRequest, team_slug: str):
     data = form.cleaned_data
     page = run_page(
         Run.objects.for_user(request.user).filter(team=team),
-        statuses=data.get("status") or (),
-        search=data.get("q") or "",
         after=data.get("after"),
+        **form.filters(),
     )
     context = {
         "team": team,
@@ -87,9 +86,8 @@ def run_list_updates(request: HtmxHttpRequest, team_slug: str):
     since = data.get("since")
     updates = run_updates(
         Run.objects.for_user(request.user).filter(team=team),
-        statuses=data.get("status") or (),
-        search=data.get("q") or "",
         since=since,
+        **form.filters(),
     )
     context = {
         "team": team,

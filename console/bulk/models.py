@@ -1,0 +1,202 @@
+"""Bulk retry jobs: one row per job, one item per selected run, and the
+per-connection throttle every job and every worker shares.
+
+Everything a worker needs to carry on after a crash lives here: an item's
+state says how far it got, `sent_at` is the lease of an item being sent, and
+a connection's throttle row is the only place the request rate is kept.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from console.runs.models import Retry, Run
+from console.teams.models import Connection, Team
+
+
+class JobState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    CANCELED = "canceled", "Canceled"
+    FINISHED = "finished", "Finished"
+
+
+#: A job in these states may still send something.
+ACTIVE_JOB_STATES = [JobState.QUEUED, JobState.RUNNING, JobState.PAUSED]
+
+
+class ItemState(models.TextChoices):
+    PENDING = "pending", "Waiting"
+    SENDING = "sending", "Sending to Skyvern"
+    RETRIED = "retried", "Retried"
+    FAILED = "failed", "Not retried"
+    SKIPPED = "skipped", "Skipped"
+    UNKNOWN = "unknown", "Outcome unknown"
+
+
+#: Items not yet settled; the job is active while it has any.
+OPEN_ITEM_STATES = [ItemState.PENDING, ItemState.SENDING]
+DONE_ITEM_STATES = [ItemState.RETRIED, ItemState.FAILED, ItemState.SKIPPED, ItemState.UNKNOWN]
+
+
+class SkipReason(models.TextChoices):
+    NOT_TERMINAL = "not_terminal", "Not finished yet (only finished runs can be retried)"
+    ALREADY_RETRIED = "already_retried", "Already retried"
+    IN_ACTIVE_JOB = "in_active_job", "Already in another active bulk job"
+    KEY_FAILING = "key_failing", "Its connection's API key is failing"
+    RETRIED_MEANWHILE = "retried_meanwhile", "Retried by someone else meanwhile"
+    JOB_CANCELED = "job_canceled", "Job canceled"
+
+
+class BulkRetryJobQuerySet(models.QuerySet):
+    def for_user(self, user):
+        """Jobs of the teams this person may see; every view starts here."""
+        return self.filter(team__in=Team.objects.for_user(user))
+
+    def active(self):
+        return self.filter(state__in=ACTIVE_JOB_STATES)
+
+
+class BulkRetryJob(models.Model):
+    """One support person's decision to retry a captured set of runs."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="bulk_retry_jobs")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    reason = models.TextField()
+    include_already_retried = models.BooleanField(default=False)
+    # Sent as `x-max-steps-override` with every retry of the job.
+    max_steps_override = models.PositiveIntegerField(null=True, blank=True)
+    # The filter or the explicit ids as chosen, for display; the items are the truth.
+    selection = models.JSONField(default=dict, blank=True)
+
+    state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.QUEUED)
+    state_changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    state_changed_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    total = models.PositiveIntegerField(default=0)
+    # Last sign of life of a worker on this job: a job that is active with a
+    # stale heartbeat and no worker booked is picked up again (`bulk_jobs_revive`).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # When the person who started it was told it ended (a message on a page view).
+    notified_at = models.DateTimeField(null=True, blank=True)
+
+    objects = BulkRetryJobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["team", "-created_at"], name="bulkjob_team_newest"),
+            models.Index(fields=["state"], name="bulkjob_state"),
+        ]
+
+    def __str__(self):
+        return f"bulk retry #{self.pk} of {self.total} runs ({self.state})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in ACTIVE_JOB_STATES
+
+
+class BulkRetryItem(models.Model):
+    """One run of a job and what became of its retry.
+
+    pending → sending → retried | failed | skipped | unknown. `sending` is a
+    lease (from `sent_at`): an item still sending after the client's longest
+    possible call has lost its worker and becomes unknown, never re-sent.
+    """
+
+    job = models.ForeignKey(BulkRetryJob, on_delete=models.CASCADE, related_name="items")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="bulk_retry_items")
+    # The run's connection, kept here so the throttle's queries need no join.
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="+")
+    state = models.CharField(max_length=10, choices=ItemState.choices, default=ItemState.PENDING)
+    skip_reason = models.CharField(max_length=20, choices=SkipReason.choices, blank=True)
+    # Skyvern's reason (or the console's) in words; never the API key.
+    error = models.CharField(max_length=500, blank=True, default="")
+    # Counted retries of the run when the job was created: the item sends
+    # retry number seen_retries + 1, so a retry made meanwhile is not repeated.
+    seen_retries = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    retry = models.ForeignKey(
+        Retry, null=True, blank=True, on_delete=models.SET_NULL, related_name="bulk_items"
+    )
+    new_run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # What the last "check" of an unknown item found, in words.
+    check_note = models.CharField(max_length=500, blank=True, default="")
+    checked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "run"], name="bulk_item_one_per_run"),
+        ]
+        indexes = [
+            # The worker: the job's due pending items, oldest first.
+            models.Index(fields=["job", "state", "next_attempt_at"], name="bulkitem_job_due"),
+            # The throttle: items in flight per connection, and stale leases.
+            models.Index(fields=["connection", "state", "sent_at"], name="bulkitem_conn_flight"),
+            # Progress: items finished in the last minute.
+            models.Index(fields=["job", "finished_at"], name="bulkitem_job_finished"),
+            # Preview: is this run already in an active job?
+            models.Index(
+                fields=["run"],
+                condition=Q(state__in=["pending", "sending"]),
+                name="bulkitem_open_run",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.run_id} in bulk retry #{self.job_id} ({self.state})"
+
+
+class ConnectionThrottle(models.Model):
+    """How fast bulk retries may go to one Skyvern connection, and the state
+    the throttle shares across every job, worker thread and process.
+
+    Updated only inside a transaction holding this row (SELECT ... FOR UPDATE
+    on PostgreSQL; SQLite's IMMEDIATE transactions hold the write lock):
+    `next_send_at` spaces sends 1/R apart; `paused_until` holds every send
+    back after a 429 / 503 / refused connection. In-flight requests are the
+    connection's items in `sending` whose lease has not expired.
+    """
+
+    connection = models.OneToOneField(
+        Connection, on_delete=models.CASCADE, related_name="bulk_throttle"
+    )
+    # Overrides of BULK_RETRY_MAX_IN_FLIGHT / BULK_RETRY_PER_SECOND; null = the setting.
+    max_in_flight = models.PositiveSmallIntegerField(null=True, blank=True)
+    per_second = models.FloatField(null=True, blank=True)
+    next_send_at = models.DateTimeField(null=True, blank=True)
+    paused_until = models.DateTimeField(null=True, blank=True)
+    pause_reason = models.CharField(max_length=300, blank=True, default="")
+    # Skyvern answered 403 to a bulk retry: the key is failing (until a sync succeeds).
+    key_rejected_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"bulk throttle of {self.connection}"
+
+    @property
+    def effective_max_in_flight(self) -> int:
+        return max(1, self.max_in_flight or settings.BULK_RETRY_MAX_IN_FLIGHT)
+
+    @property
+    def effective_per_second(self) -> float:
+        value = self.per_second or settings.BULK_RETRY_PER_SECOND
+        return max(0.01, float(value))

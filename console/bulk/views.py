@@ -1,0 +1,543 @@
+"""Bulk retry pages: choose runs (on the runs page), preview, confirm, watch.
+
+Every view works without JavaScript (plain forms, 303 after a POST); with
+htmx the job page's live part polls itself while the job is active and the
+action buttons swap only that part. Every query starts from the person's own
+teams (`for_user`) and the team in the URL; roles are checked here, in the
+view, and again by the services.
+"""
+
+import csv
+from datetime import timedelta
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import Count, Max, Q
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseStopPolling
+from django_htmx.middleware import HtmxDetails
+
+from console.runs.listing import filtered
+from console.runs.models import Run, Status
+from console.teams.access import can_retry, team_for
+from console.teams.models import Role
+
+from . import services
+from .forms import FILTER_PREFIX, BulkRetryForm, ItemFilterForm, RetryAnywayForm, SelectionForm
+from .models import BulkRetryItem, BulkRetryJob, ItemState, JobState, SkipReason
+from .services import BulkRetryRefused
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+PAGE = "bulk/job_detail.html"
+LIVE = "bulk/job_detail.html#job-live"
+ITEMS_PER_PAGE = 50
+JOBS_PER_PAGE = 50
+POLL_SECONDS = 1
+
+
+def _see_other(url: str) -> HttpResponseRedirect:
+    """Post/redirect/get: a 303, so the browser GETs the next page."""
+    response = HttpResponseRedirect(url)
+    response.status_code = 303
+    return response
+
+
+def _team_runs(request, team):
+    return Run.objects.for_user(request.user).filter(team=team)
+
+
+def _team_job(request, team, job_id: int) -> BulkRetryJob:
+    job = (
+        BulkRetryJob.objects.for_user(request.user)
+        .filter(team=team, pk=job_id)
+        .select_related("team", "created_by", "state_changed_by")
+        .first()
+    )
+    if job is None:
+        raise Http404("No bulk retry job with that number in this team.")
+    return job
+
+
+def _team_item(request, team, job_id: int, item_id: int) -> BulkRetryItem:
+    job = _team_job(request, team, job_id)
+    item = (
+        BulkRetryItem.objects.filter(job=job, pk=item_id)
+        .select_related("run", "new_run", "job__team", "job__created_by")
+        .first()
+    )
+    if item is None:
+        raise Http404("No such run in this job.")
+    return item
+
+
+# --- choosing and previewing --------------------------------------------------------
+
+
+class Selection:
+    """The runs a selection form names, within this team only."""
+
+    def __init__(self, request, team, form: SelectionForm):
+        self.form = form
+        self.scope = form.cleaned_data["scope"]
+        team_runs = _team_runs(request, team)
+        if self.scope == "filter":
+            self.filters = form.filters()
+            self.upto = form.cleaned_data.get("upto")
+            if self.upto is None:
+                self.upto = team_runs.aggregate(newest=Max("pk"))["newest"] or 0
+            self.runs = filtered(team_runs, **self.filters).filter(pk__lte=self.upto)
+            self.ids, self.ignored = [], 0
+        else:
+            asked = form.ids()
+            self.runs = team_runs.filter(pk__in=asked)
+            self.ids = sorted(self.runs.values_list("pk", flat=True))
+            self.ignored = len(asked) - len(self.ids)
+            self.filters, self.upto = {}, None
+
+    def hidden_fields(self) -> list[tuple[str, object]]:
+        """What the preview form carries forward: only this team's runs."""
+        fields = [("scope", self.scope)]
+        if self.scope == "filter":
+            fields += self.form.filter_fields()
+            fields.append(("upto", self.upto))
+        else:
+            fields += [("run", pk) for pk in self.ids]
+        return fields
+
+    def describe(self) -> list[tuple[str, str]]:
+        """The filter in words, as (label, value) pairs."""
+        return describe_filters(self.filters)
+
+    def as_json(self, count: int) -> dict:
+        """Kept with the job, for display: how the runs were chosen."""
+        data = {"scope": self.scope, "count": count}
+        if self.scope == "filter":
+            data["filter"] = {
+                name: (value.isoformat() if hasattr(value, "isoformat") else value)
+                for name, value in self.filters.items()
+                if value
+            }
+            data["filter"]["statuses"] = list(self.filters.get("statuses") or [])
+            data["upto_run_pk"] = self.upto
+        else:
+            data["run_pks"] = self.ids
+        return data
+
+
+FILTER_LABELS = {
+    "statuses": "Status",
+    "search": "Search",
+    "workflow": "Workflow",
+    "created_from": "Created from",
+    "created_to": "Created to",
+    "reason": "Failure reason contains",
+    "error_code": "Error code",
+}
+
+
+def describe_filters(filters: dict) -> list[tuple[str, str]]:
+    labels = dict(Status.choices)
+    described = []
+    for name, label in FILTER_LABELS.items():
+        value = filters.get(name)
+        if not value:
+            continue
+        if name == "statuses":
+            value = ", ".join(labels.get(s, s) for s in value)
+        elif hasattr(value, "isoformat"):
+            value = value.isoformat()
+        described.append((label, str(value)))
+    return described
+
+
+def _runs_page_url(team, form: SelectionForm) -> str:
+    prefix = f"{FILTER_PREFIX}-"
+    query = urlencode([(name[len(prefix) :], value) for name, value in form.filter_fields()])
+    url = reverse("runs:run_list", kwargs={"team_slug": team.slug})
+    return f"{url}?{query}" if query else url
+
+
+def _selection_refused(request, team, form: SelectionForm):
+    for error in form.non_field_errors() or ["That selection is not valid."]:
+        messages.error(request, error)
+    return _see_other(_runs_page_url(team, form))
+
+
+def _render_preview(request, team, selection: Selection, options: BulkRetryForm, *, status=200):
+    include = bool(options.is_bound and options["include_already_retried"].value())
+    preview = services.bulk_retry_preview(
+        team=team, runs=selection.runs, include_already_retried=include
+    )
+    return render(
+        request,
+        "bulk/preview.html",
+        {
+            "team": team,
+            "selection": selection,
+            "preview": preview,
+            "options": options,
+            "already_retried_skipped": any(
+                group.reason == SkipReason.ALREADY_RETRIED for group in preview.skipped
+            ),
+        },
+        status=status,
+    )
+
+
+@require_POST
+def bulk_retry_preview(request: HtmxHttpRequest, team_slug: str):
+    """What a bulk retry of the selection would do; nothing is sent."""
+    team = team_for(request, team_slug, needs=Role.OPERATOR)
+    form = SelectionForm(request.POST)
+    if not form.is_valid():
+        return _selection_refused(request, team, form)
+    selection = Selection(request, team, form)
+    options = BulkRetryForm(request.POST if "options" in request.POST else None)
+    if options.is_bound:
+        options.is_valid()  # show a bad max-steps value inline; the reason may wait
+    return _render_preview(request, team, selection, options)
+
+
+@require_POST
+def bulk_retry_create(request: HtmxHttpRequest, team_slug: str):
+    """Confirm: create the job over the selection as it is now, then watch it.
+    Returns at once; a background worker sends the retries."""
+    team = team_for(request, team_slug, needs=Role.OPERATOR)
+    form = SelectionForm(request.POST)
+    if not form.is_valid():
+        return _selection_refused(request, team, form)
+    selection = Selection(request, team, form)
+    options = BulkRetryForm(request.POST, confirming=True)
+    if not options.is_valid():
+        return _render_preview(request, team, selection, options)
+    data = options.cleaned_data
+    try:
+        job = services.bulk_retry_create(
+            team=team,
+            user=request.user,
+            runs=selection.runs,
+            reason=data["reason"],
+            include_already_retried=data["include_already_retried"],
+            max_steps_override=data["max_steps_override"],
+            selection=selection.as_json(count=selection.runs.count()),
+        )
+    except BulkRetryRefused as refused:
+        options.add_error(None, str(refused))
+        return _render_preview(request, team, selection, options)
+    messages.success(
+        request,
+        f"Bulk retry #{job.pk} created: {job.total} run{'s' if job.total != 1 else ''}. "
+        "It runs in the background; this page follows it.",
+    )
+    return _see_other(reverse("bulk:bulk_job_detail", args=[team.slug, job.pk]))
+
+
+# --- watching ------------------------------------------------------------------------
+
+
+@require_GET
+def bulk_job_list(request: HtmxHttpRequest, team_slug: str):
+    """The team's bulk retry jobs, newest first: who, when, why, how many, outcome."""
+    team = team_for(request, team_slug)
+    counts = {
+        f"n_{state}": Count("items", filter=Q(items__state=state)) for state in ItemState.values
+    }
+    jobs = (
+        BulkRetryJob.objects.for_user(request.user)
+        .filter(team=team)
+        .select_related("created_by")
+        .annotate(**counts)
+        .order_by("-created_at", "-id")
+    )
+    page = Paginator(jobs, JOBS_PER_PAGE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "bulk/job_list.html",
+        {"team": team, "page": page, "can_act": can_retry(request.team_role)},
+    )
+
+
+def _live_context(request, team, job: BulkRetryJob, source, **extra) -> dict:
+    """The job page's live part: progress, counts, buttons and the items shown."""
+    progress = services.bulk_job_progress(job)
+    item_filter = ItemFilterForm(source)
+    item_filter.is_valid()
+    state = item_filter.cleaned_data.get("state") or ""
+    items = (
+        BulkRetryItem.objects.filter(job=job)
+        .select_related("run", "new_run")
+        .defer(*(f"{rel}__{name}" for rel in ("run", "new_run") for name in _HEAVY))
+        .order_by("id")
+    )
+    if state:
+        items = items.filter(state=state)
+    page = Paginator(items, ITEMS_PER_PAGE).get_page(item_filter.cleaned_data.get("page"))
+    query = {"state": state} if state else {}
+    if page.number > 1:
+        query["page"] = page.number
+    return {
+        "team": team,
+        "job": job,
+        "progress": progress,
+        "rate_text": _rate_text(progress.rate),
+        "eta_text": _duration_text(progress.eta),
+        "state_counts": [
+            (value, label, progress.counts.get(value, 0)) for value, label in ItemState.choices
+        ],
+        "item_state": state,
+        "items": page,
+        "item_query": urlencode(query),
+        "can_act": can_retry(request.team_role),
+        "poll_seconds": POLL_SECONDS,
+        **extra,
+    }
+
+
+_HEAVY = ("raw", "output", "screenshot_urls", "search_text")
+
+
+def _rate_text(rate: float | None) -> str:
+    if not rate:
+        return ""
+    return f"{rate:.0f} per minute" if rate >= 10 else f"{rate:.1f} per minute"
+
+
+def _duration_text(value: timedelta | None) -> str:
+    if value is None:
+        return ""
+    seconds = int(value.total_seconds())
+    if seconds < 60:
+        return "less than a minute"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"about {minutes} minute{'s' if minutes != 1 else ''}"
+    hours, minutes = divmod(minutes, 60)
+    return f"about {hours} h {minutes:02d} min"
+
+
+@require_GET
+def bulk_job_detail(request: HtmxHttpRequest, team_slug: str, job_id: int):
+    """One job: who started it, when and why, what it selected, and its live part."""
+    team = team_for(request, team_slug)
+    job = _team_job(request, team, job_id)
+    context = _live_context(request, team, job, request.GET)
+    context["selection_text"] = describe_filters(_stored_filters(job.selection))
+    if request.htmx and request.htmx.target == "job-live":
+        return render(request, LIVE, context)
+    return render(request, PAGE, context)
+
+
+def _stored_filters(selection: dict) -> dict:
+    stored = dict((selection or {}).get("filter") or {})
+    return stored
+
+
+@require_GET
+def bulk_job_progress(request: HtmxHttpRequest, team_slug: str, job_id: int):
+    """The live part, polled by the job page while the job is active. Once it
+    has ended, the final state is swapped in and htmx is told to stop (286)."""
+    team = team_for(request, team_slug)
+    job = _team_job(request, team, job_id)
+    if not request.htmx:
+        return redirect("bulk:bulk_job_detail", team_slug=team.slug, job_id=job.pk)
+    context = _live_context(request, team, job, request.GET)
+    response = render(request, LIVE, context)
+    if not context["progress"].active:
+        response.status_code = HttpResponseStopPolling.status_code
+    return response
+
+
+@require_GET
+def bulk_job_export(request: HtmxHttpRequest, team_slug: str, job_id: int):
+    """The job's items as CSV: one row per run, what became of it and when."""
+    team = team_for(request, team_slug)
+    job = _team_job(request, team, job_id)
+    items = (
+        BulkRetryItem.objects.filter(job=job)
+        .select_related("run", "new_run")
+        .only(
+            "state",
+            "skip_reason",
+            "error",
+            "attempts",
+            "sent_at",
+            "finished_at",
+            "check_note",
+            "run__run_id",
+            "run__workflow_permanent_id",
+            "run__workflow_title",
+            "new_run__run_id",
+            "new_run__app_url",
+        )
+        .order_by("id")
+    )
+    labels = dict(ItemState.choices)
+    skips = dict(SkipReason.choices)
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = (
+        f'attachment; filename="bulk-retry-{team.slug}-{job.pk}-items.csv"'
+    )
+    writer = csv.writer(response)
+    writer.writerow(CSV_HEADER)
+    for item in items.iterator(chunk_size=500):
+        writer.writerow(
+            _csv_safe(value)
+            for value in (
+                item.run.run_id,
+                item.run.workflow_permanent_id,
+                item.run.workflow_title,
+                item.state,
+                labels.get(item.state, item.state),
+                skips.get(item.skip_reason, item.skip_reason),
+                item.new_run.run_id if item.new_run else "",
+                item.new_run.app_url if item.new_run else "",
+                item.error,
+                item.check_note,
+                item.attempts,
+                item.sent_at.isoformat() if item.sent_at else "",
+                item.finished_at.isoformat() if item.finished_at else "",
+            )
+        )
+    return response
+
+
+CSV_HEADER = [
+    "run_id",
+    "workflow_permanent_id",
+    "workflow_title",
+    "state",
+    "state_label",
+    "skip_reason",
+    "new_run_id",
+    "new_run_app_url",
+    "error",
+    "check_note",
+    "attempts",
+    "sent_at",
+    "finished_at",
+]
+
+
+def _csv_safe(value):
+    """Text a spreadsheet would take for a formula is prefixed with a quote."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+# --- steering -------------------------------------------------------------------------
+
+
+def _after_action(request, team, job, *, notice="", error=""):
+    """htmx: the live part with the outcome in it. Without JS: back to the page."""
+    if request.htmx:
+        context = _live_context(request, team, job, request.POST, notice=notice, error=error)
+        return render(request, LIVE, context)
+    if error:
+        messages.error(request, error)
+    elif notice:
+        messages.success(request, notice)
+    url = reverse("bulk:bulk_job_detail", args=[team.slug, job.pk])
+    query = _item_query(request.POST)
+    return _see_other(f"{url}?{query}" if query else url)
+
+
+def _item_query(source) -> str:
+    form = ItemFilterForm(source)
+    form.is_valid()
+    query = {k: v for k, v in form.cleaned_data.items() if v}
+    return urlencode(query)
+
+
+def _steer(request, team_slug, job_id, service, done: str):
+    team = team_for(request, team_slug, needs=Role.OPERATOR)
+    job = _team_job(request, team, job_id)
+    try:
+        job = service(job=job, user=request.user)
+    except BulkRetryRefused as refused:
+        return _after_action(request, team, job, error=str(refused))
+    return _after_action(request, team, job, notice=done)
+
+
+@require_POST
+def bulk_job_pause(request: HtmxHttpRequest, team_slug: str, job_id: int):
+    """Pause a job: no further run is sent; those already sent stay recorded."""
+    return _steer(
+        request,
+        team_slug,
+        job_id,
+        services.bulk_retry_pause,
+        "Paused: nothing more is sent until it is resumed.",
+    )
+
+
+@require_POST
+def bulk_job_resume(request: HtmxHttpRequest, team_slug: str, job_id: int):
+    """Carry on with a paused job."""
+    return _steer(request, team_slug, job_id, services.bulk_retry_resume, "Resumed.")
+
+
+@require_POST
+def bulk_job_cancel(request: HtmxHttpRequest, team_slug: str, job_id: int):
+    """Cancel a job: runs not sent yet are skipped; those already sent stay recorded."""
+    return _steer(
+        request,
+        team_slug,
+        job_id,
+        services.bulk_retry_cancel,
+        "Canceled: runs not sent yet are skipped; those already sent stay recorded.",
+    )
+
+
+@require_POST
+def bulk_item_check(request: HtmxHttpRequest, team_slug: str, job_id: int, item_id: int):
+    """Look at Skyvern for the new run an unknown item may have made; link it if found."""
+    team = team_for(request, team_slug, needs=Role.OPERATOR)
+    item = _team_item(request, team, job_id, item_id)
+    try:
+        result = services.bulk_item_check(item=item, user=request.user)
+    except BulkRetryRefused as refused:
+        return _after_action(request, team, item.job, error=f"{item.run.run_id}: {refused}")
+    text = f"{item.run.run_id}: {result.message}"
+    if result.found is None:
+        return _after_action(request, team, item.job, error=text)
+    return _after_action(request, team, item.job, notice=text)
+
+
+@require_http_methods(["GET", "POST"])
+def bulk_item_retry_anyway(request: HtmxHttpRequest, team_slug: str, job_id: int, item_id: int):
+    """Send an unknown item again, after the person confirms on this page that
+    Skyvern may already have made the run."""
+    team = team_for(request, team_slug, needs=Role.OPERATOR)
+    item = _team_item(request, team, job_id, item_id)
+    form = RetryAnywayForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.bulk_item_retry_anyway(item=item, user=request.user)
+        except BulkRetryRefused as refused:
+            messages.error(request, f"{item.run.run_id}: {refused}")
+        else:
+            messages.success(
+                request, f"{item.run.run_id}: sent again; the job sends it through the throttle."
+            )
+        return _see_other(reverse("bulk:bulk_job_detail", args=[team.slug, item.job_id]))
+    return render(
+        request,
+        "bulk/item_retry_anyway.html",
+        {
+            "team": team,
+            "job": item.job,
+            "item": item,
+            "form": form,
+            "is_unknown": item.state == ItemState.UNKNOWN,
+            "job_canceled": item.job.state == JobState.CANCELED,
+        },
+    )

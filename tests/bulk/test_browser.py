@@ -1,0 +1,155 @@
+"""Bulk retry in a real Chromium: an operator selects failed runs on the runs
+page, previews, gives a reason, confirms, and watches the job page reach 100%
+without a reload (the worker runs in a thread of this test process); then
+opens a new run. A viewer gets no checkboxes."""
+
+import re
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection as db_connection
+from playwright.sync_api import expect
+
+from console.bulk.models import BulkRetryJob, ItemState, JobState
+from console.bulk.tasks import bulk_retry_work
+from tests.browser import conftest as browser_fixtures
+from tests.browser.conftest import mark_page, page_marker, sign_in
+from tests.conftest import PASSWORD
+
+# The browser tests' fixtures (Chromium, a page on the live server, the
+# console watch, and `world` on a transactional database), used here as there.
+browser = browser_fixtures.browser
+page = browser_fixtures.page
+console_watch = browser_fixtures.console_watch
+world = browser_fixtures.world
+
+pytestmark = pytest.mark.browser
+
+RUNS = "/t/acme/runs/"
+SHOTS = Path(tempfile.gettempdir())
+PREVIEW_SHOT = SHOTS / "console-bulk-preview.png"  # looked at by people
+JOB_SHOT = SHOTS / "console-bulk-job.png"
+RUNS_SHOT = SHOTS / "console-bulk-runs.png"
+RUNNING_SHOT = SHOTS / "console-bulk-job-running.png"
+
+
+class Worker:
+    """The background worker, in a thread of the test process: it works every
+    bulk job as soon as it exists, as `manage.py db_worker` would."""
+
+    def __init__(self):
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, name="bulk-test-worker", daemon=True)
+
+    def _run(self):
+        try:
+            while not self.stop.is_set():
+                active = BulkRetryJob.objects.filter(
+                    state__in=[JobState.QUEUED, JobState.RUNNING]
+                ).values_list("pk", flat=True)
+                for job_id in active:
+                    bulk_retry_work.call(job_id)
+                time.sleep(0.1)
+        except BaseException as error:  # reported by the test
+            self.errors.append(error)
+        finally:
+            db_connection.close()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=30)
+        assert not self.errors, self.errors
+
+
+def test_operator_selects_previews_confirms_and_watches_the_job(
+    page, world, console_watch, settings
+):
+    # Slow enough to watch: two retries a second, each taking 200 ms at Skyvern.
+    settings.BULK_RETRY_PER_SECOND = 2
+    world.simulator.state.configure(latency_ms=200, failure_rate=0)
+    failed = [
+        world.add_run(
+            status="failed",
+            workflow_title="Download carrier invoices",
+            failure_reason="Login failed: portal unavailable",
+        )
+        for _ in range(4)
+    ]
+    kept_out = world.add_run(
+        status="failed",
+        workflow_title="Upload proof of delivery",
+        failure_reason="Portal timed out",
+    )
+    world.add_run(status="completed", workflow_title="Sync price list")
+
+    sign_in(page, world.operator, PASSWORD, then=RUNS)
+    marker = mark_page(page)
+    page.get_by_label("Failed", exact=False).first.check()
+    expect(page.locator("article.run-card")).to_have_count(5)
+    assert page_marker(page) == marker  # filtered by htmx, not reloaded
+
+    page.get_by_label("Select all on this page").check()
+    boxes = page.locator('input.bulk-pick[name="run"]')
+    expect(boxes).to_have_count(5)
+    for n in range(5):
+        expect(boxes.nth(n)).to_be_checked()
+    page.locator(f'article.run-card[data-run-id="{kept_out}"] input.bulk-pick').uncheck()
+    page.locator("details.more-filters > summary").click()
+    page.screenshot(path=str(RUNS_SHOT), full_page=True)
+    page.get_by_role("button", name="Preview the selected runs").click()
+
+    expect(page.get_by_role("heading", level=1)).to_have_text("Bulk retry — preview")
+    expect(page.locator(".bulk-to-send")).to_have_text("4")
+    expect(page.locator(".by-workflow")).to_contain_text("Download carrier invoices")
+    assert kept_out not in page.content()
+    assert world.simulator.state.retry_counts() == {}
+    reason = page.get_by_role("textbox", name=re.compile(r"^Reason"))
+    reason.fill("Carrier portal down overnight; fixed at 08:40")
+    page.screenshot(path=str(PREVIEW_SHOT), full_page=True)
+
+    with Worker():
+        page.get_by_role("button", name="Retry 4 runs").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text(re.compile(r"Bulk retry #\d+"))
+        marker = mark_page(page)
+        bar = page.get_by_role("progressbar")
+        expect(bar).to_have_attribute("aria-valuemax", "4")
+        if bar.get_attribute("aria-valuenow") != "4":
+            page.screenshot(path=str(RUNNING_SHOT), full_page=True)
+        # The bar fills through polling, without a reload, and polling stops.
+        expect(bar).to_have_attribute("aria-valuenow", "4", timeout=20_000)
+        expect(page.locator(".job-numbers")).to_contain_text("(100%)")
+        expect(page.locator(".job-badge")).to_have_text("Finished")
+        expect(page.locator("#job-live")).not_to_have_attribute("hx-trigger", re.compile("."))
+        assert page_marker(page) == marker
+    job = BulkRetryJob.objects.get()
+    assert job.state == JobState.FINISHED
+    assert set(job.items.values_list("state", flat=True)) == {ItemState.RETRIED}
+    assert world.simulator.state.retry_counts() == {run_id: 1 for run_id in failed}
+    expect(page.locator(".job-reason")).to_contain_text("Carrier portal down overnight")
+    page.screenshot(path=str(JOB_SHOT), full_page=True)
+
+    # Open one of the new runs.
+    link = page.locator("a.new-run").first
+    new_id = link.inner_text().strip()
+    link.click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(new_id)
+    console_watch.assert_clean()
+
+
+def test_a_viewer_sees_no_checkboxes_and_no_buttons(page, world, console_watch):
+    world.add_run(status="failed")
+    sign_in(page, world.viewer, PASSWORD, then=RUNS)
+    expect(page.locator("article.run-card")).to_have_count(1)
+    expect(page.locator("input.bulk-pick")).to_have_count(0)
+    expect(page.locator("#bulk-select")).to_have_count(0)
+    page.get_by_role("link", name="Bulk retry jobs →").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("bulk retries")
+    console_watch.assert_clean()

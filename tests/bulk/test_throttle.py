@@ -1,0 +1,159 @@
+"""The per-connection throttle: at most C requests in flight and R per
+second, shared by every job and worker; a 429 holds the whole connection."""
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connection as db_connection
+from django.utils import timezone
+
+from console.bulk.models import BulkRetryItem, ConnectionThrottle, ItemState
+from console.bulk.services import bulk_item_claim, bulk_item_send, bulk_job_work
+from console.skyvern import RateLimited, SkyvernClient
+
+from .conftest import add_failed_runs, make_job
+
+
+def override(world, **fields):
+    ConnectionThrottle.objects.update_or_create(connection=world.connection_a, defaults=fields)
+
+
+def test_no_more_than_c_claims_in_flight(world, failed_runs):
+    override(world, max_in_flight=2)
+    job = make_job(world)
+    first = bulk_item_claim(job_id=job.pk).item
+    second = bulk_item_claim(job_id=job.pk).item
+    assert first and second and first.pk != second.pk
+
+    third = bulk_item_claim(job_id=job.pk)
+    assert third.item is None and third.wait_until - timezone.now() < timedelta(seconds=1)
+
+    bulk_item_send(item=first)
+    assert bulk_item_claim(job_id=job.pk).item is not None
+
+
+def test_sends_are_spaced_one_over_r_apart(world, failed_runs, settings):
+    settings.BULK_RETRY_PER_SECOND = 2
+    job = make_job(world)
+    before = timezone.now()
+    assert bulk_item_claim(job_id=job.pk).item is not None
+    claim = bulk_item_claim(job_id=job.pk)
+    assert claim.item is None
+    assert before + timedelta(seconds=0.5) <= claim.wait_until
+    assert claim.wait_until <= timezone.now() + timedelta(seconds=0.5)
+
+
+def test_the_throttle_is_shared_by_every_job_on_the_connection(world, failed_runs):
+    first_job = make_job(world, failed_runs[:3])
+    other_job = make_job(world, failed_runs[3:])
+    world.simulator.state.configure(error_rates={429: 1.0}, rate_limit_retry_after=5)
+    bulk_item_send(item=bulk_item_claim(job_id=first_job.pk).item)
+
+    claim = bulk_item_claim(job_id=other_job.pk)  # the other job waits too
+    assert claim.item is None and claim.wait_until > timezone.now() + timedelta(seconds=4)
+    assert world.simulator.state.retry_counts() == {}
+
+
+def test_per_connection_overrides_win_over_settings(world, settings):
+    settings.BULK_RETRY_MAX_IN_FLIGHT, settings.BULK_RETRY_PER_SECOND = 4, 2
+    throttle = ConnectionThrottle.objects.create(connection=world.connection_a)
+    assert (throttle.effective_max_in_flight, throttle.effective_per_second) == (4, 2)
+    throttle.max_in_flight, throttle.per_second = 9, 30
+    assert (throttle.effective_max_in_flight, throttle.effective_per_second) == (9, 30)
+
+
+class Recorder:
+    """Wraps the client's retry call: when each started and how many were out at once."""
+
+    def __init__(self, monkeypatch):
+        self.lock = threading.Lock()
+        self.out = 0
+        self.most_out = 0
+        self.starts = []
+        self.limited_at = []  # when each 429 came back
+        original = SkyvernClient.retry_run
+
+        def retry_run(client, *args, **kwargs):
+            with self.lock:
+                self.out += 1
+                self.most_out = max(self.most_out, self.out)
+                self.starts.append(time.monotonic())
+            try:
+                return original(client, *args, **kwargs)
+            except RateLimited:
+                with self.lock:
+                    self.limited_at.append(time.monotonic())
+                raise
+            finally:
+                with self.lock:
+                    self.out -= 1
+
+        monkeypatch.setattr(SkyvernClient, "retry_run", retry_run)
+
+
+def most_in_one_second(times) -> int:
+    times = sorted(times)
+    return max(sum(1 for t in times if start <= t < start + 1) for start in times)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_measured_in_flight_never_exceeds_c(world, settings, monkeypatch):
+    settings.BULK_RETRY_WORKER_THREADS = 6
+    override(world, max_in_flight=3, per_second=1000)
+    run_ids = add_failed_runs(world, 12)
+    job = make_job(world, run_ids)
+    world.simulator.state.configure(latency_ms=200)
+    recorder = Recorder(monkeypatch)
+
+    assert bulk_job_work(job_id=job.pk) == "Finished."
+
+    assert recorder.most_out == 3 and len(recorder.starts) == 12
+    assert all(world.simulator.state.retry_count(run_id) == 1 for run_id in run_ids)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_measured_rate_never_exceeds_r(world, settings, monkeypatch):
+    settings.BULK_RETRY_WORKER_THREADS = 4
+    override(world, max_in_flight=10, per_second=5)
+    run_ids = add_failed_runs(world, 11)
+    job = make_job(world, run_ids)
+    # The simulator itself would answer 429 past 6 a second.
+    world.simulator.state.configure(latency_ms=20, rate_limit_per_second=6)
+    recorder = Recorder(monkeypatch)
+    started = time.monotonic()
+
+    assert bulk_job_work(job_id=job.pk) == "Finished."
+
+    assert time.monotonic() - started >= 10 / 5 - 0.05
+    claimed = [
+        sent_at.timestamp()
+        for sent_at in BulkRetryItem.objects.filter(job=job).values_list("sent_at", flat=True)
+    ]
+    assert most_in_one_second(claimed) <= 5
+    assert most_in_one_second(recorder.starts) <= 6
+    assert set(BulkRetryItem.objects.values_list("state", "attempts")) == {(ItemState.RETRIED, 1)}
+    db_connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_429_holds_back_the_whole_connection(world, settings, monkeypatch):
+    settings.BULK_RETRY_WORKER_THREADS = 3
+    run_ids = add_failed_runs(world, 6)
+    job = make_job(world, run_ids)
+    # Two requests a second pass; the third in a second gets 429 + Retry-After: 1.
+    world.simulator.state.configure(rate_limit_per_second=2, rate_limit_retry_after=1)
+    recorder = Recorder(monkeypatch)
+
+    assert bulk_job_work(job_id=job.pk) == "Finished."
+
+    items = list(BulkRetryItem.objects.filter(job=job))
+    assert {item.state for item in items} == {ItemState.RETRIED}
+    assert any(item.attempts > 1 for item in items)  # some were held back and re-sent
+    assert all(world.simulator.state.retry_count(run_id) == 1 for run_id in run_ids)
+    # After a 429, nothing went to the connection for its Retry-After second
+    # (but for a send claimed just before the 429 came back, starting right after).
+    assert recorder.limited_at
+    for limited in recorder.limited_at:
+        assert not [t for t in recorder.starts if limited + 0.1 < t < limited + 0.95]
