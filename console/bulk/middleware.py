@@ -1,0 +1,51 @@
+"""Tell people when a bulk retry job they started has ended.
+
+On the next full page they open (not an htmx fragment, which has no place
+for messages), each ended job they started and haven't been told about
+becomes one message with a link-free summary; the job is then marked told.
+"""
+
+from django.contrib import messages
+from django.utils import timezone
+
+from .models import BulkRetryJob, JobState
+from .services import bulk_job_progress
+
+ENDED = (JobState.FINISHED, JobState.CANCELED)
+
+
+class FinishedJobsMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        user = getattr(request, "user", None)
+        if (
+            request.method == "GET"
+            and user is not None
+            and user.is_authenticated
+            and not getattr(request, "htmx", False)
+        ):
+            self.announce_ended_jobs(request, user)
+        return self.get_response(request)
+
+    def announce_ended_jobs(self, request, user):
+        ended = list(
+            BulkRetryJob.objects.filter(
+                created_by=user, state__in=ENDED, notified_at__isnull=True
+            ).select_related("team")[:10]
+        )
+        for job in ended:
+            # Claim the announcement first, so that two open tabs say it once.
+            claimed = BulkRetryJob.objects.filter(pk=job.pk, notified_at__isnull=True).update(
+                notified_at=timezone.now()
+            )
+            if not claimed:
+                continue
+            counts = bulk_job_progress(job).counts
+            outcome = ", ".join(f"{count} {state}" for state, count in counts.items() if count)
+            verb = "finished" if job.state == JobState.FINISHED else "was canceled"
+            messages.info(
+                request,
+                f"Your bulk retry #{job.pk} for {job.team.name} {verb}: {outcome or 'no runs'}.",
+            )
