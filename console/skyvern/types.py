@@ -58,6 +58,14 @@ def _http_url(data: dict, key: str) -> str | None:
     return value
 
 
+TIMESTAMP_FIELDS = ("created_at", "modified_at", "queued_at", "started_at", "finished_at")
+
+
+def _timestamps(data: dict) -> dict[str, datetime | None]:
+    """A run's lifecycle times, as aware UTC datetimes (or None)."""
+    return {name: parse_timestamp(data.get(name)) for name in TIMESTAMP_FIELDS}
+
+
 def _required(data: dict, key: str) -> str:
     value = data.get(key)
     if not isinstance(value, str) or not value:
@@ -96,11 +104,7 @@ class RunSummary:
             workflow_permanent_id=_str(data, "workflow_permanent_id"),
             workflow_title=_str(data, "workflow_title"),
             failure_reason=_str(data, "failure_reason"),
-            created_at=parse_timestamp(data.get("created_at")),
-            modified_at=parse_timestamp(data.get("modified_at")),
-            queued_at=parse_timestamp(data.get("queued_at")),
-            started_at=parse_timestamp(data.get("started_at")),
-            finished_at=parse_timestamp(data.get("finished_at")),
+            **_timestamps(data),
             raw=data,
         )
 
@@ -147,11 +151,7 @@ class RunDetail:
             status=_required(data, "status"),
             run_type=_str(data, "run_type"),
             failure_reason=_str(data, "failure_reason"),
-            created_at=parse_timestamp(data.get("created_at")),
-            modified_at=parse_timestamp(data.get("modified_at")),
-            queued_at=parse_timestamp(data.get("queued_at")),
-            started_at=parse_timestamp(data.get("started_at")),
-            finished_at=parse_timestamp(data.get("finished_at")),
+            **_timestamps(data),
             app_url=_http_url(data, "app_url"),
             recording_url=_http_url(data, "recording_url"),
             recording_archived=data.get("recording_archived") is True,
