@@ -65,3 +65,40 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
     }
+
+
+# --- process memory and CPU (Linux /proc) ---------------------------------------
+
+
+def proc_status_kib(name: str, pid: int | str = "self") -> int | None:
+    """A `VmRSS`/`VmHWM`-style line of /proc/PID/status, in KiB (None if unavailable)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(name + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0).
+
+    Lets one process report the peak of several phases separately, which
+    `ru_maxrss` (a lifetime high-water mark) can't. False if not permitted.
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def cpu_seconds(pid: int | str) -> float | None:
+    """User + system CPU time of another process so far (/proc/PID/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # After the ")" of the command name: field 3 is index 0, utime/stime are 14/15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -263,9 +263,11 @@ def generate_runs(seed: str, count: int, anchor: datetime) -> list[SeedRun]:
     rng = random.Random(f"skyvern-sim|{seed}")
     id_rng = random.Random(f"skyvern-sim-ids|{seed}")
     ids: list[str] = []
+    seen: set[str] = set()
     while len(ids) < count:
         run_id = f"wr_{id_rng.randrange(10**17, 10**18)}"
-        if run_id not in ids:
+        if run_id not in seen:
+            seen.add(run_id)
             ids.append(run_id)
 
     statuses = _statuses(rng, count)

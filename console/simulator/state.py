@@ -347,6 +347,10 @@ class SimulatorState:
         self._rng = random.Random()
         self._requests: dict[str, deque] = defaultdict(deque)
         self._generation = 0
+        # Each organisation's run ids, newest first, with the state they were
+        # built for: a run's (created_at, seq) never changes once it exists,
+        # so the order is only rebuilt when runs are added (or on reset).
+        self._newest_first: dict[str, tuple[tuple, list[str]]] = {}
         self._wake = threading.Event()
         # Runs whose arrival at a terminal status is still to be announced.
         self._webhook_watch: set[str] = set()
@@ -661,8 +665,24 @@ class SimulatorState:
     ) -> list[Run]:
         """One page of the organisation's runs, newest first, filtered."""
         now = utcnow()
+        filtered = any(
+            value
+            for value in (
+                workflow_permanent_id,
+                statuses,
+                search_key,
+                error_code,
+                created_at_start,
+                created_at_end,
+            )
+        )
+        start = (page - 1) * page_size
         with self._lock:
-            runs = [r.view(now) for r in self._runs.values() if r.org_key == api_key]
+            ordered = self._newest_first_ids(api_key)
+            if not filtered:
+                # The common case (a sync paging through everything) views one page only.
+                return [self._runs[i].view(now) for i in ordered[start : start + page_size]]
+            runs = [self._runs[i].view(now) for i in ordered]
         if workflow_permanent_id is not None:
             runs = [r for r in runs if r.workflow_permanent_id == workflow_permanent_id]
         if statuses:
@@ -683,9 +703,18 @@ class SimulatorState:
             runs = [r for r in runs if r.created_at >= created_at_start]
         if created_at_end is not None:
             runs = [r for r in runs if r.created_at < created_at_end]
-        runs.sort(key=lambda r: (r.created_at, r.seq), reverse=True)
-        start = (page - 1) * page_size
         return runs[start : start + page_size]
+
+    def _newest_first_ids(self, api_key: str) -> list[str]:
+        """The organisation's run ids, newest first (call with the lock held)."""
+        version = (len(self._runs), self._seq, self._generation)
+        cached = self._newest_first.get(api_key)
+        if cached is None or cached[0] != version:
+            runs = [r for r in self._runs.values() if r.org_key == api_key]
+            runs.sort(key=lambda r: (r.created_at, r.seq), reverse=True)
+            cached = (version, [r.run_id for r in runs])
+            self._newest_first[api_key] = cached
+        return cached[1]
 
     def get_run(self, api_key: str, run_id: str) -> Run:
         with self._lock:

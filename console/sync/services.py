@@ -25,7 +25,6 @@ from django.utils import timezone
 from console.runs.models import Run, search_text_for
 from console.runs.services import run_fields_from_detail
 from console.skyvern import (
-    TERMINAL_STATUSES,
     RunDetail,
     RunNotFound,
     RunSummary,
@@ -264,10 +263,9 @@ def _sync_listing(client, connection, state, owner, *, full, result):
         result.updated += sum(
             1 for s in fresher if s.run_id in cached and cached[s.run_id][0] != s.status
         )
-        nothing_new = all(
-            s.run_id in cached and cached[s.run_id][0] == s.status and s.status in TERMINAL_STATUSES
-            for s in summaries
-        )
+        # Unfinished runs that haven't changed are refreshed one by one below:
+        # they must not keep the listing reading back to the oldest page.
+        nothing_new = all(s.run_id in cached and cached[s.run_id][0] == s.status for s in summaries)
         if not full and nothing_new:
             result.stopped_early = True
             break
