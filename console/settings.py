@@ -91,14 +91,19 @@ INSTALLED_APPS = [
     "django_htmx",
     "django_tasks_db",
     "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "console.teams",
     "console.runs",
     "console.sync",
     "console.bulk",
+    "console.audit",
     "console.demo",
+    "console.twofactor",
 ]
 
 MIDDLEWARE = [
+    "console.middleware.StripNulFromHeaders",
     "django.middleware.security.SecurityMiddleware",
     "console.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -106,7 +111,11 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    # Signed in with a password only: the code page (or, where two-factor is
+    # mandatory, the enrolment page) until the second step is done.
+    "console.twofactor.middleware.TwoFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -185,6 +194,15 @@ AXES_LOCKOUT_CALLABLE = "console.logins.lockout_response"  # 429, the console's 
 # as the last of them saw it (console/logins.py); 0: REMOTE_ADDR.
 CONSOLE_PROXY_COUNT = int(os.environ.get("CONSOLE_PROXY_COUNT", "0"))
 AXES_CLIENT_IP_CALLABLE = "console.logins.client_ip"
+
+# Two-factor sign-in (TOTP, django-otp): optional for everyone; with this on,
+# superusers and team admins must set it up before they can use the console.
+TWO_FACTOR_REQUIRED_FOR_ADMINS = env_bool("TWO_FACTOR_REQUIRED_FOR_ADMINS", False)
+# Wrong codes in a row on the code page before the person is signed out.
+TWO_FACTOR_CODE_FAILURE_LIMIT = 5
+OTP_TOTP_ISSUER = "Skyvern support console"
+# The Django admin may list and delete devices (a lost phone) but never shows a key.
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"

@@ -70,7 +70,8 @@ class Entry:
 
     # "team": kwargs {team_slug}; "run": + a run of that team;
     # "connection": + a connection of that team; "plain": no kwargs;
-    # "job": + a running bulk retry job of that team; "item": + its unknown item.
+    # "job": + a running bulk retry job of that team; "item": + its unknown item;
+    # "member": + the membership of that team's viewer (team B: its operator).
     kind: str
     needs: object  # a Role, SIGNED_IN or ANYONE
     calls: tuple[Call, ...] = ()
@@ -132,6 +133,39 @@ def login_data(world):
     return {"username": "nobody", "password": "wrong password"}
 
 
+def code_data(world):
+    return {"code": "000000"}
+
+
+def member_add_data(world):
+    from django.contrib.auth import get_user_model
+
+    from tests.conftest import make_user
+
+    if not get_user_model().objects.filter(username="newcomer").exists():
+        make_user("newcomer")
+    return {"login": "newcomer@example.com", "role": "viewer"}
+
+
+def member_invite_data(world):
+    return {"username": "brand-new", "email": "brand-new@example.com", "role": "operator"}
+
+
+def member_role_data(world):
+    return {"role": "operator"}
+
+
+def team_create_data(world):
+    return {"name": "Initech Support", "slug": "initech"}
+
+
+def password_set_kwargs(world):
+    return {"uidb64": "MQ", "token": "not-a-valid-token"}
+
+
+SUPERUSER_ONLY = {"viewer": 403, "operator": 403, "admin": 403, "outsider": 403}
+
+
 def webhook_kwargs(world):
     from console.sync.services import sync_state_for
 
@@ -161,6 +195,28 @@ ACCESS: dict[str, Entry] = {
         per_person={p: 302 for p in PEOPLE if p != "anonymous"},
     ),
     "logout": Entry(kind="plain", needs=SIGNED_IN, calls=(Call("POST", 302, to=LOGIN),)),
+    # Two-factor sign-in (tests/test_two_factor.py covers people with a device):
+    # nobody here has one, so the code page sends them on, and confirm/disable
+    # have nothing to act on.
+    "twofactor:verify": Entry(
+        kind="plain",
+        needs=SIGNED_IN,
+        calls=(Call("GET", 302, to=reverse("home")), Call("POST", 302, data=code_data)),
+    ),
+    "twofactor:manage": Entry(kind="plain", needs=SIGNED_IN, calls=(Call("GET", 200),)),
+    "twofactor:setup": Entry(
+        kind="plain",
+        needs=SIGNED_IN,
+        calls=(Call("POST", 302, to=reverse("twofactor:manage")),),
+    ),
+    **{
+        f"twofactor:{step}": Entry(
+            kind="plain",
+            needs=SIGNED_IN,
+            calls=(Call("POST", 302, data=code_data, to=reverse("twofactor:manage")),),
+        )
+        for step in ("confirm", "disable")
+    },
     # No session, no CSRF: Skyvern's HMAC signature is the only credential, so a
     # POST without one is refused alike for everyone, signed in or not.
     "skyvern_webhook": Entry(
@@ -289,6 +345,46 @@ ACCESS: dict[str, Entry] = {
         # A confirmation page, then the confirmed POST.
         calls=(Call("GET", 200), Call("POST", 303, data=retry_anyway_data)),
     ),
+    # --- the audit log ------------------------------------------------------------------------
+    **{
+        name: Entry(kind="team", needs=Role.ADMIN, calls=(Call("GET", 200),))
+        for name in ("audit:audit_team_log", "audit:audit_team_export")
+    },
+    **{
+        name: Entry(
+            kind="plain", needs=SIGNED_IN, calls=(Call("GET", 200),), per_person=SUPERUSER_ONLY
+        )
+        for name in ("audit:audit_log", "audit:audit_export")
+    },
+    # --- members and teams --------------------------------------------------------------------
+    "members:member_list": Entry(kind="team", needs=Role.ADMIN, calls=(Call("GET", 200),)),
+    "members:member_add": Entry(
+        kind="team", needs=Role.ADMIN, calls=(Call("POST", 303, data=member_add_data),)
+    ),
+    # The one-time link is shown on the answer itself, once: no redirect.
+    "members:member_invite": Entry(
+        kind="team", needs=Role.ADMIN, calls=(Call("POST", 200, data=member_invite_data),)
+    ),
+    "members:member_role_change": Entry(
+        kind="member", needs=Role.ADMIN, calls=(Call("POST", 303, data=member_role_data),)
+    ),
+    "members:member_remove": Entry(
+        kind="member", needs=Role.ADMIN, calls=(Call("GET", 200), Call("POST", 303))
+    ),
+    "team_create": Entry(
+        kind="plain",
+        needs=SIGNED_IN,
+        calls=(Call("GET", 200), Call("POST", 303, data=team_create_data)),
+        per_person=SUPERUSER_ONLY,
+    ),
+    # The new member's one-time link, before they have a password: public. A
+    # wrong link answers a page saying so, to everyone alike.
+    "password_set": Entry(
+        kind="plain",
+        needs=ANYONE,
+        kwargs=password_set_kwargs,
+        calls=(Call("GET", 200), Call("POST", 200)),
+    ),
     # --- deliberately not checked here -------------------------------------------------
     "admin:*": Entry(
         kind="plain",
@@ -390,6 +486,10 @@ def kwargs_for(entry: Entry, world, *, team=None, run_team=None, connection_team
         kwargs["job_id"] = job.pk
         if entry.kind == "item":
             kwargs["item_id"] = job.items.get().pk
+    elif entry.kind == "member":
+        owner = connection_team or team
+        person = world.outsider if owner == world.team_b else world.viewer
+        kwargs["pk"] = Membership.objects.get(team=owner, user=person).pk
     return kwargs
 
 
@@ -402,6 +502,7 @@ def snapshot(world, run_id=None):
         world.simulator.state.retry_count(run_id) if run_id else None,
         sorted(BulkRetryJob.objects.values_list("pk", "state")),
         sorted(BulkRetryItem.objects.values_list("pk", "state")),
+        sorted(Membership.objects.values_list("pk", "team_id", "user_id", "role")),
     )
 
 
@@ -423,7 +524,8 @@ def check_answer(response, expected: int, call: Call, url: str):
     if expected == 302:
         return response["Location"]
     if expected == 200:
-        html = response.content.decode()
+        content = b"".join(response.streaming_content) if response.streaming else response.content
+        html = content.decode()
         if call.fragment:
             assert "<html" not in html, f"{detail}: htmx should get a fragment, not a page"
         elif response["Content-Type"].startswith("text/html"):
@@ -490,7 +592,9 @@ def test_the_walk_finds_the_team_urls():
 # --- objects of one team under another team's slug ----------------------------------------
 
 OBJECT_URLS = [
-    name for name, entry in ACCESS.items() if entry.kind in ("run", "connection", "job", "item")
+    name
+    for name, entry in ACCESS.items()
+    if entry.kind in ("run", "connection", "job", "item", "member")
 ]
 
 

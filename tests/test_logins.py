@@ -194,3 +194,15 @@ def test_password_validators_refuse_weak_passwords(world):
     for weak in ("password", "12345678901", "acme-viewer1", "short"):
         with pytest.raises(ValidationError):
             validate_password(weak, world.viewer)
+
+
+def test_a_nul_in_the_user_agent_of_a_failed_sign_in_is_no_server_error(world, client):
+    """django-axes stores the user agent of a failed sign-in; PostgreSQL can't
+    store a NUL, so one must never reach it."""
+    response = client.post(
+        reverse("login"),
+        {"username": world.operator.username, "password": "wrong password"},
+        HTTP_USER_AGENT="evil\x00agent",
+    )
+    assert response.status_code == 200
+    assert "don't match" in response.content.decode()

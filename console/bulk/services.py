@@ -103,6 +103,23 @@ class BulkRetryRefused(Exception):
     """The console won't do this; the message says why, for the user."""
 
 
+def _audit(action, *, job, user=None, request=None, target=None, outcome="ok", **details):
+    """One audit row about `job` (or one of its runs, as `target`)."""
+    from console.audit.services import audit_record
+
+    if target is not None:
+        details = {"job": job.pk, **details}
+    audit_record(
+        action=action,
+        request=request,
+        user=user,
+        team=job.team_id,
+        outcome=outcome,
+        target=target if target is not None else ("bulk_job", job.pk, f"Bulk retry #{job.pk}"),
+        details=details,
+    )
+
+
 def sending_lease() -> timedelta:
     """How long an item may stay `sending`: the client's longest possible call
     (connect + read timeout) plus a margin. Older means its worker died."""
@@ -311,13 +328,16 @@ def bulk_retry_create(
     include_already_retried: bool,
     max_steps_override: int | None,
     selection: dict,
+    request=None,
 ) -> BulkRetryJob:
     """Create a job over exactly the runs selected now, and book its worker.
 
     Every selected run becomes an item: `pending`, or `skipped` with its
     reason (as the preview said). Runs added later are never included. The
     worker is enqueued when the transaction commits; nothing is sent here,
-    so this returns at once. Needs the operator role.
+    so this returns at once. Needs the operator role. Recorded in the audit
+    log with the job (bulk_job_create; and bulk_job_finish when every run
+    was skipped).
     """
     _require_operator(team, user)
     reason = (reason or "").strip()
@@ -357,10 +377,22 @@ def bulk_retry_create(
         )
         for connection_id in {row.connection_id for row in rows if row.skip is None}:
             throttle_for(connection_id)
+        skipped = sum(1 for row in rows if row.skip)
+        _audit(
+            "bulk_job_create",
+            job=job,
+            user=user,
+            request=request,
+            runs=len(rows),
+            to_send=len(rows) - skipped,
+            skipped=skipped,
+            reason=reason,
+        )
         if all(row.skip for row in rows):
             job.state = JobState.FINISHED
             job.finished_at = now
             job.save(update_fields=["state", "finished_at"])
+            _audit("bulk_job_finish", job=job, skipped=skipped)
         else:
             _enqueue_on_commit(job.pk)
     log.info("bulk retry #%s created by %s for team %s: %s runs", job.pk, user, team.pk, len(rows))
@@ -385,7 +417,7 @@ def _set_state(job: BulkRetryJob, user, *, from_states, to_state, **extra) -> bo
     return bool(changed)
 
 
-def bulk_retry_pause(*, job: BulkRetryJob, user) -> BulkRetryJob:
+def bulk_retry_pause(*, job: BulkRetryJob, user, request=None) -> BulkRetryJob:
     """Stop sending: workers take no new item once this commits (they look
     at the job before every claim, at least every POLL_SECONDS). Items
     already sent are recorded as they answer. Needs the operator role."""
@@ -398,11 +430,12 @@ def bulk_retry_pause(*, job: BulkRetryJob, user) -> BulkRetryJob:
             f"This job is {job.get_state_display().lower()}; it can't be paused."
         )
     job.refresh_from_db()
+    _audit("bulk_job_pause", job=job, user=user, request=request)
     log.info("bulk retry #%s paused by %s", job.pk, user)
     return job
 
 
-def bulk_retry_resume(*, job: BulkRetryJob, user) -> BulkRetryJob:
+def bulk_retry_resume(*, job: BulkRetryJob, user, request=None) -> BulkRetryJob:
     """Carry on with a paused job: its worker is booked again. Needs the operator role."""
     _require_operator(job.team, user)
     with transaction.atomic():
@@ -414,12 +447,13 @@ def bulk_retry_resume(*, job: BulkRetryJob, user) -> BulkRetryJob:
                 f"This job is {job.get_state_display().lower()}; only a paused job can resume."
             )
         _enqueue_on_commit(job.pk)
+        _audit("bulk_job_resume", job=job, user=user, request=request)
     job.refresh_from_db()
     log.info("bulk retry #%s resumed by %s", job.pk, user)
     return job
 
 
-def bulk_retry_cancel(*, job: BulkRetryJob, user) -> BulkRetryJob:
+def bulk_retry_cancel(*, job: BulkRetryJob, user, request=None) -> BulkRetryJob:
     """End the job: every item still waiting becomes `skipped` ("job canceled");
     items already sent (or being sent) keep, or get, their real outcome.
     Needs the operator role."""
@@ -433,7 +467,8 @@ def bulk_retry_cancel(*, job: BulkRetryJob, user) -> BulkRetryJob:
             raise BulkRetryRefused(
                 f"This job is {job.get_state_display().lower()}; it can't be canceled."
             )
-        _skip_canceled(job.pk)
+        skipped = _skip_canceled(job.pk)
+        _audit("bulk_job_cancel", job=job, user=user, request=request, skipped=skipped)
     job.refresh_from_db()
     log.info("bulk retry #%s canceled by %s", job.pk, user)
     return job
@@ -766,11 +801,19 @@ def _finish_if_done(job_id: int) -> bool:
     with transaction.atomic():
         if BulkRetryItem.objects.filter(job_id=job_id, state__in=OPEN_ITEM_STATES).exists():
             return False
-        return bool(
-            BulkRetryJob.objects.filter(
-                pk=job_id, state__in=[JobState.QUEUED, JobState.RUNNING]
-            ).update(state=JobState.FINISHED, finished_at=now)
-        )
+        finished = BulkRetryJob.objects.filter(
+            pk=job_id, state__in=[JobState.QUEUED, JobState.RUNNING]
+        ).update(state=JobState.FINISHED, finished_at=now)
+        if finished:
+            job = BulkRetryJob.objects.only("pk", "team_id").get(pk=job_id)
+            counts = dict(
+                BulkRetryItem.objects.filter(job_id=job_id)
+                .order_by()
+                .values_list("state")
+                .annotate(n=Count("pk"))
+            )
+            _audit("bulk_job_finish", job=job, **counts)
+        return bool(finished)
 
 
 def _work_loop(job_id: int, deadline: float) -> datetime | None:
@@ -907,7 +950,7 @@ class CheckResult:
     candidates: list[str] = field(default_factory=list)
 
 
-def bulk_item_check(*, item: BulkRetryItem, user) -> CheckResult:
+def bulk_item_check(*, item: BulkRetryItem, user, request=None) -> CheckResult:
     """Look at Skyvern for the run an `unknown` item may have created.
 
     Lists the connection's runs of the item's workflow created since the
@@ -917,7 +960,8 @@ def bulk_item_check(*, item: BulkRetryItem, user) -> CheckResult:
     retried, lineage as a single retry). When Skyvern does not say where runs
     came from, one unlinked run of the workflow since the attempt is linked;
     several are reported and nothing is linked. Found nothing: says so and
-    the item stays unknown. Needs the operator role.
+    the item stays unknown. Needs the operator role. Each check is recorded
+    once in the audit log, with what it found.
     """
     job = item.job
     _require_operator(job.team, user)
@@ -930,9 +974,23 @@ def bulk_item_check(*, item: BulkRetryItem, user) -> CheckResult:
     since = attempted - CHECK_CLOCK_MARGIN
     now = timezone.now()
 
+    def audited(result: CheckResult) -> CheckResult:
+        _audit(
+            "bulk_item_check",
+            job=job,
+            user=user,
+            request=request,
+            target=run,
+            outcome="ok" if result.found else "unknown",
+            item=item.pk,
+            found=result.found.run_id if result.found else "",
+            message=result.message,
+        )
+        return result
+
     def note(message: str, found: Run | None = None, candidates=()) -> CheckResult:
         BulkRetryItem.objects.filter(pk=item.pk).update(check_note=message[:500], checked_at=now)
-        return CheckResult(found=found, message=message, candidates=list(candidates))
+        return audited(CheckResult(found=found, message=message, candidates=list(candidates)))
 
     try:
         client = client_for(run.connection)
@@ -1004,17 +1062,17 @@ def bulk_item_check(*, item: BulkRetryItem, user) -> CheckResult:
             finished_at=now,
         )
     log.info("bulk retry #%s: check linked %s to %s", job.pk, run.run_id, new_run.run_id)
-    return CheckResult(found=new_run, message=message, candidates=[new_run.run_id])
+    return audited(CheckResult(found=new_run, message=message, candidates=[new_run.run_id]))
 
 
-def bulk_item_retry_anyway(*, item: BulkRetryItem, user) -> BulkRetryItem:
+def bulk_item_retry_anyway(*, item: BulkRetryItem, user, request=None) -> BulkRetryItem:
     """Send an `unknown` item again, as a new retry intent, on a person's say-so.
 
     The unknown attempt keeps counting as a retry; this one is the next
     number, so it too is sent at most once (and not at all if someone else
     retried the run meanwhile). The item goes back to waiting and the job's
     worker sends it through the throttle; a finished job runs again for it.
-    Needs the operator role.
+    Needs the operator role. Recorded once in the audit log.
     """
     job = item.job
     _require_operator(job.team, user)
@@ -1039,6 +1097,15 @@ def bulk_item_retry_anyway(*, item: BulkRetryItem, user) -> BulkRetryItem:
                 state=JobState.RUNNING, finished_at=None
             )
         _enqueue_on_commit(job.pk)
+        _audit(
+            "bulk_item_retry_anyway",
+            job=job,
+            user=user,
+            request=request,
+            target=item.run,
+            item=item.pk,
+            number=seen + 1,
+        )
     item.refresh_from_db()
     log.info("bulk retry #%s: %s sent again by %s", job.pk, item.run_id, user)
     return item

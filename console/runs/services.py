@@ -92,6 +92,7 @@ def run_retry(
     seen_retries: int,
     confirm_again: bool = False,
     max_steps_override: int | None = None,
+    request=None,
 ) -> RetryOutcome:
     """Retry a finished run at Skyvern at most once per intent.
 
@@ -107,6 +108,8 @@ def run_retry(
     attempt is kept as 'failed' and the cache is otherwise unchanged; when it
     may have (timeout, dropped connection, 5xx) it is kept as 'unknown' and
     counts as a retry, so it is never re-sent without a person deciding to.
+    Each retry sent is recorded once in the audit log (run_retry, or
+    run_retry_failed with the outcome); a click that sent nothing is not.
     """
     if not run.is_terminal:
         raise RetryRefused(
@@ -124,7 +127,31 @@ def run_retry(
     if retry is None:
         return RetryOutcome(run=run, retry=latest_retry(run), sent=False)
     error = retry_intent_send(retry=retry, user=user, max_steps_override=max_steps_override)
+    _audit_retry(run=run, retry=retry, user=user, request=request, error=error)
     return RetryOutcome(run=run, retry=retry, sent=True, error=error)
+
+
+def _audit_retry(*, run: Run, retry: Retry, user, request, error) -> None:
+    from console.audit.models import Action, Outcome
+    from console.audit.services import audit_record
+
+    details = {"number": retry.number, "connection": run.connection.label}
+    if error is None:
+        details["new_run"] = retry.new_run.run_id if retry.new_run else ""
+        action, outcome = Action.RUN_RETRY, Outcome.OK
+    else:
+        details["error"] = retry.error
+        action = Action.RUN_RETRY_FAILED
+        outcome = Outcome.UNKNOWN if error.run_may_exist else Outcome.FAILED
+    audit_record(
+        action=action,
+        request=request,
+        user=user,
+        team=run.team_id,
+        outcome=outcome,
+        target=run,
+        details=details,
+    )
 
 
 def retry_intent_record(*, run: Run, number: int, user) -> Retry | None:

@@ -4,6 +4,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
+from console.audit.models import Action
+from console.audit.services import audit_record
 from console.teams.access import can_retry, team_for
 from console.teams.models import Role
 
@@ -56,10 +58,19 @@ def sync_status(request, team_slug):
 def sync_now(request, team_slug):
     """Start a sync of every connection of the team in the background."""
     team = team_for(request, team_slug, needs=Role.OPERATOR)
+    started = []
     for connection in team.connections.all():
         state = sync_state_for(connection)
         if not state.is_running:
             transaction.on_commit(lambda pk=connection.pk: sync_connection.enqueue(pk))
+            started.append(connection.label)
+    audit_record(
+        action=Action.SYNC_NOW,
+        request=request,
+        team=team,
+        target=team,
+        details={"started": started},
+    )
     if request.htmx:
         context = sync_context(request, team)
         context["sync_running"] = True  # queued: show progress until the worker reports

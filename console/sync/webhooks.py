@@ -20,7 +20,9 @@ Guarantees:
   `modified_at`) never overwrites it. Deliveries for one connection are
   handled one at a time (a row lock on its ConnectionSync).
 - One log line per rejection (reason, connection id, remote address) and
-  per accepted delivery; never the key, the signature or the body.
+  per accepted delivery; never the key, the signature or the body. Each
+  rejection is also one audit row (webhook_rejected, with the status and
+  reason, in the connection's team when the token is known).
 
 Replay protection is limited by what Skyvern signs: the signature covers the
 raw body only, not the timestamp, so a captured delivery can be re-sent with
@@ -32,6 +34,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import time
 
@@ -56,6 +59,7 @@ TIMESTAMP_TOLERANCE = 5 * 60  # seconds, in either direction
 READ_CHUNK = 64 * 1024
 HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
+TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what new_webhook_token() makes, at most 64 long
 # Text columns with a length limit: a longer value is not a run we can store.
 LIMITED_FIELDS = ("app_url", "recording_url", "workflow_permanent_id", "workflow_title")
 
@@ -76,6 +80,8 @@ def _remote(request) -> str:
 
 
 def _reject(request, status: int, reason: str, connection_id=None) -> JsonResponse:
+    """Log and audit one refused delivery (once), and answer it."""
+    _audit_rejection(request, status, reason, connection_id)
     log.warning(
         "Skyvern webhook rejected with %s: %s (connection %s, from %s)",
         status,
@@ -86,10 +92,30 @@ def _reject(request, status: int, reason: str, connection_id=None) -> JsonRespon
     return JsonResponse({"ok": False}, status=status)
 
 
+def _audit_rejection(request, status: int, reason: str, connection_id) -> None:
+    from console.audit.models import Action, Outcome
+    from console.audit.services import audit_record
+    from console.teams.models import Connection
+
+    team_id, target = None, None
+    if connection_id is not None:
+        found = Connection.objects.filter(pk=connection_id).values_list("team_id", "label").first()
+        if found:
+            team_id, target = found[0], ("connection", connection_id, found[1])
+    audit_record(
+        action=Action.WEBHOOK_REJECTED,
+        request=request,
+        team=team_id,
+        outcome=Outcome.REFUSED,
+        target=target,
+        details={"status": status, "reason": reason},
+    )
+
+
 def _find_sync(token: str) -> ConnectionSync | None:
     """The connection's sync row for this token: one indexed lookup, then a
     constant-time comparison (in case a database compares case-insensitively)."""
-    if not token or len(token) > 64:
+    if not TOKEN.fullmatch(token):  # e.g. a NUL, which PostgreSQL can't even compare
         return None
     sync = ConnectionSync.objects.select_related("connection").filter(webhook_token=token).first()
     if sync is None or not hmac.compare_digest(sync.webhook_token.encode(), token.encode()):
@@ -147,12 +173,38 @@ def _no_constants(name: str):
     raise ValueError(f"{name} is not JSON a database can store")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: infinity, which no JSON column takes
+        raise ValueError(f"{text:.20} is not a number a database can store")
+    return value
+
+
+def _holds_nul(data) -> bool:
+    """Is there a NUL in any key or text? PostgreSQL can store none (not in
+    text, not in jsonb), so no database takes one: the same answer on both."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return True
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
+
+
 def _parse(body: bytes) -> RunDetail:
     """The workflow run in the body; Rejected(400) when it isn't one."""
     try:
-        data = json.loads(body, parse_constant=_no_constants)
+        data = json.loads(body, parse_constant=_no_constants, parse_float=_finite_float)
     except (ValueError, RecursionError):
         raise Rejected(400, "the body is not JSON") from None
+    if _holds_nul(data):
+        raise Rejected(400, "a NUL character in the body")
     try:
         detail = RunDetail.from_json(data)
     except BadResponse:

@@ -1,12 +1,15 @@
 import ipaddress
-from urllib.parse import urlsplit, urlunsplit
+import re
+from urllib.parse import urlsplit
 
 from django import forms
 from django.conf import settings
+from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.db import IntegrityError, transaction
+from django.utils.text import slugify
 
 from .hosts import HostNotAllowed, check_host
-from .models import Connection
+from .models import Connection, Role
 
 
 def validate_base_url(value: str) -> str:
@@ -40,15 +43,18 @@ def validate_base_url(value: str) -> str:
     return value.rstrip("/")
 
 
+# [scheme:]//authority rest, as loosely as a person may type it: also what
+# urlsplit can't read ("https://u:key@[bad") and what has no scheme yet
+# ("u:key@host", which the URL field reads as https://u:key@host).
+_AUTHORITY = re.compile(r"(?P<head>(?:[^:/?#]+:)?//)?(?P<authority>[^/?#]*)(?P<rest>.*)", re.S)
+
+
 def without_credentials(value: str) -> str:
     """The URL with any user:password@ taken out (they may be an API key)."""
-    try:
-        parts = urlsplit(value)
-        if parts.username is None and parts.password is None:
-            return value
-    except ValueError:
+    match = _AUTHORITY.fullmatch(value)
+    if match is None or "@" not in match["authority"]:
         return value
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return (match["head"] or "") + match["authority"].rpartition("@")[2] + match["rest"]
 
 
 def _is_loopback(host: str) -> bool:
@@ -155,3 +161,44 @@ class ConnectionEditForm(ConnectionForm):
 
 class ReplaceKeyForm(forms.Form):
     api_key = ApiKeyField(label="New API key")
+
+
+# --- members and teams -------------------------------------------------------------------
+
+
+class MemberAddForm(forms.Form):
+    login = forms.CharField(label="Username or email", max_length=254)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.VIEWER)
+
+
+class MemberInviteForm(forms.Form):
+    username = forms.CharField(
+        max_length=150,
+        validators=[UnicodeUsernameValidator()],
+        help_text="Letters, digits and @ . + - _ only.",
+    )
+    email = forms.EmailField(required=False)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.VIEWER)
+
+
+class MemberRoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Role.choices)
+
+
+class TeamCreateForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    slug = forms.SlugField(
+        max_length=60,
+        required=False,
+        label="Short name",
+        help_text="Used in the team's addresses (/t/<short name>/); made from the name if empty.",
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        name = (cleaned.get("name") or "").strip()
+        if name and not cleaned.get("slug"):
+            cleaned["slug"] = slugify(name)[:60]
+            if not cleaned["slug"]:
+                self.add_error("slug", "Choose a short name of letters, digits and dashes.")
+        return cleaned

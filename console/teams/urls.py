@@ -11,3 +11,12 @@ urlpatterns = [
     path("<int:pk>/delete/", views.connection_delete, name="connection_delete"),
     path("<int:pk>/test/", views.connection_test, name="connection_test"),
 ]
+
+# Included at /t/<team>/members/ in the "members" namespace (console/urls.py).
+member_patterns = [
+    path("", views.member_list, name="member_list"),
+    path("add/", views.member_add, name="member_add"),
+    path("invite/", views.member_invite, name="member_invite"),
+    path("<int:pk>/role/", views.member_role_change, name="member_role_change"),
+    path("<int:pk>/remove/", views.member_remove, name="member_remove"),
+]

@@ -1,10 +1,17 @@
 from copy import copy
 
 from django.contrib import messages
+from django.contrib.auth.decorators import login_not_required
+from django.contrib.auth.views import PasswordResetConfirmView
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
+from django.urls import reverse, reverse_lazy
+from django.utils.decorators import method_decorator
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from console.audit.models import Action, Outcome
+from console.audit.services import audit_record
 from console.skyvern import (
     KeyRejected,
     SkyvernError,
@@ -14,10 +21,19 @@ from console.skyvern import (
 )
 from console.sync.services import sync_state_for
 
+from . import services as member_services
 from .access import team_for
 from .clients import client_for, forget_session
-from .forms import ConnectionEditForm, ConnectionForm, ReplaceKeyForm
-from .models import Connection, Role, Team
+from .forms import (
+    ConnectionEditForm,
+    ConnectionForm,
+    MemberAddForm,
+    MemberInviteForm,
+    MemberRoleForm,
+    ReplaceKeyForm,
+    TeamCreateForm,
+)
+from .models import Connection, Membership, Role, Team
 from .secrets import ApiKeyUnreadable
 
 
@@ -60,6 +76,13 @@ def connection_create(request, team_slug):
         and form.is_valid()
         and (connection := form.save_unless_label_taken())
     ):
+        audit_record(
+            action=Action.CONNECTION_CREATE,
+            request=request,
+            team=team,
+            target=connection,
+            details={"base_url": connection.base_url, "key": connection.masked_key},
+        )
         messages.success(request, f"Connection “{connection.label}” added.")
         return redirect("teams:connection_list", team_slug=team.slug)
     return render(
@@ -74,6 +97,18 @@ def connection_edit(request, team_slug, pk):
     # The form edits a copy: a rejected form must not show its values as saved.
     form = ConnectionEditForm(request.POST or None, instance=copy(connection), team=team)
     if request.method == "POST" and form.is_valid() and (saved := form.save_unless_label_taken()):
+        changes = {
+            name: {"from": getattr(connection, name), "to": getattr(saved, name)}
+            for name in ("label", "base_url")
+            if getattr(connection, name) != getattr(saved, name)
+        }
+        audit_record(
+            action=Action.CONNECTION_EDIT,
+            request=request,
+            team=team,
+            target=saved,
+            details={"changes": changes},
+        )
         connection = saved
         forget_session(connection.pk)
         messages.success(request, f"Connection “{connection.label}” saved.")
@@ -94,6 +129,13 @@ def connection_replace_key(request, team_slug, pk):
         connection.set_api_key(form.cleaned_data["api_key"])
         connection.save(update_fields=["api_key_encrypted", "api_key_last4", "updated_at"])
         forget_session(connection.pk)
+        audit_record(
+            action=Action.CONNECTION_REPLACE_KEY,
+            request=request,
+            team=team,
+            target=connection,
+            details={"key": connection.masked_key},
+        )
         messages.success(request, f"The API key of “{connection.label}” was replaced.")
         return redirect("teams:connection_list", team_slug=team.slug)
     return render(
@@ -110,6 +152,13 @@ def connection_delete(request, team_slug, pk):
     if request.method == "POST":
         label = connection.label
         forget_session(connection.pk)
+        audit_record(
+            action=Action.CONNECTION_DELETE,
+            request=request,
+            team=team,
+            target=connection,
+            details={"base_url": connection.base_url, "runs": connection.runs.count()},
+        )
         connection.delete()
         messages.success(request, f"Connection “{label}” and its cached runs were removed.")
         return redirect("teams:connection_list", team_slug=team.slug)
@@ -142,8 +191,197 @@ def connection_test(request, team_slug, pk):
         message = f"Skyvern answered, but not as expected: {error}"
     except ApiKeyUnreadable:
         message = "The stored key can't be decrypted with this console's keys; replace the key."
+    audit_record(
+        action=Action.CONNECTION_TEST,
+        request=request,
+        team=team,
+        outcome=Outcome.OK if ok else Outcome.FAILED,
+        target=connection,
+        details={"message": message},
+    )
     context = {"team": team, "connection": connection, "ok": ok, "message": message}
     if request.htmx:
         return render(request, "teams/connection_list.html#test-result", context)
     (messages.success if ok else messages.error)(request, f"{connection.label}: {message}")
     return redirect("teams:connection_list", team_slug=team.slug)
+
+
+# --- members (team admins) and new teams (superusers) ---------------------------------------
+
+
+def _see_other(url: str) -> HttpResponseRedirect:
+    response = HttpResponseRedirect(url)
+    response.status_code = 303
+    return response
+
+
+def _members_page(request, team, *, add_form=None, invite_form=None, status=200):
+    memberships = team.memberships.select_related("user").order_by("user__username")
+    return render(
+        request,
+        "teams/members.html",
+        {
+            "team": team,
+            "memberships": memberships,
+            "roles": Role.choices,
+            "add_form": add_form or MemberAddForm(),
+            "invite_form": invite_form or MemberInviteForm(),
+        },
+        status=status,
+    )
+
+
+def _membership(team, pk) -> Membership:
+    if pk > 2**63 - 1:  # no such row; and more than SQLite can even compare
+        raise Http404("No such member.")
+    return get_object_or_404(Membership.objects.select_related("user"), team=team, pk=pk)
+
+
+@require_GET
+def member_list(request, team_slug):
+    team = team_for(request, team_slug, needs=Role.ADMIN)
+    return _members_page(request, team)
+
+
+@require_POST
+def member_add(request, team_slug):
+    """Add an existing account by username or email."""
+    team = team_for(request, team_slug, needs=Role.ADMIN)
+    form = MemberAddForm(request.POST)
+    if form.is_valid():
+        try:
+            membership = member_services.member_add(
+                team=team,
+                login=form.cleaned_data["login"],
+                role=Role(form.cleaned_data["role"]),
+                by=request.user,
+                request=request,
+            )
+        except member_services.MemberRefused as refused:
+            form.add_error("login", str(refused))
+        else:
+            messages.success(
+                request,
+                f"{membership.user.get_username()} added as {membership.get_role_display()}.",
+            )
+            return _see_other(reverse("members:member_list", args=[team.slug]))
+    return _members_page(request, team, add_form=form, status=400)
+
+
+@require_POST
+def member_invite(request, team_slug):
+    """Create an account and show its one-time password-set link, once."""
+    team = team_for(request, team_slug, needs=Role.ADMIN)
+    form = MemberInviteForm(request.POST)
+    if form.is_valid():
+        try:
+            membership = member_services.member_invite(
+                team=team,
+                username=form.cleaned_data["username"],
+                email=form.cleaned_data["email"],
+                role=Role(form.cleaned_data["role"]),
+                by=request.user,
+                request=request,
+            )
+        except member_services.MemberRefused as refused:
+            form.add_error("username", str(refused))
+        else:
+            link = request.build_absolute_uri(member_services.password_set_path(membership.user))
+            response = render(
+                request,
+                "teams/members_invited.html",
+                {"team": team, "membership": membership, "link": link},
+            )
+            response["Cache-Control"] = "no-store"
+            return response
+    return _members_page(request, team, invite_form=form, status=400)
+
+
+@require_POST
+def member_role_change(request, team_slug, pk):
+    team = team_for(request, team_slug, needs=Role.ADMIN)
+    membership = _membership(team, pk)
+    form = MemberRoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose one of the roles.")
+    else:
+        try:
+            changed = member_services.member_role_change(
+                team=team,
+                membership=membership,
+                role=Role(form.cleaned_data["role"]),
+                by=request.user,
+                request=request,
+            )
+        except member_services.MemberRefused as refused:
+            messages.error(request, str(refused))
+        else:
+            messages.success(
+                request, f"{changed.user.get_username()} is now {changed.get_role_display()}."
+            )
+    return _members_redirect(request, team)
+
+
+@require_http_methods(["GET", "POST"])
+def member_remove(request, team_slug, pk):
+    team = team_for(request, team_slug, needs=Role.ADMIN)
+    membership = _membership(team, pk)
+    if request.method == "POST":
+        try:
+            member_services.member_remove(
+                team=team, membership=membership, by=request.user, request=request
+            )
+        except member_services.MemberRefused as refused:
+            messages.error(request, str(refused))
+        else:
+            messages.success(
+                request, f"{membership.user.get_username()} was removed from {team.name}."
+            )
+        return _members_redirect(request, team)
+    return render(
+        request, "teams/members_confirm_remove.html", {"team": team, "membership": membership}
+    )
+
+
+def _members_redirect(request, team):
+    """Back to the members page; home if the person just left the team."""
+    if team.role_of(request.user) is None:
+        return _see_other(reverse("home"))
+    return _see_other(reverse("members:member_list", args=[team.slug]))
+
+
+@require_http_methods(["GET", "POST"])
+def team_create(request):
+    """A new team (superusers only); then add its first admin on its members page."""
+    if not request.user.is_superuser:
+        raise PermissionDenied("Only superusers create teams.")
+    form = TeamCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            team = member_services.team_create(
+                name=form.cleaned_data["name"].strip(),
+                slug=form.cleaned_data["slug"],
+                by=request.user,
+                request=request,
+            )
+        except member_services.MemberRefused as refused:
+            form.add_error(None, str(refused))
+        else:
+            messages.success(request, f"Team “{team.name}” created; now add its members.")
+            return _see_other(reverse("members:member_list", args=[team.slug]))
+    return render(request, "teams/members_team_form.html", {"form": form})
+
+
+@method_decorator(login_not_required, name="dispatch")
+class PasswordSetView(PasswordResetConfirmView):
+    """The one-time link given to a new member: set a password, then sign in."""
+
+    template_name = "teams/members_password_set.html"
+    success_url = reverse_lazy("login")
+    post_reset_login = False
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        audit_record(action=Action.PASSWORD_SET, request=self.request, user=self.user)
+        messages.success(self.request, "Your password is set. Sign in with it.")
+        return response

@@ -1,0 +1,132 @@
+"""The audit log: who did what, in which team, to what, from where.
+
+Append-only: rows are only ever created (through `audit_record`); saving an
+existing row, `update()` and `delete()` raise. The Django admin shows them
+read-only.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Action(models.TextChoices):
+    LOGIN = "login", "Signed in"
+    LOGIN_FAILED = "login_failed", "Sign-in failed"
+    LOGOUT = "logout", "Signed out"
+    LOCKOUT = "lockout", "Sign-in locked"
+    PASSWORD_SET = "password_set", "Password set"
+    RUN_RETRY = "run_retry", "Run retried"
+    RUN_RETRY_FAILED = "run_retry_failed", "Run retry failed"
+    BULK_JOB_CREATE = "bulk_job_create", "Bulk retry created"
+    BULK_JOB_PAUSE = "bulk_job_pause", "Bulk retry paused"
+    BULK_JOB_RESUME = "bulk_job_resume", "Bulk retry resumed"
+    BULK_JOB_CANCEL = "bulk_job_cancel", "Bulk retry canceled"
+    BULK_JOB_FINISH = "bulk_job_finish", "Bulk retry finished"
+    BULK_ITEM_CHECK = "bulk_item_check", "Unknown item checked"
+    BULK_ITEM_RETRY_ANYWAY = "bulk_item_retry_anyway", "Unknown item retried anyway"
+    SYNC_NOW = "sync_now", "Sync started"
+    CONNECTION_CREATE = "connection_create", "Connection added"
+    CONNECTION_EDIT = "connection_edit", "Connection edited"
+    CONNECTION_REPLACE_KEY = "connection_replace_key", "Connection key replaced"
+    CONNECTION_DELETE = "connection_delete", "Connection removed"
+    CONNECTION_TEST = "connection_test", "Connection tested"
+    MEMBER_ADD = "member_add", "Member added"
+    MEMBER_INVITE = "member_invite", "Account created and added"
+    MEMBER_ROLE_CHANGE = "member_role_change", "Member role changed"
+    MEMBER_REMOVE = "member_remove", "Member removed"
+    TEAM_CREATE = "team_create", "Team created"
+    WEBHOOK_REJECTED = "webhook_rejected", "Webhook rejected"
+
+
+class Outcome(models.TextChoices):
+    OK = "ok", "OK"
+    FAILED = "failed", "Failed"
+    UNKNOWN = "unknown", "Unknown"
+    REFUSED = "refused", "Refused"
+
+
+class AppendOnly(Exception):
+    """Audit entries are never changed or removed."""
+
+
+class AuditEntryQuerySet(models.QuerySet):
+    def for_team(self, team):
+        return self.filter(team=team)
+
+    def filtered(self, *, person="", action="", target="", since=None, until=None, team=None):
+        """Rows matching every filter given (see AuditFilterForm)."""
+        rows = self
+        if person:
+            rows = rows.filter(username__icontains=person)
+        if action:
+            rows = rows.filter(action=action)
+        if target:
+            rows = rows.filter(Q(target_id=target) | Q(target_label__icontains=target))
+        if since:
+            rows = rows.filter(created_at__date__gte=since)
+        if until:
+            rows = rows.filter(created_at__date__lte=until)
+        if team is not None:
+            rows = rows.filter(team=team)
+        return rows
+
+    def update(self, **kwargs):
+        # The one change allowed: forgetting a deleted person or team (SET_NULL).
+        if kwargs and set(kwargs) <= {"user", "team"} and not any(kwargs.values()):
+            return super().update(**kwargs)
+        raise AppendOnly("Audit entries can't be changed.")
+
+    def delete(self):
+        raise AppendOnly("Audit entries can't be removed.")
+
+    # Bulk writes other than creating are refused too.
+    def bulk_update(self, *args, **kwargs):
+        raise AppendOnly("Audit entries can't be changed.")
+
+
+class AuditEntry(models.Model):
+    created_at = models.DateTimeField(db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    # Who, as they were called then (or the name typed at a failed sign-in).
+    username = models.CharField(max_length=150, blank=True)
+    team = models.ForeignKey(
+        "teams.Team", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=40, choices=Action.choices)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.OK)
+    # What it was done to: e.g. ("run", "wr_123", "Invoice download"), never a key.
+    target_type = models.CharField(max_length=30, blank=True)
+    target_id = models.CharField(max_length=100, blank=True)
+    target_label = models.CharField(max_length=200, blank=True)
+    # Labels and reasons only: never an API key or a password.
+    details = models.JSONField(default=dict, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+
+    objects = AuditEntryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "audit entries"
+        indexes = [
+            models.Index(fields=["team", "-id"], name="audit_team_newest"),
+            models.Index(fields=["target_type", "target_id"], name="audit_target"),
+        ]
+
+    def __str__(self):
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.username or '-'} {self.action}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise AppendOnly("Audit entries can't be changed.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnly("Audit entries can't be removed.")
