@@ -15,6 +15,7 @@ from .models import ItemState
 FILTER_PREFIX = "f"
 # Never more ids than this in one form (a page of cards is 50).
 MAX_IDS = 5000
+MAX_ID = 2**63 - 1  # the largest primary key (a 64-bit integer)
 
 
 class SelectionForm(forms.Form):
@@ -46,6 +47,8 @@ class SelectionForm(forms.Form):
                 ids.append(int(value))
             except (TypeError, ValueError):
                 raise forms.ValidationError("Those run ids are not valid.") from None
+            if not -MAX_ID <= ids[-1] <= MAX_ID:  # no database can compare it to an id
+                raise forms.ValidationError("Those run ids are not valid.")
         if len(ids) > MAX_IDS:
             raise forms.ValidationError(f"Select at most {MAX_IDS} runs by id.")
         return list(dict.fromkeys(ids))

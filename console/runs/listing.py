@@ -7,7 +7,7 @@ ever taken: the total is counted up to a cap only.
 
 import base64
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from django import forms
 from django.db.models import Prefetch, Q
@@ -118,8 +118,9 @@ def decode_cursor(value: str) -> tuple[datetime, int]:
         when = datetime.fromisoformat(created)
         if when.tzinfo is None:
             raise ValueError("cursor time without zone")
-        return when, int(pk)
-    except (ValueError, UnicodeDecodeError) as exc:
+        # In UTC, as stored: a time that can't be (year 1 at +05:00) is no cursor.
+        return when.astimezone(UTC), int(pk)
+    except (ValueError, UnicodeDecodeError, OverflowError) as exc:
         raise ValueError("bad cursor") from exc
 
 
@@ -170,7 +171,7 @@ def filtered(
         )
     if created_from:
         queryset = queryset.filter(created_at__gte=_day_start(created_from))
-    if created_to:
+    if created_to and created_to < date.max:  # up to the last day there is: no bound
         queryset = queryset.filter(created_at__lt=_day_start(created_to + timedelta(days=1)))
     if reason:
         queryset = queryset.filter(failure_reason__icontains=reason)

@@ -54,6 +54,11 @@ def search_filter(db_alias: str, text: str) -> Q:
     if not text:
         return Q()
     term = text.lower()
+    if "\x00" in term:
+        # No run's search text holds a NUL (forms and webhooks refuse one, and
+        # PostgreSQL can't store one), and SQLite's LIKE would stop reading the
+        # pattern at it and match every run.
+        return Q(pk__in=[])
     connection = connections[db_alias]
     if connection.vendor == "sqlite" and len(term) >= MIN_INDEXED_LENGTH:
         with connection.cursor() as cursor:

@@ -1,7 +1,7 @@
 
 from django.conf import settings
 from django.contrib import messages
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -208,7 +208,8 @@ def run_retry(request: HtmxHttpRequest, team_slug: str, run_id: str):
         messages.error(request, f"{run.run_id}: {error_message}")
     elif new_run is not None:
         messages.success(request, f"Retried {run.run_id} as {new_run.run_id}.")
-    return redirect(_back_to(request, team))
+    # Not redirect(): it would take a `next` without "/" or "." for a view name.
+    return HttpResponseRedirect(_back_to(request, team))
 
 
 def _not_sent_message(outcome) -> str:

@@ -34,14 +34,21 @@ def parse_timestamp(value: Any) -> datetime | None:
         raise BadResponse(detail=f"timestamp is not a string: {value!r:.60}")
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        # In UTC, as stored: a time that has none (year 1 at +05:00) is unreadable.
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise BadResponse(detail=f"unreadable timestamp {value!r:.60}") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
 def _str(data: dict, key: str) -> str | None:
     value = data.get(key)
     return value if isinstance(value, str) else None
+
+
+def _list(data: dict, key: str) -> list:
+    """A list field; anything else (missing, null, a number) is taken as empty."""
+    value = data.get(key)
+    return value if isinstance(value, list) else []
 
 
 def _http_url(data: dict, key: str) -> str | None:
@@ -142,9 +149,9 @@ class RunDetail:
     def from_json(cls, data: Any) -> "RunDetail":
         data = _object(data, "a run")
         run_request = data.get("run_request") if isinstance(data.get("run_request"), dict) else {}
-        screenshots = data.get("screenshot_urls")
-        files = data.get("downloaded_files")
-        errors = data.get("errors")
+        screenshots = _list(data, "screenshot_urls")
+        files = _list(data, "downloaded_files")
+        errors = _list(data, "errors")
         step_count = data.get("step_count")
         return cls(
             run_id=_required(data, "run_id"),
@@ -155,12 +162,10 @@ class RunDetail:
             app_url=_http_url(data, "app_url"),
             recording_url=_http_url(data, "recording_url"),
             recording_archived=data.get("recording_archived") is True,
-            screenshot_urls=[
-                url for url in (screenshots or []) if _http_url({"url": url}, "url")
-            ],
-            downloaded_files=[f for f in files or [] if isinstance(f, dict)],
+            screenshot_urls=[url for url in screenshots if _http_url({"url": url}, "url")],
+            downloaded_files=[f for f in files if isinstance(f, dict)],
             output=data.get("output"),
-            errors=[e for e in errors or [] if isinstance(e, dict)],
+            errors=[e for e in errors if isinstance(e, dict)],
             step_count=step_count if isinstance(step_count, int) else None,
             workflow_permanent_id=_str(run_request, "workflow_id"),
             workflow_title=_str(run_request, "title"),
