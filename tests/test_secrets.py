@@ -379,7 +379,42 @@ def audit_log(f: Flows, settings):
             client.get(export, {"action": "webhook_rejected"})
 
 
+def bulk_job(f: Flows, settings):
+    """Select, preview and confirm a bulk retry; run the worker with answers of
+    every kind; then look at the job every way it can be looked at."""
+    from console.bulk.models import BulkRetryItem, BulkRetryJob, ItemState
+    from console.bulk.tasks import bulk_retry_work
+    from console.runs.models import Run
+
+    settings.SKYVERN_READ_TIMEOUT = 0.5
+    world = f.world
+    run_ids = [f.run(status="failed", failure_reason="Portal down") for _ in range(4)]
+    picks = [str(pk) for pk in Run.objects.filter(run_id__in=run_ids).values_list("pk", flat=True)]
+    operator = f.client(world.operator)
+    preview = reverse("bulk:bulk_retry_preview", args=["acme"])
+    operator.post(preview, {"scope": "ids", "run": picks})
+    operator.post(
+        reverse("bulk:bulk_retry_create", args=["acme"]),
+        {"scope": "ids", "run": picks, "reason": "Portal outage overnight"},
+        follow=True,
+    )
+    job = BulkRetryJob.objects.get()
+    world.simulator.state.configure(error_rates={500: 0.5}, fault_endpoints=["retry"])
+    bulk_retry_work.call(job.pk)
+    world.simulator.state.configure(error_rates={})
+    assert BulkRetryItem.objects.filter(job=job, state=ItemState.RETRIED).exists()
+    job_url = reverse("bulk:bulk_job_detail", args=["acme", job.pk])
+    operator.get(job_url)
+    operator.get(reverse("bulk:bulk_job_progress", args=["acme", job.pk]), headers=HTMX)
+    operator.get(reverse("bulk:bulk_job_export", args=["acme", job.pk]))
+    operator.get(reverse("bulk:bulk_job_list", args=["acme"]))
+    for item in BulkRetryItem.objects.filter(job=job, state=ItemState.UNKNOWN):
+        operator.post(reverse("bulk:bulk_item_check", args=["acme", job.pk, item.pk]), follow=True)
+    operator.get(job_url)
+
+
 FLOWS: dict[str, Callable] = {
+    "bulk-job": bulk_job,
     "pages": pages,
     "detail-refresh-fails": detail_refresh_fails,
     "retry-succeeds": retry_succeeds,
