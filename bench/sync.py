@@ -370,31 +370,9 @@ def each_page(url: str):
 
 def built_rows(conn, summaries) -> list:
     """The Run objects runs_upsert builds for these summaries (same fields)."""
-    from django.utils import timezone
+    from console.sync.services import runs_from_listing
 
-    from console.runs.models import Run, search_text_for
-
-    now = timezone.now()
-    return [
-        Run(
-            team_id=conn.team_id,
-            connection=conn,
-            run_id=s.run_id,
-            status=s.status,
-            workflow_permanent_id=s.workflow_permanent_id or "",
-            workflow_title=s.workflow_title or "",
-            failure_reason=s.failure_reason or "",
-            created_at=s.created_at or now,
-            modified_at=s.modified_at,
-            queued_at=s.queued_at,
-            started_at=s.started_at,
-            finished_at=s.finished_at,
-            raw=s.raw,
-            search_text=search_text_for(s.run_id, s.workflow_permanent_id, s.workflow_title),
-            synced_at=now,
-        )
-        for s in summaries
-    ]
+    return runs_from_listing(connection=conn, summaries=summaries)
 
 
 def listing_and_bulk_insert(conn, url: str) -> tuple[dict, dict]:

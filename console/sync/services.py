@@ -55,10 +55,10 @@ LISTED_FIELDS = [
 ]
 
 
-def runs_upsert(*, connection: Connection, summaries: list[RunSummary]) -> int:
-    """Insert or update one page of listed runs in a single statement."""
+def runs_from_listing(*, connection: Connection, summaries: list[RunSummary]) -> list[Run]:
+    """Unsaved Run rows for one page of Skyvern's run list."""
     now = timezone.now()
-    rows = [
+    return [
         Run(
             team_id=connection.team_id,
             connection=connection,
@@ -80,6 +80,11 @@ def runs_upsert(*, connection: Connection, summaries: list[RunSummary]) -> int:
         )
         for summary in summaries
     ]
+
+
+def runs_upsert(*, connection: Connection, summaries: list[RunSummary]) -> int:
+    """Insert or update one page of listed runs in a single statement."""
+    rows = runs_from_listing(connection=connection, summaries=summaries)
     Run.objects.bulk_create(
         rows,
         update_conflicts=True,
