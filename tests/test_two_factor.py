@@ -340,3 +340,25 @@ def test_the_django_admin_never_shows_a_key(world, client_as):
     secret = b32encode(device.bin_key).decode().rstrip("=")
     assert device.key not in text(page) and secret not in text(page)
     assert client.get(f"{url.rsplit('/change/', 1)[0]}/config/").status_code in (403, 404)
+
+
+def test_two_factor_changes_and_refused_codes_are_audited(world, client_as, no_backoff):
+    from console.audit.models import AuditEntry
+
+    client = client_as(world.admin)
+    device = enrol(client, world.admin)
+    client.post(reverse("twofactor:disable"), {"code": code_for(device, wrong=True)})
+    client.post(reverse("twofactor:disable"), {"code": code_for(device)})
+    actions = list(
+        AuditEntry.objects.filter(user=world.admin, action__startswith="two_factor")
+        .order_by("id")
+        .values_list("action", flat=True)
+    )
+    assert actions == ["two_factor_on", "two_factor_off"]
+
+    device = enrol(client, world.admin)
+    client.logout()
+    sign_in(client, world.admin)
+    client.post(reverse("twofactor:verify"), {"code": code_for(device, wrong=True)})
+    refused = AuditEntry.objects.get(user=world.admin, action="two_factor_code_refused")
+    assert refused.outcome == "refused" and refused.details == {"failures": 1, "signed_out": False}

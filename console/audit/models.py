@@ -37,6 +37,9 @@ class Action(models.TextChoices):
     MEMBER_REMOVE = "member_remove", "Member removed"
     TEAM_CREATE = "team_create", "Team created"
     WEBHOOK_REJECTED = "webhook_rejected", "Webhook rejected"
+    TWO_FACTOR_ON = "two_factor_on", "Two-factor sign-in turned on"
+    TWO_FACTOR_OFF = "two_factor_off", "Two-factor sign-in turned off"
+    TWO_FACTOR_CODE_REFUSED = "two_factor_code_refused", "Two-factor code refused"
 
 
 class Outcome(models.TextChoices):

@@ -97,11 +97,16 @@ def _audit_rejection(request, status: int, reason: str, connection_id) -> None:
     from console.audit.services import audit_record
     from console.teams.models import Connection
 
-    team_id, target = None, None
-    if connection_id is not None:
-        found = Connection.objects.filter(pk=connection_id).values_list("team_id", "label").first()
-        if found:
-            team_id, target = found[0], ("connection", connection_id, found[1])
+    # A delivery to no connection of ours belongs to no team and could be sent
+    # by anyone, as often as they like: it gets the log line, not an audit row.
+    found = (
+        Connection.objects.filter(pk=connection_id).values_list("team_id", "label").first()
+        if connection_id is not None
+        else None
+    )
+    if not found:
+        return
+    team_id, target = found[0], ("connection", connection_id, found[1])
     audit_record(
         action=Action.WEBHOOK_REJECTED,
         request=request,

@@ -12,6 +12,9 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
+from console.audit.models import Action, Outcome
+from console.audit.services import audit_record
+
 from . import services
 
 log = logging.getLogger("console.twofactor")
@@ -57,7 +60,14 @@ def verify(request):
         failures = request.session.get(FAILURES_SESSION_KEY, 0) + 1
         request.session[FAILURES_SESSION_KEY] = failures
         log.warning("two-factor code refused user=%s failures=%s", request.user.pk, failures)
-        if failures >= settings.TWO_FACTOR_CODE_FAILURE_LIMIT:
+        signed_out = failures >= settings.TWO_FACTOR_CODE_FAILURE_LIMIT
+        audit_record(
+            action=Action.TWO_FACTOR_CODE_REFUSED,
+            request=request,
+            outcome=Outcome.REFUSED,
+            details={"failures": failures, "signed_out": signed_out},
+        )
+        if signed_out:
             log.warning(
                 "two-factor: signed out after %s wrong codes user=%s", failures, request.user.pk
             )
@@ -133,6 +143,7 @@ def confirm(request):
     django_otp.login(request, pending)
     request.session.cycle_key()
     log.info("two-factor sign-in turned on user=%s", request.user.pk)
+    audit_record(action=Action.TWO_FACTOR_ON, request=request)
     messages.success(
         request, "Two-factor sign-in is on: you'll be asked for a code each time you sign in."
     )
@@ -153,5 +164,6 @@ def disable(request):
         return render(request, "twofactor/manage.html", context)
     services.remove_devices(request.user)
     log.info("two-factor sign-in turned off user=%s", request.user.pk)
+    audit_record(action=Action.TWO_FACTOR_OFF, request=request)
     messages.success(request, "Two-factor sign-in is off.")
     return redirect("twofactor:manage")
