@@ -285,6 +285,9 @@ ACCESS: dict[str, Entry] = {
         needs=Role.ADMIN,
         calls=(Call("POST", 302), Call("POST", 200, htmx=True, fragment=True)),
     ),
+    "teams:connection_new_webhook_url": Entry(
+        kind="connection", needs=Role.ADMIN, calls=(Call("POST", 302),)
+    ),
     # --- keeping the history in line with Skyvern ----------------------------------------
     "sync:sync_status": Entry(
         kind="team",

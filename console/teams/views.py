@@ -19,6 +19,7 @@ from console.skyvern import (
     SkyvernTimeout,
     SkyvernUnreachable,
 )
+from console.sync.models import new_webhook_token
 from console.sync.services import sync_state_for
 
 from . import services as member_services
@@ -203,6 +204,33 @@ def connection_test(request, team_slug, pk):
     if request.htmx:
         return render(request, "teams/connection_list.html#test-result", context)
     (messages.success if ok else messages.error)(request, f"{connection.label}: {message}")
+    return redirect("teams:connection_list", team_slug=team.slug)
+
+
+@require_POST
+def connection_new_webhook_url(request, team_slug, pk):
+    """Give the connection a new webhook URL; deliveries to the old one are refused.
+
+    For a URL that leaked: the signature still protects it, but nobody
+    should be able to make the console check signatures at will.
+    """
+    team = team_for(request, team_slug, needs=Role.ADMIN)
+    connection = _connection(request, team, pk)
+    state = sync_state_for(connection)
+    state.webhook_token = new_webhook_token()
+    state.save(update_fields=["webhook_token"])
+    audit_record(
+        action=Action.CONNECTION_EDIT,
+        request=request,
+        team=team,
+        target=connection,
+        details={"changed": "webhook URL"},
+    )
+    messages.success(
+        request,
+        f"“{connection.label}” has a new webhook URL; update it in Skyvern. "
+        "Deliveries to the old URL are refused from now on.",
+    )
     return redirect("teams:connection_list", team_slug=team.slug)
 
 

@@ -483,3 +483,22 @@ def test_the_simulator_delivers_to_the_console_when_a_retried_run_finishes(
     assert new.status == "failed" and new.failure_reason
     assert new.app_url.endswith(f"/runs/{new.run_id}") and new.recording_url
     assert new.retried_from.run_id == original
+
+
+def test_an_admin_can_give_a_connection_a_new_webhook_url(world, client_as):
+    """A leaked URL is replaced: deliveries to the old one are refused (404)."""
+    old_token = sync_state_for(world.connection_a).webhook_token
+    admin = client_as(world.admin)
+    response = admin.post(
+        reverse("teams:connection_new_webhook_url", args=["acme", world.connection_a.pk]),
+        follow=True,
+    )
+    new_token = sync_state_for(world.connection_a).webhook_token
+    assert new_token != old_token
+    html = response.content.decode()
+    assert new_token in html and old_token not in html
+    assert "has a new webhook URL" in html
+    old = admin.post(
+        reverse("skyvern_webhook", args=[old_token]), b"{}", content_type="application/json"
+    )
+    assert old.status_code == 404
