@@ -51,16 +51,28 @@ def _list(data: dict, key: str) -> list:
     return value if isinstance(value, list) else []
 
 
-def _http_url(data: dict, key: str) -> str | None:
-    """A link Skyvern gave, only if it is an absolute http(s) URL: anything
-    else (javascript:, data:, relative) is dropped before a page can link it."""
-    value = _str(data, key)
-    if value is None:
+# Browsers drop or ignore these inside a URL, which can turn a harmless-looking
+# string into another scheme ("java\tscript:"): such a URL is never a link.
+_NOT_IN_A_LINK = frozenset(chr(c) for c in range(0x21)) | {"\x7f"}
+
+
+def http_url(value: Any) -> str | None:
+    """`value` if it is an absolute http(s) URL with a host, else None.
+
+    The one rule for every URL Skyvern gives (app_url, recording_url,
+    screenshots, downloaded files): anything else (javascript:, data:,
+    relative, white space or control characters) never becomes a link.
+    """
+    if not isinstance(value, str) or not value or len(value) > 8000:
         return None
-    parts = urlsplit(value.strip())
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+    if any(ch in _NOT_IN_A_LINK for ch in value):
         return None
-    if any(ch.isspace() or ord(ch) < 32 for ch in value):
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         return None
     return value
 
@@ -159,10 +171,10 @@ class RunDetail:
             run_type=_str(data, "run_type"),
             failure_reason=_str(data, "failure_reason"),
             **_timestamps(data),
-            app_url=_http_url(data, "app_url"),
-            recording_url=_http_url(data, "recording_url"),
+            app_url=http_url(data.get("app_url")),
+            recording_url=http_url(data.get("recording_url")),
             recording_archived=data.get("recording_archived") is True,
-            screenshot_urls=[url for url in screenshots if _http_url({"url": url}, "url")],
+            screenshot_urls=[url for url in screenshots if http_url(url)],
             downloaded_files=[f for f in files if isinstance(f, dict)],
             output=data.get("output"),
             errors=[e for e in errors if isinstance(e, dict)],

@@ -1,6 +1,7 @@
 """Filters for showing Skyvern's data on the run detail page.
 
-`safe_http_url` is the one gate for every URL that comes from Skyvern
+`safe_http_url` applies the client's one rule for URLs from Skyvern
+(`console.skyvern.types.http_url`) to what is cached
 (app_url, recording_url, screenshots, downloaded files): only a plain
 http(s) URL may become a link, an image or a video source. Anything else
 (`javascript:`, `data:`, relative paths, URLs with white space or control
@@ -8,32 +9,18 @@ characters) gives "", and the template shows the text instead of a link.
 """
 
 from datetime import timedelta
-from urllib.parse import urlsplit
 
 from django import template
 
-register = template.Library()
+from console.skyvern.types import http_url
 
-# Browsers drop or ignore these inside a URL, which can turn a harmless-looking
-# string into another scheme ("java\tscript:"); such a URL is never linked.
-_FORBIDDEN = frozenset(chr(c) for c in range(0x21)) | {"\x7f"}
+register = template.Library()
 
 
 @register.filter
 def safe_http_url(value) -> str:
     """`value` if it is an absolute http(s) URL with a host, else ""."""
-    if not isinstance(value, str) or not value or len(value) > 8000:
-        return ""
-    if any(c in _FORBIDDEN for c in value):
-        return ""
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError:
-        return ""
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        return ""
-    return value
+    return http_url(value) or ""
 
 
 @register.filter
