@@ -83,9 +83,12 @@ class World:
             team=connection.team,
             connection=connection,
             run_id=run_id,
-            workflow_permanent_id=summary.workflow_permanent_id or "",
-            workflow_title=summary.workflow_title or "",
-            **run_fields_from_detail(detail),
+            **{
+                **run_fields_from_detail(detail),
+                # The listing names the workflow, as a sync would have cached it.
+                "workflow_permanent_id": summary.workflow_permanent_id or "",
+                "workflow_title": summary.workflow_title or "",
+            },
         )
 
 

@@ -68,7 +68,39 @@ def run_fields_from_detail(detail: RunDetail) -> dict:
     }
     if detail.created_at:
         fields["created_at"] = detail.created_at
+    if detail.workflow_permanent_id:
+        fields["workflow_permanent_id"] = detail.workflow_permanent_id
+    if detail.workflow_title:
+        fields["workflow_title"] = detail.workflow_title
     return fields
+
+
+def is_older(incoming, cached) -> bool:
+    """Is what Skyvern just said (its modified_at) older than what is cached?
+
+    A view without a time can't be placed, so it is taken as current.
+    """
+    return incoming is not None and cached is not None and incoming < cached
+
+
+def run_upsert_detail(*, connection, detail: RunDetail) -> tuple[Run, bool]:
+    """Store Skyvern's full view of one run; returns (run, created).
+
+    Lineage fields are never touched: only the console sets them. A view of
+    the run older than the cached one (a webhook got there first) is ignored.
+    """
+    cached = (
+        Run.objects.filter(connection=connection, run_id=detail.run_id).only("modified_at").first()
+    )
+    if cached is not None and is_older(detail.modified_at, cached.modified_at):
+        return cached, False
+    fields = run_fields_from_detail(detail)
+    return Run.objects.update_or_create(
+        connection=connection,
+        run_id=detail.run_id,
+        defaults=fields,
+        create_defaults={"team_id": connection.team_id, "created_at": timezone.now(), **fields},
+    )
 
 
 def counted_retries(run: Run):
@@ -267,6 +299,8 @@ def run_refresh(*, run: Run, force: bool = False) -> SkyvernError | None:
         return error
     except ApiKeyUnreadable as error:
         return SkyvernError(str(error))
+    if is_older(detail.modified_at, run.modified_at):
+        return None  # a webhook brought newer news meanwhile
     fields = run_fields_from_detail(detail)
     for name, value in fields.items():
         setattr(run, name, value)

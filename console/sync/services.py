@@ -23,9 +23,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from console.runs.models import Run, search_text_for
-from console.runs.services import run_fields_from_detail
+from console.runs.services import is_older, run_upsert_detail
 from console.skyvern import (
-    RunDetail,
     RunNotFound,
     RunSummary,
     SkyvernError,
@@ -155,38 +154,6 @@ def _renew_lease(state: ConnectionSync, owner: str, **changes) -> None:
 def _release_lease(state: ConnectionSync, owner: str, **changes) -> None:
     ConnectionSync.objects.filter(pk=state.pk, running_owner=owner).update(
         running_since=None, running_owner="", last_finished_at=timezone.now(), **changes
-    )
-
-
-def is_older(incoming, cached) -> bool:
-    """Is what Skyvern just said (its modified_at) older than what is cached?
-
-    A view without a time can't be placed, so it is taken as current.
-    """
-    return incoming is not None and cached is not None and incoming < cached
-
-
-def run_upsert_detail(*, connection: Connection, detail: RunDetail) -> tuple[Run, bool]:
-    """Store Skyvern's full view of one run; returns (run, created).
-
-    Lineage fields are never touched: only the console sets them. A view of
-    the run older than the cached one (a webhook got there first) is ignored.
-    """
-    cached = (
-        Run.objects.filter(connection=connection, run_id=detail.run_id).only("modified_at").first()
-    )
-    if cached is not None and is_older(detail.modified_at, cached.modified_at):
-        return cached, False
-    fields = run_fields_from_detail(detail)
-    if detail.workflow_permanent_id:
-        fields["workflow_permanent_id"] = detail.workflow_permanent_id
-    if detail.workflow_title:
-        fields["workflow_title"] = detail.workflow_title
-    return Run.objects.update_or_create(
-        connection=connection,
-        run_id=detail.run_id,
-        defaults=fields,
-        create_defaults={"team_id": connection.team_id, "created_at": timezone.now(), **fields},
     )
 
 

@@ -45,12 +45,11 @@ from django.http import HttpResponseNotAllowed, JsonResponse, UnreadablePostErro
 from django.views.decorators.csrf import csrf_exempt
 
 from console.runs.models import Run, Status
-from console.runs.services import run_fields_from_detail
+from console.runs.services import is_older, run_fields_from_detail, run_upsert_detail
 from console.skyvern import BadResponse, InvalidRunId, RunDetail, validate_run_id
 from console.teams.secrets import ApiKeyUnreadable
 
 from .models import ConnectionSync
-from .services import is_older, run_upsert_detail
 
 log = logging.getLogger(__name__)
 
