@@ -399,10 +399,14 @@ def bulk_job(f: Flows, settings):
         follow=True,
     )
     job = BulkRetryJob.objects.get()
-    world.simulator.state.configure(error_rates={500: 0.5}, fault_endpoints=["retry"])
+    # Fixed dice: some items retried, some left unknown, the same every run.
+    world.simulator.state.configure(
+        error_rates={500: 0.5}, fault_endpoints=["retry"], fault_seed=7
+    )
     bulk_retry_work.call(job.pk)
     world.simulator.state.configure(error_rates={})
-    assert BulkRetryItem.objects.filter(job=job, state=ItemState.RETRIED).exists()
+    states = set(BulkRetryItem.objects.filter(job=job).values_list("state", flat=True))
+    assert {ItemState.RETRIED, ItemState.UNKNOWN} <= states
     job_url = reverse("bulk:bulk_job_detail", args=["acme", job.pk])
     operator.get(job_url)
     operator.get(reverse("bulk:bulk_job_progress", args=["acme", job.pk]), headers=HTMX)
