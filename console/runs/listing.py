@@ -13,13 +13,11 @@ from django import forms
 from django.db.models import Prefetch, Q
 from django.utils import timezone
 
+from .cards import CARD_FIELDS
 from .models import COUNTED_RETRY_STATES, Retry, Run, Status
 
 PAGE_SIZE = 50
 COUNT_CAP = 1000
-# Columns the runs page never reads: a run card doesn't show them, and of the
-# run it retried it shows only the id.
-LIST_DEFERRED = ("raw", "output", "screenshot_urls", "search_text")
 
 
 class RunFilterForm(forms.Form):
@@ -134,15 +132,37 @@ class RunPage:
     newest_cursor: str | None = None
 
 
+# Of a run linked to another (the run it retried, the runs retrying it) and of
+# the people who asked, cards and the run page show only these: a linked
+# run's row carries Skyvern's JSON, which can be megabytes.
+LINKED_RUN_FIELDS = ("run_id", "status")
+PERSON_FIELDS = ("username",)
+
+
+def _all_fields_and(model, **related) -> list[str]:
+    """Every field of `model` plus only the named fields of related objects,
+    for only(): `related` maps a relation to the fields to load of it."""
+    fields = [field.name for field in model._meta.concrete_fields]
+    return fields + [f"{rel}__{name}" for rel, names in related.items() for name in names]
+
+
 def with_card_data(queryset):
-    """What a run card shows beyond the run itself, in two extra queries."""
-    return queryset.select_related("retried_by", "retried_from").prefetch_related(
-        Prefetch(
-            "retry_attempts",
-            queryset=Retry.objects.filter(state__in=COUNTED_RETRY_STATES)
-            .select_related("requested_by", "new_run")
-            .order_by("-number"),
-            to_attr="counted_retries",
+    """What a run card (and the run page's lineage) shows beyond the run
+    itself: two joins and one extra query."""
+    return (
+        queryset.select_related("retried_by", "retried_from")
+        .only(*_all_fields_and(Run, retried_by=PERSON_FIELDS, retried_from=LINKED_RUN_FIELDS))
+        .prefetch_related(
+            Prefetch(
+                "retry_attempts",
+                queryset=Retry.objects.filter(state__in=COUNTED_RETRY_STATES)
+                .select_related("requested_by", "new_run")
+                .only(
+                    *_all_fields_and(Retry, requested_by=PERSON_FIELDS, new_run=LINKED_RUN_FIELDS)
+                )
+                .order_by("-number"),
+                to_attr="counted_retries",
+            )
         )
     )
 
@@ -219,12 +239,13 @@ def run_page(queryset, *, statuses=(), search="", after=None, **more_filters) ->
 
 
 def for_cards(queryset):
-    # A card never shows these; they are the bulk of a cached row (Skyvern's JSON).
-    return with_card_data(
-        queryset.defer(
-            *LIST_DEFERRED,
-            *(f"retried_from__{name}" for name in (*LIST_DEFERRED, "failure_reason")),
-        )
+    """Runs as the runs page needs them: what their cards show, nothing more
+    (the rest of a cached row is mostly Skyvern's JSON)."""
+    names = {field.attname: field.name for field in Run._meta.concrete_fields}
+    return with_card_data(queryset).only(
+        *(names[attname] for attname in CARD_FIELDS),
+        *(f"retried_by__{name}" for name in PERSON_FIELDS),
+        *(f"retried_from__{name}" for name in LINKED_RUN_FIELDS),
     )
 
 
