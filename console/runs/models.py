@@ -90,6 +90,11 @@ class Run(models.Model):
                 fields=["team", "status", "-created_at", "-id"], name="run_team_status_newest"
             ),
             models.Index(fields=["team", "run_id"], name="run_team_run_id"),
+            # A search's capped count reads this index alone, not the rows: for a
+            # common term (one run in 15) 15,000 rows per 1,000 matches otherwise.
+            models.Index(
+                fields=["team", "status", "search_text"], name="run_team_status_search"
+            ),
         ]
 
     def __str__(self):
