@@ -3,7 +3,9 @@
 Fills a database with N cached runs (default 1,000,000: 20 teams, one of
 them with half of all runs), then times, through Django's test Client:
 
-  console: /t/<big team>/runs/?status=failed            (page 1)
+  console: /t/<big team>/runs/?status=failed            (page 1; again with
+                                                         the card cache emptied
+                                                         before each request)
            ... &after=<cursor of page 200>               (deep page)
            ?q=<part of a workflow title> / ?q=<part of a run id>
   admin:   /admin/runs/run/?status__exact=failed&team__id__exact=N  (page 1)
@@ -329,12 +331,15 @@ def analyze() -> float:
 NEXT_LINK = re.compile(r'href="\?([^"]*after=[A-Za-z0-9_-]+)"')
 
 
-def time_get(client, url: str, reps: int, warmup: int) -> list[float]:
+def time_get(client, url: str, reps: int, warmup: int, before=None) -> list[float]:
+    """Median-ready samples of GET `url`; `before` runs untimed before each one."""
     for _ in range(warmup):
         response = client.get(url)
         assert response.status_code == 200, (url, response.status_code)
     samples = []
     for _ in range(reps):
+        if before is not None:
+            before()
         t0 = time.perf_counter()
         response = client.get(url)
         samples.append(time.perf_counter() - t0)
@@ -486,9 +491,19 @@ def main() -> None:
     if load.get("load_s") is not None:
         print(f"load: {load['load_s']:.1f}s  (analyze {load['analyze_s']:.1f}s)")
 
+    # Run cards are cached by what they show (console/runs/cards.py); the first
+    # view after a run changed draws its card again. This row draws all 50.
+    from django.core.cache import caches
+
+    from console.runs.cards import CACHE as CARD_CACHE
+
+    scenarios.insert(1, ("filtered, page 1, no card cached", page1, scenarios[0][2]))
+    uncached = {"filtered, page 1, no card cached": caches[CARD_CACHE].clear}
+
     results = []
     for name, console_url, admin_url in scenarios:
-        c = summary(time_get(console, console_url, args.reps, args.warmup))
+        before = uncached.get(name)
+        c = summary(time_get(console, console_url, args.reps, args.warmup, before))
         a = summary(time_get(admin, admin_url, args.reps, args.warmup))
         results.append(
             {
