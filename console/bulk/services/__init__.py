@@ -1,0 +1,75 @@
+"""Bulk retry: choose runs, preview, and retry them in the background without
+hammering Skyvern, without retrying any run twice, and saying at the end what
+happened to each one.
+
+Views, tasks and commands call these functions; nothing else changes a job.
+One module per part of the work:
+- `preview`: which of the runs selected in a team a bulk retry would send,
+  which it would skip, and why;
+- `jobs`: creating a bulk retry job; pausing, resuming and canceling it; its
+  progress;
+- `sending`: the worker that sends each run's retry through its connection's
+  throttle, at most once;
+- `checking`: a run whose retry outcome is unknown: check at Skyvern, or
+  retry anyway;
+- `common`: what they share (the refusal, the operator check, the audit row).
+
+Callers import from here (`from console.bulk.services import bulk_retry_create`).
+The names here are copies: to patch one in a test, patch the module that looks
+it up (e.g. `console.bulk.services.sending.POLL_SECONDS`). Tuning constants are
+not re-exported, so a patch aimed at this package fails instead of doing nothing.
+"""
+
+from .checking import CheckResult, bulk_item_check, bulk_item_retry_anyway
+from .common import BulkRetryRefused
+from .jobs import (
+    JobProgress,
+    bulk_job_progress,
+    bulk_retry_cancel,
+    bulk_retry_create,
+    bulk_retry_pause,
+    bulk_retry_resume,
+    throttle_for,
+)
+from .preview import (
+    Breakdown,
+    BulkPreview,
+    SkipGroup,
+    bulk_retry_preview,
+    failing_connections,
+)
+from .sending import (
+    Claim,
+    bulk_item_claim,
+    bulk_item_send,
+    bulk_items_give_up_stale,
+    bulk_job_work,
+    bulk_jobs_revive,
+    sending_lease,
+)
+
+__all__ = [
+    "Breakdown",
+    "BulkPreview",
+    "BulkRetryRefused",
+    "CheckResult",
+    "Claim",
+    "JobProgress",
+    "SkipGroup",
+    "bulk_item_check",
+    "bulk_item_claim",
+    "bulk_item_retry_anyway",
+    "bulk_item_send",
+    "bulk_items_give_up_stale",
+    "bulk_job_progress",
+    "bulk_job_work",
+    "bulk_jobs_revive",
+    "bulk_retry_cancel",
+    "bulk_retry_create",
+    "bulk_retry_pause",
+    "bulk_retry_preview",
+    "bulk_retry_resume",
+    "failing_connections",
+    "sending_lease",
+    "throttle_for",
+]

@@ -1,0 +1,293 @@
+"""Bulk retry jobs: create one over the runs selected in a team, pause,
+resume or cancel it, and show how far it has come.
+
+Guarantees:
+- the selection is captured as items when the job is created: runs that
+  appear later never slip in;
+- creating a job sends nothing: its worker (see `sending`) is booked when
+  the job is committed.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from console.teams.models import Team
+
+from ..models import (
+    ACTIVE_JOB_STATES,
+    OPEN_ITEM_STATES,
+    BulkRetryItem,
+    BulkRetryJob,
+    ConnectionThrottle,
+    ItemState,
+    JobState,
+    SkipReason,
+)
+from .common import BulkRetryRefused, _audit, _require_operator, log
+from .preview import _classified
+
+
+def throttle_for(connection_id: int) -> ConnectionThrottle:
+    throttle, _ = ConnectionThrottle.objects.get_or_create(connection_id=connection_id)
+    return throttle
+
+
+def bulk_retry_create(
+    *,
+    team: Team,
+    user,
+    runs,
+    reason: str,
+    include_already_retried: bool,
+    max_steps_override: int | None,
+    selection: dict,
+    request=None,
+) -> BulkRetryJob:
+    """Create a job over exactly the runs selected now, and book its worker.
+
+    Every selected run becomes an item: `pending`, or `skipped` with its
+    reason (as the preview said). Runs added later are never included. The
+    worker is enqueued when the transaction commits; nothing is sent here,
+    so this returns at once. Needs the operator role. Recorded in the audit
+    log with the job (bulk_job_create; and bulk_job_finish when every run
+    was skipped).
+    """
+    _require_operator(team, user)
+    reason = (reason or "").strip()
+    if not reason:
+        raise BulkRetryRefused("Say why these runs are being retried.")
+    if max_steps_override is not None and max_steps_override < 1:
+        raise BulkRetryRefused("The max steps override must be a positive number.")
+    now = timezone.now()
+    with transaction.atomic():
+        rows = _classified(team=team, runs=runs, include_already_retried=include_already_retried)
+        if not rows:
+            raise BulkRetryRefused("No runs are selected.")
+        job = BulkRetryJob.objects.create(
+            team=team,
+            created_by=user,
+            created_at=now,
+            reason=reason,
+            include_already_retried=include_already_retried,
+            max_steps_override=max_steps_override,
+            selection=selection or {},
+            total=len(rows),
+        )
+        BulkRetryItem.objects.bulk_create(
+            [
+                BulkRetryItem(
+                    job=job,
+                    run_id=row.pk,
+                    connection_id=row.connection_id,
+                    state=ItemState.SKIPPED if row.skip else ItemState.PENDING,
+                    skip_reason=row.skip or "",
+                    seen_retries=row.counted_retries,
+                    finished_at=now if row.skip else None,
+                )
+                for row in rows
+            ],
+            batch_size=500,
+        )
+        for connection_id in {row.connection_id for row in rows if row.skip is None}:
+            throttle_for(connection_id)
+        skipped = sum(1 for row in rows if row.skip)
+        _audit(
+            "bulk_job_create",
+            job=job,
+            user=user,
+            request=request,
+            runs=len(rows),
+            to_send=len(rows) - skipped,
+            skipped=skipped,
+            reason=reason,
+        )
+        if all(row.skip for row in rows):
+            job.state = JobState.FINISHED
+            job.finished_at = now
+            job.save(update_fields=["state", "finished_at"])
+            _audit("bulk_job_finish", job=job, skipped=skipped)
+        else:
+            _enqueue_on_commit(job.pk)
+    log.info("bulk retry #%s created by %s for team %s: %s runs", job.pk, user, team.pk, len(rows))
+    return job
+
+
+def _enqueue_on_commit(job_id: int) -> None:
+    from ..tasks import bulk_job_enqueue, bulk_watchdog_schedule
+
+    def book():
+        bulk_job_enqueue(job_id)
+        bulk_watchdog_schedule()
+
+    transaction.on_commit(book)
+
+
+def _set_state(job: BulkRetryJob, user, *, from_states, to_state, **extra) -> bool:
+    now = timezone.now()
+    changed = BulkRetryJob.objects.filter(pk=job.pk, state__in=from_states).update(
+        state=to_state, state_changed_by=user, state_changed_at=now, **extra
+    )
+    return bool(changed)
+
+
+def bulk_retry_pause(*, job: BulkRetryJob, user, request=None) -> BulkRetryJob:
+    """Stop sending: workers take no new item once this commits (they look
+    at the job before every claim, at least every POLL_SECONDS). Items
+    already sent are recorded as they answer. Needs the operator role."""
+    _require_operator(job.team, user)
+    if not _set_state(
+        job, user, from_states=[JobState.QUEUED, JobState.RUNNING], to_state=JobState.PAUSED
+    ):
+        job.refresh_from_db()
+        raise BulkRetryRefused(
+            f"This job is {job.get_state_display().lower()}; it can't be paused."
+        )
+    job.refresh_from_db()
+    _audit("bulk_job_pause", job=job, user=user, request=request)
+    log.info("bulk retry #%s paused by %s", job.pk, user)
+    return job
+
+
+def bulk_retry_resume(*, job: BulkRetryJob, user, request=None) -> BulkRetryJob:
+    """Carry on with a paused job: its worker is booked again. Needs the operator role."""
+    _require_operator(job.team, user)
+    with transaction.atomic():
+        job.refresh_from_db(fields=["started_at"])
+        to_state = JobState.RUNNING if job.started_at else JobState.QUEUED
+        if not _set_state(job, user, from_states=[JobState.PAUSED], to_state=to_state):
+            job.refresh_from_db()
+            raise BulkRetryRefused(
+                f"This job is {job.get_state_display().lower()}; only a paused job can resume."
+            )
+        _enqueue_on_commit(job.pk)
+        _audit("bulk_job_resume", job=job, user=user, request=request)
+    job.refresh_from_db()
+    log.info("bulk retry #%s resumed by %s", job.pk, user)
+    return job
+
+
+def bulk_retry_cancel(*, job: BulkRetryJob, user, request=None) -> BulkRetryJob:
+    """End the job: every item still waiting becomes `skipped` ("job canceled");
+    items already sent (or being sent) keep, or get, their real outcome.
+    Needs the operator role."""
+    _require_operator(job.team, user)
+    now = timezone.now()
+    with transaction.atomic():
+        if not _set_state(
+            job, user, from_states=ACTIVE_JOB_STATES, to_state=JobState.CANCELED, finished_at=now
+        ):
+            job.refresh_from_db()
+            raise BulkRetryRefused(
+                f"This job is {job.get_state_display().lower()}; it can't be canceled."
+            )
+        skipped = _skip_canceled(job.pk)
+        _audit("bulk_job_cancel", job=job, user=user, request=request, skipped=skipped)
+    job.refresh_from_db()
+    log.info("bulk retry #%s canceled by %s", job.pk, user)
+    return job
+
+
+def _skip_canceled(job_id: int) -> int:
+    return BulkRetryItem.objects.filter(
+        job_id=job_id, state=ItemState.PENDING, job__state=JobState.CANCELED
+    ).update(
+        state=ItemState.SKIPPED,
+        skip_reason=SkipReason.JOB_CANCELED,
+        next_attempt_at=None,
+        finished_at=timezone.now(),
+    )
+
+
+# --- progress ---------------------------------------------------------------------
+
+
+@dataclass
+class JobProgress:
+    """How far a job has come, as every viewer sees it.
+
+    `done` counts settled items (retried, failed, skipped, unknown); `rate`
+    is items sent and settled per minute over the last minute (None before
+    any); `eta` is the time left at that rate (None when unknown or done);
+    `waiting_until` / `waiting_reason` say when a connection is held back
+    (e.g. Skyvern answered 429).
+    """
+
+    job_id: int
+    state: str
+    total: int
+    done: int
+    counts: dict[str, int]
+    rate: float | None
+    eta: timedelta | None
+    active: bool
+    waiting_until: datetime | None = None
+    waiting_reason: str = ""
+
+    @property
+    def percent(self) -> int:
+        return 100 if not self.total else int(self.done * 100 / self.total)
+
+    @property
+    def remaining(self) -> int:
+        return self.total - self.done
+
+
+def bulk_job_progress(job: BulkRetryJob) -> JobProgress:
+    """The job's progress, read from the database (the same for every viewer)."""
+    job.refresh_from_db()
+    now = timezone.now()
+    counts = {state.value: 0 for state in ItemState}
+    for state, n in (
+        BulkRetryItem.objects.filter(job=job)
+        .order_by()
+        .values_list("state")
+        .annotate(n=Count("pk"))
+    ):
+        counts[state] = n
+    done = sum(counts[s] for s in ItemState.values if s not in OPEN_ITEM_STATES)
+    total = sum(counts.values())
+    rate = None
+    if job.started_at:
+        window = min(timedelta(minutes=1), max(now - job.started_at, timedelta(seconds=5)))
+        recent = BulkRetryItem.objects.filter(
+            job=job, finished_at__gte=now - window, attempts__gt=0
+        ).count()
+        if recent:
+            rate = recent / (window.total_seconds() / 60)
+    remaining = total - done
+    eta = None
+    if rate and remaining:
+        eta = timedelta(minutes=remaining / rate)
+    waiting_until, waiting_reason = None, ""
+    if job.is_active and remaining:
+        connection_ids = (
+            BulkRetryItem.objects.filter(job=job, state=ItemState.PENDING)
+            .order_by()
+            .values("connection_id")
+            .distinct()
+        )
+        throttle = (
+            ConnectionThrottle.objects.filter(
+                connection_id__in=connection_ids, paused_until__gt=now
+            )
+            .order_by("-paused_until")
+            .first()
+        )
+        if throttle is not None:
+            waiting_until, waiting_reason = throttle.paused_until, throttle.pause_reason
+    return JobProgress(
+        job_id=job.pk,
+        state=job.state,
+        total=total,
+        done=done,
+        counts=counts,
+        rate=rate,
+        eta=eta,
+        active=job.is_active,
+        waiting_until=waiting_until,
+        waiting_reason=waiting_reason,
+    )

@@ -1,0 +1,204 @@
+"""Choosing runs for a bulk retry, and its preview: of the runs selected in a
+team, which would be retried and which skipped, and why. A preview sends
+nothing and records nothing."""
+
+from collections import Counter
+from dataclasses import dataclass
+
+from django.db.models import Count, Exists, IntegerField, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
+
+from console.runs.models import COUNTED_RETRY_STATES, Retry, Run
+from console.skyvern import TERMINAL_STATUSES, KeyRejected
+from console.teams.models import Connection, Team
+from console.teams.secrets import ApiKeyUnreadable
+
+from ..models import (
+    ACTIVE_JOB_STATES,
+    OPEN_ITEM_STATES,
+    BulkRetryItem,
+    ConnectionThrottle,
+    SkipReason,
+)
+
+#: How many workflows / failure reasons a preview names before "Other".
+PREVIEW_TOP = 5
+#: How many runs of each skip reason a preview lists by name.
+PREVIEW_SAMPLE = 20
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    label: str
+    count: int
+
+
+@dataclass(frozen=True)
+class SkipGroup:
+    reason: SkipReason
+    count: int
+    runs: list  # up to PREVIEW_SAMPLE Run objects, oldest first
+
+    @property
+    def label(self) -> str:
+        return self.reason.label
+
+
+@dataclass
+class BulkPreview:
+    """What a bulk retry of a selection would do; nothing has been sent.
+
+    `by_workflow` and `by_failure_reason` describe the runs that will be sent
+    (top PREVIEW_TOP, then "Other"); `skipped` lists every skip reason that
+    applies, with its count and the first runs.
+    """
+
+    total: int
+    to_send: int
+    by_workflow: list[Breakdown]
+    by_failure_reason: list[Breakdown]
+    skipped: list[SkipGroup]
+
+    @property
+    def skipped_count(self) -> int:
+        return sum(group.count for group in self.skipped)
+
+
+def failing_connections(team: Team) -> dict[int, str]:
+    """The team's connections whose API key is failing, with why.
+
+    A key is failing when (1) it can't be decrypted with the configured
+    encryption keys, (2) the connection's most recent sync failed because
+    Skyvern rejected the key, or (3) a bulk retry got 403 for it after the
+    last successful sync. Sending those runs could only fail.
+    """
+    from console.sync.models import ConnectionSync
+
+    failing: dict[int, str] = {}
+    syncs = {s.connection_id: s for s in ConnectionSync.objects.filter(connection__team=team)}
+    throttles = {
+        t.connection_id: t for t in ConnectionThrottle.objects.filter(connection__team=team)
+    }
+    rejected_words = (KeyRejected.default_message, "This team's stored API key")
+    for connection in Connection.objects.filter(team=team):
+        sync = syncs.get(connection.pk)
+        throttle = throttles.get(connection.pk)
+        try:
+            connection.api_key()
+        except ApiKeyUnreadable as error:
+            failing[connection.pk] = str(error)
+            continue
+        if sync is not None and sync.last_failed and sync.last_error.startswith(rejected_words):
+            failing[connection.pk] = f"The last sync failed: {sync.last_error}"
+            continue
+        if throttle is not None and throttle.key_rejected_at is not None:
+            last_ok = sync.last_success_at if sync is not None else None
+            if last_ok is None or throttle.key_rejected_at > last_ok:
+                failing[connection.pk] = KeyRejected.default_message
+    return failing
+
+
+@dataclass(frozen=True)
+class _Row:
+    pk: int
+    status: str
+    connection_id: int
+    workflow_title: str
+    failure_reason: str
+    counted_retries: int
+    skip: SkipReason | None
+
+
+def _classified(*, team: Team, runs, include_already_retried: bool) -> list[_Row]:
+    """Every selected run of the team, oldest first, with why it is skipped (or None)."""
+    counted = (
+        Retry.objects.filter(run=OuterRef("pk"), state__in=COUNTED_RETRY_STATES)
+        .order_by()
+        .values("run")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    in_active_job = BulkRetryItem.objects.filter(
+        run=OuterRef("pk"), state__in=OPEN_ITEM_STATES, job__state__in=ACTIVE_JOB_STATES
+    )
+    failing = failing_connections(team)
+    rows = (
+        runs.filter(team=team)
+        .annotate(
+            n_retries=Coalesce(Subquery(counted, output_field=IntegerField()), Value(0)),
+            in_job=Exists(in_active_job),
+        )
+        .order_by("created_at", "id")
+        .values_list(
+            "pk",
+            "status",
+            "connection_id",
+            "workflow_title",
+            "failure_reason",
+            "n_retries",
+            "in_job",
+        )
+    )
+    out = []
+    for pk, status, connection_id, title, reason, n_retries, in_job in rows.iterator(
+        chunk_size=2000
+    ):
+        if status not in TERMINAL_STATUSES:
+            skip = SkipReason.NOT_TERMINAL
+        elif in_job:
+            skip = SkipReason.IN_ACTIVE_JOB
+        elif connection_id in failing:
+            skip = SkipReason.KEY_FAILING
+        elif n_retries and not include_already_retried:
+            skip = SkipReason.ALREADY_RETRIED
+        else:
+            skip = None
+        out.append(_Row(pk, status, connection_id, title, reason, n_retries, skip))
+    return out
+
+
+def _reason_label(reason: str) -> str:
+    first = (reason or "").strip().splitlines()[0].strip() if (reason or "").strip() else ""
+    if not first:
+        return "(no failure reason)"
+    return first if len(first) <= 120 else first[:119] + "…"
+
+
+def _top(counter: Counter) -> list[Breakdown]:
+    ranked = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+    top = [Breakdown(label, count) for label, count in ranked[:PREVIEW_TOP]]
+    rest = sum(count for _, count in ranked[PREVIEW_TOP:])
+    if rest:
+        top.append(Breakdown("Other", rest))
+    return top
+
+
+def bulk_retry_preview(*, team: Team, runs, include_already_retried: bool) -> BulkPreview:
+    """What retrying `runs` (a Run queryset already scoped to the team) would do.
+
+    Sends nothing and records nothing. Each selected run is either to be sent
+    or skipped for exactly one reason, checked in this order: not terminal;
+    already in another active bulk job; its connection's key is failing (see
+    `failing_connections`); already retried (unless include_already_retried).
+    """
+    rows = _classified(team=team, runs=runs, include_already_retried=include_already_retried)
+    sending = [row for row in rows if row.skip is None]
+    skipped: dict[SkipReason, list[_Row]] = {}
+    for row in rows:
+        if row.skip is not None:
+            skipped.setdefault(row.skip, []).append(row)
+    groups = []
+    for reason in SkipReason:
+        members = skipped.get(reason)
+        if not members:
+            continue
+        sample_ids = [row.pk for row in members[:PREVIEW_SAMPLE]]
+        sample = list(Run.objects.filter(pk__in=sample_ids).order_by("created_at", "id"))
+        groups.append(SkipGroup(reason=reason, count=len(members), runs=sample))
+    return BulkPreview(
+        total=len(rows),
+        to_send=len(sending),
+        by_workflow=_top(Counter(row.workflow_title or "(untitled workflow)" for row in sending)),
+        by_failure_reason=_top(Counter(_reason_label(row.failure_reason) for row in sending)),
+        skipped=groups,
+    )
