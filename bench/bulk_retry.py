@@ -143,8 +143,6 @@ def cache_failed_runs(sim: Simulator, team, conn, n: int, label: str) -> list:
                 team=team,
                 connection=conn,
                 run_id=run_id,
-                workflow_permanent_id=detail.workflow_permanent_id or "",
-                workflow_title=detail.workflow_title or "",
                 **run_fields_from_detail(detail),
             )
         )

@@ -15,6 +15,7 @@ round trip to the simulator over loopback.
 """
 
 import argparse
+import os
 import json
 import sys
 import tempfile
@@ -47,6 +48,7 @@ def main() -> None:
     if not args.var_dir:
         tmp = tempfile.TemporaryDirectory(prefix="bench-retry-")
         args.var_dir = tmp.name
+    os.environ["SKYVERN_ALLOW_LOOPBACK"] = "1"  # the simulator listens on loopback
     setup_django(var_dir=args.var_dir)
 
     from django.contrib.auth import get_user_model
@@ -93,8 +95,6 @@ def main() -> None:
                     team=team,
                     connection=conn,
                     run_id=run_id,
-                    workflow_permanent_id=detail.workflow_permanent_id or "",
-                    workflow_title=detail.workflow_title or "",
                     **run_fields_from_detail(detail),
                 )
                 run_ids.append(run_id)
