@@ -15,8 +15,8 @@ round trip to the simulator over loopback.
 """
 
 import argparse
-import os
 import json
+import os
 import sys
 import tempfile
 import time
