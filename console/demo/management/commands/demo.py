@@ -59,8 +59,11 @@ class Command(BaseCommand):
         # `kill`/`timeout` stop the demo like Ctrl-C does: children included.
         signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
         children: list[subprocess.Popen] = []
-        # The teams' connections point at the simulator over plain http on loopback.
+        # The teams' connections point at the simulator over plain http on
+        # loopback: allowed for the processes started here, and for this one,
+        # which syncs the seeded runs through it before the worker starts.
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "SKYVERN_ALLOW_LOOPBACK": "1"}
+        settings.SKYVERN_ALLOW_LOOPBACK = True
         simulator_url = f"http://{host}:{simulator_port}"
 
         def start(*command):

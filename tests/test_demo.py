@@ -1,0 +1,114 @@
+"""`manage.py demo` (what `make demo` runs) from an empty var dir, twice.
+
+It must start the simulator, the worker and the web server, seed both teams
+with their runs on the first start without a single failed step, serve the
+sign-in page, print the logins, and stop every process it started on
+SIGTERM, as on Ctrl-C.
+"""
+
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_demo(var_dir: Path, log: Path):
+    web, simulator = free_port(), free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(var_dir),
+        "CONSOLE_VAR_DIR": str(var_dir),
+        "PYTHONUNBUFFERED": "1",
+    }
+    process = subprocess.Popen(  # noqa: S603 (our own command)
+        [
+            sys.executable,
+            "manage.py",
+            "demo",
+            "--port",
+            str(web),
+            "--simulator-port",
+            str(simulator),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while "Press Ctrl-C to stop everything." not in log.read_text():
+        assert process.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+    return process, web
+
+
+def stop(process) -> None:
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_demo_starts_seeds_serves_and_stops_cleanly_twice(tmp_path):
+    var_dir = tmp_path / "var"
+    for start in ("first", "second"):
+        log = tmp_path / f"demo-{start}.log"
+        process, web = start_demo(var_dir, log)
+        try:
+            children = children_of(process.pid)
+            assert len(children) == 3  # simulator, worker, web server
+            page = urllib.request.urlopen(f"http://127.0.0.1:{web}/login/", timeout=10)
+            assert page.status == 200 and b"Sign in" in page.read()
+        finally:
+            stop(process)
+        output = log.read_text()
+        for login in ("admin", "acme-operator", "globex-viewer"):
+            assert re.search(rf"^\s+{login}\s", output, re.M), login
+        assert "failed" not in output.lower(), output[-3000:]
+        assert "Traceback" not in output, output[-3000:]
+        for child in children:
+            assert not Path(f"/proc/{child}").exists() or _is_zombie(child), f"{child} survived"
+
+    with sqlite3.connect(var_dir / "console.sqlite3") as db:
+        teams = dict(
+            db.execute(
+                "SELECT t.slug, COUNT(r.id) FROM teams_team t "
+                "JOIN runs_run r ON r.team_id = t.id GROUP BY t.slug"
+            ).fetchall()
+        )
+    # Seeded once (~200 runs a team), not again on the second start.
+    assert set(teams) == {"acme", "globex"}
+    assert all(190 <= count <= 260 for count in teams.values()), teams
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
