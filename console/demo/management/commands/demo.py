@@ -99,7 +99,10 @@ class Command(BaseCommand):
         finally:
             for child in children:
                 if child.poll() is None:
-                    child.send_signal(signal.SIGINT)
+                    # SIGTERM, not SIGINT: a demo started in the background
+                    # (`make demo &`) passes an ignored SIGINT on to its children.
+                    # Each stops cleanly on SIGTERM (the simulator saves its state).
+                    child.terminate()
             for child in children:
                 try:
                     child.wait(timeout=10)
