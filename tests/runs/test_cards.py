@@ -148,10 +148,10 @@ def test_every_value_a_card_shows_changes_its_cache_key(world, can_retry):
     assert {"state", "requested_at"} <= fields_the_card_shows(retry, render, fingerprint)
 
     # The people and runs a card names through its links.
-    for person, obj in ((run.retried_by, None), (retry.requested_by, None)):
+    for person in (run.retried_by, retry.requested_by):
         before_html, before_key = render(), fingerprint()
         person.username = f"{person.username}-renamed"
-        assert render() != before_html and fingerprint() != before_key, obj
+        assert render() != before_html and fingerprint() != before_key
     for linked in (run.retried_from, retry.new_run):
         before_html, before_key = render(), fingerprint()
         linked.run_id = f"{linked.run_id}9"
