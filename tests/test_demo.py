@@ -121,3 +121,21 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_demo_teams_get_their_runs_and_the_consoles_webhook_url(db, simulator, settings):
+    """The seeded organisations call this console back when a run finishes
+    (a retry inherits no webhook of its own from most seeded runs)."""
+    from console.demo.seed import seed_people_and_teams, seed_simulator_and_runs
+    from console.runs.models import Run
+    from console.sync.services import sync_state_for
+    from console.teams.models import Connection
+
+    settings.SKYVERN_ALLOW_LOOPBACK = True
+    seed_people_and_teams(simulator_url=simulator.url)
+    seed_simulator_and_runs(simulator_url=simulator.url, console_url="http://127.0.0.1:8000/")
+    for connection in Connection.objects.all():
+        token = sync_state_for(connection).webhook_token
+        org = simulator.state.org(connection.api_key())
+        assert org.webhook_url == f"http://127.0.0.1:8000/webhooks/skyvern/{token}/"
+        assert Run.objects.filter(connection=connection).count() >= 190

@@ -5,8 +5,9 @@ import secrets
 import requests
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.urls import reverse
 
-from console.sync.services import connection_sync
+from console.sync.services import connection_sync, sync_state_for
 from console.teams.models import Connection, Membership, Role, Team
 
 DEMO_PASSWORD = "demo-password"  # noqa: S105 - printed for the local demo only
@@ -51,12 +52,17 @@ def seed_people_and_teams(*, simulator_url: str) -> list[tuple[str, str]]:
     return logins
 
 
-def seed_simulator_and_runs(*, simulator_url: str) -> None:
+def seed_simulator_and_runs(*, simulator_url: str, console_url: str) -> None:
     """Give each team's key an organisation in the simulator with its
-    historical runs, then cache those runs in the console."""
+    historical runs, then cache those runs in the console.
+
+    The organisation's webhook URL is the connection's webhook on this
+    console, so a run without a webhook of its own (a retry of one, say)
+    shows up finished the moment the simulator finishes it."""
     for _, slug in DEMO_TEAMS:
         team = Team.objects.get(slug=slug)
         for connection in team.connections.filter(base_url=simulator_url):
+            webhook = reverse("skyvern_webhook", args=[sync_state_for(connection).webhook_token])
             response = requests.post(
                 f"{simulator_url}/_sim/orgs",
                 json={
@@ -64,6 +70,7 @@ def seed_simulator_and_runs(*, simulator_url: str) -> None:
                     "name": team.name,
                     "seed": slug,
                     "seed_runs": RUNS_PER_TEAM,
+                    "webhook_url": f"{console_url.rstrip('/')}{webhook}",
                 },
                 timeout=10,
             )

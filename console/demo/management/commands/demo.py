@@ -84,7 +84,9 @@ class Command(BaseCommand):
             )
             wait_for_port(host, simulator_port, seconds=15, process=simulator)
             logins = seed_people_and_teams(simulator_url=simulator_url)
-            seed_simulator_and_runs(simulator_url=simulator_url)
+            seed_simulator_and_runs(
+                simulator_url=simulator_url, console_url=f"http://{host}:{port}"
+            )
             schedule_periodic_sync()
             start("manage.py", "db_worker")
             web = start("manage.py", "runserver", f"{host}:{port}", "--noreload", "--skip-checks")
