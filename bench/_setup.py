@@ -48,6 +48,7 @@ def summary(samples_s: list[float]) -> dict:
 
 
 def machine_info() -> dict:
+    """This machine, and the PostgreSQL server when Django uses one (after setup_django())."""
     import platform
     import sqlite3
 
@@ -59,12 +60,19 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
-    return {
+    info = {
         "nproc": os.cpu_count(),
         "cpu": cpu,
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
     }
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW server_version")
+            info["postgresql"] = cursor.fetchone()[0]
+    return info
 
 
 # --- process memory and CPU (Linux /proc) ---------------------------------------

@@ -479,10 +479,6 @@ def main() -> None:
         explain({"q": terms["run_id"]}, team, member)
 
     info = machine_info()
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SHOW server_version")
-            info["postgresql"] = cursor.fetchone()[0]
     print(
         f"\n{connection.vendor}  runs={args.runs:,}  big team={team.runs.count():,} runs "
         f"({failed:,} failed)  reps={args.reps} warmup={args.warmup}"

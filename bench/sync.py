@@ -589,10 +589,6 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     info = machine_info()
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SHOW server_version")
-            info["postgresql"] = cursor.fetchone()[0]
     print(f"{connection.vendor}; machine: {json.dumps(info)}", flush=True)
 
     results = {"vendor": connection.vendor, "simulator": args.simulator, "machine": info,
