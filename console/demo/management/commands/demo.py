@@ -66,12 +66,16 @@ class Command(BaseCommand):
         settings.SKYVERN_ALLOW_LOOPBACK = True
         simulator_url = f"http://{host}:{simulator_port}"
 
-        def start(*command):
-            child = subprocess.Popen([sys.executable, *command], env=env)  # noqa: S603 - our own commands
+        def start(*command, own_session=False):
+            child = subprocess.Popen(  # noqa: S603 - our own commands
+                [sys.executable, *command], env=env, start_new_session=own_session
+            )
             children.append(child)
             return child
 
         try:
+            # In its own session, so that Ctrl-C in the terminal reaches it only
+            # through the demo, after everything that calls it has stopped.
             simulator = start(
                 "-m",
                 "console.simulator",
@@ -81,6 +85,7 @@ class Command(BaseCommand):
                 str(simulator_port),
                 "--state-file",
                 str(settings.VAR_DIR / "simulator.json"),
+                own_session=True,
             )
             wait_for_port(host, simulator_port, seconds=15, process=simulator)
             logins = seed_people_and_teams(simulator_url=simulator_url)
@@ -99,13 +104,14 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             self.stdout.write("\nStopping the demo…")
         finally:
-            for child in children:
+            # Last started, first stopped: the web server and the worker (which
+            # finishes the sync it is in) go before the simulator they call.
+            # SIGTERM, not SIGINT: a demo started in the background (`make demo
+            # &`) passes an ignored SIGINT on to its children. Each stops cleanly
+            # on SIGTERM (the simulator saves its state).
+            for child in reversed(children):
                 if child.poll() is None:
-                    # SIGTERM, not SIGINT: a demo started in the background
-                    # (`make demo &`) passes an ignored SIGINT on to its children.
-                    # Each stops cleanly on SIGTERM (the simulator saves its state).
                     child.terminate()
-            for child in children:
                 try:
                     child.wait(timeout=10)
                 except subprocess.TimeoutExpired:
