@@ -272,11 +272,15 @@ def run_updates(queryset, *, statuses=(), search="", since=None, **more_filters)
             created_at__gte=created_at,
         )
         new_runs = list(for_cards(newer.order_by("-created_at", "-id"))[:PAGE_SIZE])
-    counts = []
-    for value, _label in Status.choices:
-        count = capped_count(searched.filter(status=value))
-        counts.append((value, min(count, COUNT_CAP), count > COUNT_CAP))
-    total = capped_count(matching)
+    per_status = {
+        value: capped_count(searched.filter(status=value)) for value, _label in Status.choices
+    }
+    counts = [
+        (value, min(count, COUNT_CAP), count > COUNT_CAP) for value, count in per_status.items()
+    ]
+    # The total is the sum of the counts of the statuses shown: exact while none
+    # of them reached the cap, and over the cap whenever one did.
+    total = sum(per_status.get(value, 0) for value in statuses or per_status)
     return RunUpdates(
         new_runs=new_runs,
         newest_cursor=encode_cursor(new_runs[0]) if new_runs else None,

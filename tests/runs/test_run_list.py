@@ -199,6 +199,21 @@ def test_counts_per_status_follow_the_search(world, client_as):
     assert 'id="count-timed_out" hx-swap-oob="true">1<' in searched.content.decode()
 
 
+def test_live_total_matches_the_filter_and_says_when_it_is_capped(world, client_as, monkeypatch):
+    from console.runs import listing
+
+    cached_runs(world, 14)  # 4 failed, 2 completed, 2 running among them
+    client = client_as(world.viewer)
+    response = updates(client, page(client, status=["failed", "running"]))
+    assert "6\n    runs match." in response.content.decode()
+
+    monkeypatch.setattr(listing, "COUNT_CAP", 3)
+    capped = updates(client, page(client, status=["failed", "running"]))
+    assert "More than 3\n    runs match." in capped.content.decode()
+    under = updates(client, page(client, status=["running"]))
+    assert "2\n    runs match." in under.content.decode()
+
+
 def test_deeper_pages_get_counts_but_no_new_cards(world, client_as):
     runs = cached_runs(world, 60)
     client = client_as(world.viewer)
