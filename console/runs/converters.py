@@ -1,7 +1,10 @@
+from console.skyvern.client import WORKFLOW_RUN_ID
+
+
 class RunIdConverter:
     """Skyvern workflow run ids (wr_…); anything else in the URL is a 404."""
 
-    regex = r"wr_[A-Za-z0-9_-]{1,100}"
+    regex = WORKFLOW_RUN_ID.pattern  # exactly what the Skyvern client accepts
 
     def to_python(self, value):
         return value
