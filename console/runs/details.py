@@ -94,7 +94,7 @@ def detail_queryset(user, team, run_id):
     return (
         with_card_data(Run.objects.for_user(user).filter(team=team, run_id=run_id))
         .select_related("connection")
-        .defer(*DETAIL_DEFERRED, *(f"retried_from__{name}" for name in RELATED_DEFERRED))
+        .defer(*DETAIL_DEFERRED)
         .annotate(raw_parts=_RawParts("raw", RAW_PARTS, without="output"))
     )
 

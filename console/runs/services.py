@@ -264,7 +264,7 @@ def retry_lineage_store(*, run: Run, detail: RunDetail, user, when) -> Run:
     """
     lineage = {
         **run_fields_from_detail(detail),
-        "team": run.team,
+        "team_id": run.team_id,
         "workflow_permanent_id": detail.workflow_permanent_id or run.workflow_permanent_id,
         "workflow_title": detail.workflow_title or run.workflow_title,
         "retried_from": run,

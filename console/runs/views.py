@@ -26,9 +26,12 @@ CARD = "runs/run_list.html#run-card"
 
 
 def _team_run(request, team, run_id) -> Run:
+    # A card (polled every few seconds while its run is unfinished) and a retry
+    # never read Skyvern's JSON, the bulk of a cached row.
     run = (
         with_card_data(Run.objects.for_user(request.user).filter(team=team, run_id=run_id))
         .select_related("connection")
+        .defer(*details.DETAIL_DEFERRED, "screenshot_urls")
         .first()
     )
     if run is None:
