@@ -9,7 +9,7 @@ from django.contrib import messages
 from django.utils import timezone
 
 from .models import BulkRetryJob, JobState
-from .services import bulk_job_progress
+from .services import item_counts
 
 ENDED = (JobState.FINISHED, JobState.CANCELED)
 
@@ -42,7 +42,7 @@ class FinishedJobsMiddleware:
             )
             if not claimed:
                 continue
-            counts = bulk_job_progress(job).counts
+            counts = item_counts(job.pk)
             outcome = ", ".join(f"{count} {state}" for state, count in counts.items() if count)
             verb = "finished" if job.state == JobState.FINISHED else "was canceled"
             messages.info(

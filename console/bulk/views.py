@@ -279,7 +279,10 @@ def _live_context(request, team, job: BulkRetryJob, source, **extra) -> dict:
     )
     if state:
         items = items.filter(state=state)
-    page = Paginator(items, ITEMS_PER_PAGE).get_page(item_filter.cleaned_data.get("page"))
+    paginator = Paginator(items, ITEMS_PER_PAGE)
+    # The progress has just counted the items; the poll needn't count them again.
+    paginator.count = progress.counts.get(state, 0) if state else progress.total
+    page = paginator.get_page(item_filter.cleaned_data.get("page"))
     query = {"state": state} if state else {}
     if page.number > 1:
         query["page"] = page.number

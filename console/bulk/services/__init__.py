@@ -29,6 +29,7 @@ from .jobs import (
     bulk_retry_create,
     bulk_retry_pause,
     bulk_retry_resume,
+    item_counts,
     throttle_for,
 )
 from .preview import (
@@ -70,6 +71,7 @@ __all__ = [
     "bulk_retry_preview",
     "bulk_retry_resume",
     "failing_connections",
+    "item_counts",
     "sending_lease",
     "throttle_for",
 ]

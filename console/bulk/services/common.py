@@ -30,7 +30,7 @@ def _audit(action, *, job, user=None, request=None, target=None, outcome="ok", *
         user=user,
         team=job.team_id,
         outcome=outcome,
-        target=target if target is not None else ("bulk_job", job.pk, f"Bulk retry #{job.pk}"),
+        target=job if target is None else target,
         details=details,
     )
 

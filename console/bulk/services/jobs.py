@@ -19,7 +19,7 @@ from console.teams.models import Team
 
 from ..models import (
     ACTIVE_JOB_STATES,
-    OPEN_ITEM_STATES,
+    DONE_ITEM_STATES,
     BulkRetryItem,
     BulkRetryJob,
     ConnectionThrottle,
@@ -236,19 +236,25 @@ class JobProgress:
         return self.total - self.done
 
 
-def bulk_job_progress(job: BulkRetryJob) -> JobProgress:
-    """The job's progress, read from the database (the same for every viewer)."""
-    job.refresh_from_db()
-    now = timezone.now()
+def item_counts(job_id: int) -> dict[str, int]:
+    """How many of a job's runs are in each item state (every state, in order)."""
     counts = {state.value: 0 for state in ItemState}
     for state, n in (
-        BulkRetryItem.objects.filter(job=job)
+        BulkRetryItem.objects.filter(job_id=job_id)
         .order_by()
         .values_list("state")
         .annotate(n=Count("pk"))
     ):
         counts[state] = n
-    done = sum(counts[s] for s in ItemState.values if s not in OPEN_ITEM_STATES)
+    return counts
+
+
+def bulk_job_progress(job: BulkRetryJob) -> JobProgress:
+    """The job's progress, read from the database (the same for every viewer)."""
+    job.refresh_from_db()
+    now = timezone.now()
+    counts = item_counts(job.pk)
+    done = sum(counts[s] for s in DONE_ITEM_STATES)
     total = sum(counts.values())
     rate = None
     if job.started_at:

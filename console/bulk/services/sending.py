@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.db import connection as db_connection
-from django.db.models import Count, F, Min, Q
+from django.db.models import F, Min, Q
 from django.utils import timezone
 
 from console.runs.models import Retry, RetryState, Run
@@ -52,7 +52,7 @@ from ..models import (
     SkipReason,
 )
 from .common import _audit, log
-from .jobs import _skip_canceled, throttle_for
+from .jobs import _skip_canceled, item_counts, throttle_for
 
 #: A worker sleeps in place for a due time closer than this; later, it books
 #: itself again for then and lets the worker process do other tasks.
@@ -305,12 +305,7 @@ def _finish_if_done(job_id: int) -> bool:
         ).update(state=JobState.FINISHED, finished_at=now)
         if finished:
             job = BulkRetryJob.objects.only("pk", "team_id").get(pk=job_id)
-            counts = dict(
-                BulkRetryItem.objects.filter(job_id=job_id)
-                .order_by()
-                .values_list("state")
-                .annotate(n=Count("pk"))
-            )
+            counts = {state: n for state, n in item_counts(job_id).items() if n}
             _audit("bulk_job_finish", job=job, **counts)
         return bool(finished)
 
