@@ -23,7 +23,3 @@ def team_for(request, slug: str, *, needs: Role = Role.VIEWER) -> Team:
 
 def can_retry(role: Role | None) -> bool:
     return role is not None and ROLE_RANK[role] >= ROLE_RANK[Role.OPERATOR]
-
-
-def can_manage(role: Role | None) -> bool:
-    return role is not None and ROLE_RANK[role] >= ROLE_RANK[Role.ADMIN]

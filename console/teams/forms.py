@@ -132,7 +132,6 @@ class ConnectionForm(ConnectionRulesForm):
 
     def __init__(self, *args, team, **kwargs):
         super().__init__(*args, **kwargs)
-        self.team = team
         self.instance.team = team
 
     def save_unless_label_taken(self) -> Connection | None:
