@@ -129,6 +129,19 @@ def sync_state_for(connection: Connection) -> ConnectionSync:
     return state
 
 
+def team_sync_states(team) -> list[ConnectionSync]:
+    """The sync state of each of the team's connections, in one query."""
+    states = []
+    for connection in team.connections.select_related("sync").order_by("label"):
+        try:
+            state = connection.sync
+        except ConnectionSync.DoesNotExist:
+            state = sync_state_for(connection)  # its first look: no sync yet
+        state.connection = connection
+        states.append(state)
+    return states
+
+
 def _take_lease(state: ConnectionSync, owner: str, *, full: bool) -> bool:
     now = timezone.now()
     taken = (

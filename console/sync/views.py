@@ -9,24 +9,10 @@ from console.audit.services import audit_record
 from console.teams.access import can_retry, team_for
 from console.teams.models import Role
 
-from .models import ConnectionSync
-from .services import sync_state_for
+from .services import sync_state_for, team_sync_states
 from .tasks import sync_connection
 
 STATUS = "sync/includes/sync_status.html"
-
-
-def team_sync_states(team) -> list[ConnectionSync]:
-    """The sync state of each of the team's connections, in one query."""
-    states = []
-    for connection in team.connections.select_related("sync").order_by("label"):
-        try:
-            state = connection.sync
-        except ConnectionSync.DoesNotExist:
-            state = sync_state_for(connection)  # its first look: no sync yet
-        state.connection = connection
-        states.append(state)
-    return states
 
 
 def sync_context(request, team) -> dict:

@@ -20,7 +20,7 @@ from console.skyvern import (
     SkyvernUnreachable,
 )
 from console.sync.models import new_webhook_token
-from console.sync.services import sync_state_for
+from console.sync.services import sync_state_for, team_sync_states
 
 from . import services as member_services
 from .access import team_for
@@ -54,17 +54,15 @@ def _connection(request, team, pk) -> Connection:
 @require_GET
 def connection_list(request, team_slug):
     team = team_for(request, team_slug, needs=Role.ADMIN)
-    connections = list(team.connections.all())
-    for connection in connections:
+    connections = []
+    for state in team_sync_states(team):
         # Admins only: the URL holds the token that routes deliveries to this connection.
-        token = sync_state_for(connection).webhook_token
-        connection.webhook_url = request.build_absolute_uri(
-            reverse("skyvern_webhook", args=[token])
+        state.connection.webhook_url = request.build_absolute_uri(
+            reverse("skyvern_webhook", args=[state.webhook_token])
         )
+        connections.append(state.connection)
     return render(
-        request,
-        "teams/connection_list.html",
-        {"team": team, "connections": connections, "can_manage": True},
+        request, "teams/connection_list.html", {"team": team, "connections": connections}
     )
 
 
