@@ -9,9 +9,9 @@ out always works; static files are served before routing (WhiteNoise).
 
 from urllib.parse import urlencode
 
-from django.http import HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
+from django_htmx.http import HttpResponseClientRedirect
 
 from . import services
 
@@ -48,11 +48,9 @@ class TwoFactorMiddleware:
 
     @staticmethod
     def send_to(request, url, *, keep_next):
-        if keep_next and request.method == "GET" and not request.headers.get("HX-Request"):
-            url = f"{url}?{urlencode({'next': request.get_full_path()})}"
         if request.headers.get("HX-Request"):
             # A fragment request: send the whole page there, not into the fragment's target.
-            response = HttpResponse(status=200)
-            response["HX-Redirect"] = url
-            return response
+            return HttpResponseClientRedirect(url)
+        if keep_next and request.method == "GET":
+            url = f"{url}?{urlencode({'next': request.get_full_path()})}"
         return redirect(url)
