@@ -264,14 +264,10 @@ def _sync_listing(client, connection, state, owner, *, full, result):
 def _refresh_unfinished(client, connection, result):
     unfinished = Run.objects.filter(connection=connection, status__in=NON_TERMINAL).order_by(
         "synced_at"
-    )[:REFRESH_LIMIT]
-    for run in unfinished:
-        try:
-            detail = client.get_run(run.run_id)
-        except RunNotFound:
-            continue  # gone from Skyvern (or never ours): keep what we know
-        run_upsert_detail(connection=connection, detail=detail)
-        result.refreshed += 1
+    )
+    result.refreshed += _store_details(
+        client, connection, unfinished.values_list("run_id", flat=True)[:REFRESH_LIMIT]
+    )
 
 
 def _fetch_failure_details(client, connection, result):
@@ -280,11 +276,20 @@ def _fetch_failure_details(client, connection, result):
         Q(status__in=FAILED_STATUSES) | Q(retried_from__isnull=False),
         connection=connection,
         app_url="",
-    ).order_by("-created_at")[:DETAIL_LIMIT]
-    for run in lacking:
+    ).order_by("-created_at")
+    result.detailed += _store_details(
+        client, connection, lacking.values_list("run_id", flat=True)[:DETAIL_LIMIT]
+    )
+
+
+def _store_details(client, connection, run_ids) -> int:
+    """Ask Skyvern for each run and store its answer; how many were stored."""
+    stored = 0
+    for run_id in run_ids:
         try:
-            detail = client.get_run(run.run_id)
+            detail = client.get_run(run_id)
         except RunNotFound:
-            continue
+            continue  # gone from Skyvern (or never ours): keep what we know
         run_upsert_detail(connection=connection, detail=detail)
-        result.detailed += 1
+        stored += 1
+    return stored
