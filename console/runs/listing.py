@@ -11,13 +11,37 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from django import forms
 from django.db.models import Prefetch, Q
+from django.forms.utils import flatatt
 from django.utils import timezone
+from django.utils.html import format_html
 
 from .cards import CARD_FIELDS
 from .models import COUNTED_RETRY_STATES, Retry, Run, Status
 
 PAGE_SIZE = 50
 COUNT_CAP = 1000
+
+
+class DrawnInput:
+    """Django's own <input> markup, drawn in Python rather than through the
+    widget templates: the runs page draws six on every view, at ~0.15 ms
+    apiece through the templates. tests/runs/test_run_list.py holds the two
+    to the same markup."""
+
+    def _render(self, template_name, context, renderer=None):
+        widget = context["widget"]
+        attrs = {"type": widget["type"], "name": widget["name"]}
+        if widget["value"] is not None:
+            attrs["value"] = widget["value"]
+        return format_html("<input{}>", flatatt({**attrs, **widget["attrs"]}))
+
+
+class DrawnTextInput(DrawnInput, forms.TextInput):
+    pass
+
+
+class DrawnDateInput(DrawnInput, forms.DateInput):
+    pass
 
 
 class RunFilterForm(forms.Form):
@@ -29,7 +53,7 @@ class RunFilterForm(forms.Form):
         max_length=200,
         strip=True,
         label="Search",
-        widget=forms.TextInput(
+        widget=DrawnTextInput(
             attrs={"placeholder": "Run id or workflow", "type": "search", "autocomplete": "off"}
         ),
     )
@@ -38,27 +62,27 @@ class RunFilterForm(forms.Form):
         required=False,
         max_length=300,
         strip=True,
-        widget=forms.TextInput(attrs={"placeholder": "Workflow id or exact title"}),
+        widget=DrawnTextInput(attrs={"placeholder": "Workflow id or exact title"}),
     )
     created_from = forms.DateField(
-        required=False, label="Created from", widget=forms.DateInput(attrs={"type": "date"})
+        required=False, label="Created from", widget=DrawnDateInput(attrs={"type": "date"})
     )
     created_to = forms.DateField(
-        required=False, label="Created to", widget=forms.DateInput(attrs={"type": "date"})
+        required=False, label="Created to", widget=DrawnDateInput(attrs={"type": "date"})
     )
     reason = forms.CharField(
         required=False,
         max_length=200,
         strip=True,
         label="Failure reason contains",
-        widget=forms.TextInput(attrs={"placeholder": "e.g. invalid credentials"}),
+        widget=DrawnTextInput(attrs={"placeholder": "e.g. invalid credentials"}),
     )
     error_code = forms.CharField(
         required=False,
         max_length=100,
         strip=True,
         label="Error code",
-        widget=forms.TextInput(attrs={"placeholder": "e.g. LOGIN_FAILED"}),
+        widget=DrawnTextInput(attrs={"placeholder": "e.g. LOGIN_FAILED"}),
     )
     after = forms.CharField(required=False, max_length=100, widget=forms.HiddenInput)
     since = forms.CharField(required=False, max_length=100, widget=forms.HiddenInput)

@@ -228,3 +228,36 @@ def test_updates_without_htmx_go_to_the_runs_page(world, client_as):
     client = client_as(world.viewer)
     response = client.get(reverse("runs:run_updates", kwargs={"team_slug": "acme"}))
     assert response["Location"] == reverse("runs:run_list", kwargs={"team_slug": "acme"})
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"q": 'wr_1 "<b>&', "workflow": "Invoices", "reason": "timeout", "error_code": "X"},
+        {"created_from": "2026-11-01", "created_to": "2026-11-30"},
+        {"created_from": "not a day", "q": "x" * 300},
+    ],
+)
+def test_filter_inputs_drawn_in_python_match_djangos_widget_templates(data):
+    """The filter inputs skip Django's widget templates for speed; what they
+    draw (values, escaping, maxlength, required, bad input as typed) must
+    stay what the templates would draw."""
+    from django import forms
+    from django.test.html import parse_html
+
+    from console.runs.listing import DrawnInput, RunFilterForm
+
+    form = RunFilterForm(data)
+    form.is_valid()
+    drawn = [name for name, field in form.fields.items() if isinstance(field.widget, DrawnInput)]
+    assert drawn == ["q", "workflow", "created_from", "created_to", "reason", "error_code"]
+    for name in drawn:
+        field = form[name]
+        widget = field.field.widget
+        plain = next(
+            base for base in type(widget).__mro__[1:] if base.__module__ == forms.widgets.__name__
+        )
+        plain_widget = plain(attrs=widget.attrs)
+        plain_widget.input_type = widget.input_type
+        assert parse_html(str(field)) == parse_html(field.as_widget(widget=plain_widget)), name
