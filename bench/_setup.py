@@ -1,4 +1,5 @@
-"""Shared helpers of the benchmark scripts: Django setup and timing statistics.
+"""Shared helpers of the benchmark scripts: Django setup, a simulator
+subprocess and timing statistics.
 
 The scripts are run directly (`.venv/bin/python bench/runs_page.py`); they
 point Django at the database given on the command line *before* settings
@@ -6,7 +7,9 @@ are imported, because settings read DATABASE_URL / CONSOLE_VAR_DIR at import.
 """
 
 import os
+import re
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -25,6 +28,36 @@ def setup_django(*, var_dir: str | None = None, database_url: str | None = None)
     import django
 
     django.setup()
+
+
+class SimulatorProcess:
+    """A Skyvern simulator in a subprocess on a free port: `command` must
+    start one that prints its "listening on <url>" line first."""
+
+    def __init__(self, command: list[str]):
+        self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+            command,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        line = self.process.stdout.readline()
+        match = re.search(r"listening on (http://\S+)", line)
+        if not match:
+            self.stop()
+            raise RuntimeError(f"the simulator did not start: {line!r}")
+        self.url = match.group(1)
+        self.pid = self.process.pid
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 def percentile(samples: list[float], pct: float) -> float:

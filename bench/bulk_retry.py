@@ -35,7 +35,6 @@ states at the end; the sequential loop's time and its 429s.
 import argparse
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -46,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _setup import ROOT, machine_info, percentile, setup_django  # noqa: E402
+from _setup import ROOT, SimulatorProcess, machine_info, percentile, setup_django  # noqa: E402
 
 API_KEY = "sk-bench-bulk-0123456789abcdef-BULK"
 TEAM_SLUG = "bench-bulk"
@@ -56,40 +55,19 @@ RATE_LIMIT_WORDS = "rate limiting"  # in RateLimited's message, kept on the fail
 # --- the simulator, in a subprocess ---------------------------------------------
 
 
-class Simulator:
+class Simulator(SimulatorProcess):
     """`python -m console.simulator` on a free port, driven by its control API."""
 
     def __init__(self):
         import requests
 
         self.http = requests.Session()
-        self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
-            [sys.executable, "-m", "console.simulator", "--port", "0"],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        line = self.process.stdout.readline()
-        match = re.search(r"listening on (http://\S+)", line)
-        if not match:
-            self.stop()
-            raise RuntimeError(f"the simulator did not start: {line!r}")
-        self.url = match.group(1)
+        super().__init__([sys.executable, "-m", "console.simulator", "--port", "0"])
 
     def control(self, method: str, path: str, body: dict | None = None):
         response = self.http.request(method, f"{self.url}/_sim/{path}", json=body, timeout=30)
         response.raise_for_status()
         return response.json()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 # --- data -------------------------------------------------------------------------

@@ -39,8 +39,6 @@ import io
 import json
 import os
 import pstats
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _setup import (  # noqa: E402
     ROOT,
+    SimulatorProcess,
     cpu_seconds,
     machine_info,
     proc_status_kib,
@@ -110,7 +109,7 @@ def serve_indexed_simulator(argv: list[str]) -> int:
     return simulator_main(argv)
 
 
-class Simulator:
+class Simulator(SimulatorProcess):
     """A simulator subprocess seeded with one organisation of `runs` runs."""
 
     def __init__(self, mode: str, runs: int):
@@ -118,20 +117,7 @@ class Simulator:
             command = [sys.executable, "-m", "console.simulator", "--port", "0"]
         else:
             command = [sys.executable, str(Path(__file__).resolve()), SERVE_FLAG, "--port", "0"]
-        self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
-            command,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        line = self.process.stdout.readline()
-        match = re.search(r"listening on (http://\S+)", line)
-        if not match:
-            self.stop()
-            raise RuntimeError(f"the simulator did not start: {line!r}")
-        self.url = match.group(1)
-        self.pid = self.process.pid
+        super().__init__(command)
 
         import requests
 
@@ -148,15 +134,6 @@ class Simulator:
 
     def cpu_s(self) -> float:
         return cpu_seconds(self.pid) or 0.0
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 # --- the console side ----------------------------------------------------------------
