@@ -13,6 +13,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from console.spreadsheets import csv_safe
 from console.teams.access import team_for
 from console.teams.models import Role
 
@@ -91,14 +92,6 @@ def audit_log(request):
     _superuser_only(request)
     form, rows = _rows(request)
     return _page(request, form, rows)
-
-
-def csv_safe(value) -> str:
-    """Text a spreadsheet would take for a formula is prefixed with a quote."""
-    text = "" if value is None else str(value)
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r", "|", "%"):
-        return "'" + text
-    return text
 
 
 class _Echo:

@@ -23,6 +23,7 @@ from django_htmx.middleware import HtmxDetails
 
 from console.runs.listing import filtered
 from console.runs.models import Run, Status
+from console.spreadsheets import csv_safe
 from console.teams.access import can_retry, team_for
 from console.teams.models import Role
 
@@ -392,7 +393,7 @@ def bulk_job_export(request: HtmxHttpRequest, team_slug: str, job_id: int):
     writer.writerow(CSV_HEADER)
     for item in items.iterator(chunk_size=500):
         writer.writerow(
-            _csv_safe(value)
+            csv_safe(value)
             for value in (
                 item.run.run_id,
                 item.run.workflow_permanent_id,
@@ -427,13 +428,6 @@ CSV_HEADER = [
     "sent_at",
     "finished_at",
 ]
-
-
-def _csv_safe(value):
-    """Text a spreadsheet would take for a formula is prefixed with a quote."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
 
 
 # --- steering -------------------------------------------------------------------------
