@@ -375,12 +375,15 @@ def literally_matching(team, term: str) -> set[str]:
     }
 
 
-@pytest.fixture(params=["indexed", "scanning"])
+@pytest.fixture(params=["indexed", "subquery", "scanning"])
 def search_path(request, monkeypatch):
-    """SQLite answers a rare term from the FTS index and a common one by a
-    scan (LIKE); a PROBE_LIMIT of 0 makes every term "common"."""
-    if request.param == "scanning":
+    """SQLite answers a rare term by the FTS index's ids, a middling one by
+    the FTS table as a subquery and a common one by a scan (LIKE); limits of
+    0 send every term down the later paths."""
+    if request.param in ("subquery", "scanning"):
         monkeypatch.setattr(search, "PROBE_LIMIT", 0)
+    if request.param == "scanning":
+        monkeypatch.setattr(search, "SUBQUERY_LIMIT", 0)
     return request.param
 
 

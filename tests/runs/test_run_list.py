@@ -123,6 +123,30 @@ def test_search_finds_runs_saved_one_by_one_and_after_updates(world, client_as):
     assert run_ids(page(client, q="customs decl")) == [run_id]
 
 
+@pytest.mark.parametrize(
+    ("matching", "form"), [(2, "ids"), (3, "subquery"), (10, "subquery"), (11, "scan")]
+)
+def test_sqlite_search_picks_its_plan_by_how_many_runs_match(world, monkeypatch, matching, form):
+    """Rare terms by their ids, middling ones by the FTS subquery, common ones
+    by scanning newest first (console/runs/search.py); a wrong choice is slow,
+    not wrong, so the choice itself is pinned here."""
+    from django.db import connection
+
+    from console.runs import search
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's FTS plan choice")
+    monkeypatch.setattr(search, "PROBE_LIMIT", 2)
+    monkeypatch.setattr(search, "SUBQUERY_LIMIT", 10)
+    cached_runs(world, matching, title="Quarterly VAT filing")
+    cached_runs(world, 4, connection=world.connection_b, title="Unrelated")
+    q = search.search_filter("default", "vat fil")
+    sql = str(Run.objects.filter(q).query)
+    kind = "subquery" if "runs_run_search" in sql else "ids" if '"id" IN' in sql else "scan"
+    assert kind == form, sql
+    assert Run.objects.filter(q).count() == matching
+
+
 def test_only_the_teams_own_runs(world, client_as):
     cached_runs(world, 3)
     cached_runs(world, 3, connection=world.connection_b, title="Globex secret workflow")
