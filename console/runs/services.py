@@ -94,6 +94,17 @@ def run_upsert_detail(*, connection, detail: RunDetail) -> tuple[Run, bool]:
     )
     if cached is not None and is_older(detail.modified_at, cached.modified_at):
         return cached, False
+    return run_store_detail(connection=connection, detail=detail)
+
+
+def run_store_detail(*, connection, detail: RunDetail) -> tuple[Run, bool]:
+    """Store Skyvern's full view of one run, whatever the cached one says;
+    returns (run, created).
+
+    For a caller that has just compared the view with the cached run itself
+    (the webhook does, under its lock); everyone else wants run_upsert_detail.
+    Lineage fields are never touched.
+    """
     fields = run_fields_from_detail(detail)
     return Run.objects.update_or_create(
         connection=connection,

@@ -45,7 +45,7 @@ from django.http import HttpResponseNotAllowed, JsonResponse, UnreadablePostErro
 from django.views.decorators.csrf import csrf_exempt
 
 from console.runs.models import Run, Status
-from console.runs.services import is_older, run_fields_from_detail, run_upsert_detail
+from console.runs.services import is_older, run_fields_from_detail, run_store_detail
 from console.skyvern import BadResponse, InvalidRunId, RunDetail, validate_run_id
 from console.teams.secrets import ApiKeyUnreadable
 
@@ -246,7 +246,8 @@ def _apply(sync: ConnectionSync, detail: RunDetail) -> str:
                 return "unchanged (same payload)"
             if is_older(detail.modified_at, cached.modified_at):
                 return "ignored (older than the cached run)"
-        _, created = run_upsert_detail(connection=connection, detail=detail)
+        # Checked just above: no need for run_upsert_detail to look it up again.
+        _, created = run_store_detail(connection=connection, detail=detail)
         return "created" if created else "updated"
 
 

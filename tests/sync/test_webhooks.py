@@ -402,6 +402,42 @@ def test_lineage_is_kept(world, client, client_as):
     assert new.retried_from.run_id == original and new.retried_by == world.operator
 
 
+def run_reads(captured) -> int:
+    """How many of the captured queries read the runs table."""
+    table = Run._meta.db_table
+    return sum(
+        1
+        for query in captured
+        if query["sql"].lstrip().upper().startswith("SELECT") and table in query["sql"]
+    )
+
+
+def test_a_delivery_reads_the_cached_run_once_before_storing_it(world, client):
+    """The cached run is read once to compare it with the delivery, and once
+    more only to be written (update_or_create locks the row it writes): the
+    service that stores it must not look it up a second time."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    url = webhook_url(world.connection_a)
+    run_id = world.add_run(status="running")
+    older = payload(world, run_id)
+    world.simulator.state.set_status(run_id, "failed")
+    newer = payload(world, run_id)
+    uncached = world.add_run(cache=False, status="completed")
+    new = payload(world, uncached)
+
+    reads = {}
+    for name, body in [("updated", newer), ("same", newer), ("older", older), ("created", new)]:
+        with CaptureQueriesContext(connection) as captured:
+            assert deliver(client, url, body, signed(body)).status_code == 200
+        reads[name] = run_reads(captured.captured_queries)
+
+    assert reads == {"updated": 2, "same": 1, "older": 1, "created": 2}
+    assert Run.objects.get(run_id=run_id).status == "failed"
+    assert Run.objects.get(run_id=uncached).team == world.team_a
+
+
 # --- secrets stay secret --------------------------------------------------------------
 
 
