@@ -9,14 +9,16 @@ from console.audit.services import audit_record
 from console.teams.access import can_retry, team_for
 from console.teams.models import Role
 
-from .services import sync_state_for, team_sync_states
+from .services import team_sync_states
 from .tasks import sync_connection
 
 STATUS = "sync/includes/sync_status.html"
 
 
-def sync_context(request, team) -> dict:
-    states = team_sync_states(team)
+def sync_context(request, team, states=None) -> dict:
+    """What the sync status shows; `states` when the caller has just read them."""
+    if states is None:
+        states = team_sync_states(team)
     return {
         "team": team,
         "sync_states": states,
@@ -44,12 +46,12 @@ def sync_status(request, team_slug):
 def sync_now(request, team_slug):
     """Start a sync of every connection of the team in the background."""
     team = team_for(request, team_slug, needs=Role.OPERATOR)
+    states = team_sync_states(team)
     started = []
-    for connection in team.connections.all():
-        state = sync_state_for(connection)
+    for state in states:
         if not state.is_running:
-            transaction.on_commit(lambda pk=connection.pk: sync_connection.enqueue(pk))
-            started.append(connection.label)
+            transaction.on_commit(lambda pk=state.connection_id: sync_connection.enqueue(pk))
+            started.append(state.connection.label)
     audit_record(
         action=Action.SYNC_NOW,
         request=request,
@@ -58,7 +60,7 @@ def sync_now(request, team_slug):
         details={"started": started},
     )
     if request.htmx:
-        context = sync_context(request, team)
+        context = sync_context(request, team, states)
         context["sync_running"] = True  # queued: show progress until the worker reports
         context["sync_queued"] = True
         return render(request, STATUS, context)

@@ -10,17 +10,21 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.contrib.messages import get_messages
 from django.core.management import CommandError, call_command
 from django.db import connection as db_connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
+from console.audit.models import Action, AuditEntry
 from console.runs.models import Run
 from console.sync import services
 from console.sync.models import ConnectionSync
 from console.sync.services import connection_sync
 from console.sync.tasks import schedule_periodic_sync, sync_all_connections, sync_connection
+from console.teams.models import Connection
 from tests.helpers import page_text
 
 SEEDED = 250
@@ -255,6 +259,49 @@ def test_sync_now_starts_a_background_sync_and_shows_progress(
     )
     assert status.status_code == 286  # done: htmx stops polling
     assert "Synced" in page_text(status) and f"{SEEDED} runs checked" in page_text(status)
+
+
+def test_sync_now_reads_the_sync_states_once_and_skips_running_syncs(
+    seeded, client_as, django_capture_on_commit_callbacks
+):
+    team = seeded.team_a
+    for label in ("Backup", "Archive"):
+        connection = Connection(team=team, label=label, base_url=seeded.simulator.url)
+        connection.set_api_key(seeded.connection_a.api_key())
+        connection.save()
+    states = {c.label: services.sync_state_for(c) for c in team.connections.all()}
+    ConnectionSync.objects.filter(pk=states["Backup"].pk).update(running_since=timezone.now())
+    client = client_as(seeded.operator)
+    url = reverse("sync:sync_now", args=["acme"])
+
+    def sync_state_reads(queries):
+        return [q["sql"] for q in queries if '"sync_connectionsync"' in q["sql"]]
+
+    with (
+        CaptureQueriesContext(db_connection) as queries,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        response = client.post(url, HTTP_HX_REQUEST="true")
+    # One read serves both the choice of what to start and the status shown,
+    # however many connections the team has.
+    assert len(sync_state_reads(queries)) == 1
+    assert response.status_code == 200
+    text = page_text(response)
+    assert "Sync queued" in text and "Backup: Syncing with Skyvern" in text
+    queued = DBTaskResult.objects.filter(task_path=sync_connection.module_path)
+    expected = {states["Archive"].connection_id, states["Skyvern"].connection_id}
+    assert {row.args_kwargs["args"][0] for row in queued} == expected
+    entry = AuditEntry.objects.get(action=Action.SYNC_NOW)
+    assert entry.details == {"started": ["Archive", "Skyvern"]}
+
+    with CaptureQueriesContext(db_connection) as queries:
+        response = client.post(url)
+    assert len(sync_state_reads(queries)) == 1
+    assert response.status_code == 302
+    assert response["Location"] == reverse("runs:run_list", args=["acme"])
+    assert [str(m) for m in get_messages(response.wsgi_request)] == [
+        "Sync started; the runs page updates when it is done."
+    ]
 
 
 def test_viewers_cannot_start_a_sync(seeded, client_as):
