@@ -7,10 +7,12 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection as db_connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from console.bulk.models import BulkRetryItem, ConnectionThrottle, ItemState
 from console.bulk.services import bulk_item_claim, bulk_item_send, bulk_job_work
+from console.runs.models import Retry
 from console.skyvern import RateLimited, SkyvernClient
 
 from .conftest import add_failed_runs, make_job
@@ -62,6 +64,39 @@ def test_per_connection_overrides_win_over_settings(world, settings):
     assert (throttle.effective_max_in_flight, throttle.effective_per_second) == (4, 2)
     throttle.max_in_flight, throttle.per_second = 9, 30
     assert (throttle.effective_max_in_flight, throttle.effective_per_second) == (9, 30)
+
+
+def queries_on(table, queries):
+    return [q["sql"] for q in queries if f'FROM "{table}"' in q["sql"]]
+
+
+def test_a_claim_reads_its_throttle_row_once_and_its_creator_with_the_job(world, failed_runs):
+    job = make_job(world)
+    # Made with the job, so that claims need not look for it first.
+    assert ConnectionThrottle.objects.filter(connection=world.connection_a).exists()
+    for _ in failed_runs:
+        ConnectionThrottle.objects.update(next_send_at=None)
+        with CaptureQueriesContext(db_connection) as claiming:
+            claim = bulk_item_claim(job_id=job.pk)
+        with CaptureQueriesContext(db_connection) as sending:
+            assert bulk_item_send(item=claim.item) == ItemState.RETRIED
+        assert len(queries_on("bulk_connectionthrottle", claiming)) == 1  # the locking read
+        assert queries_on("auth_user", claiming) + queries_on("auth_user", sending) == []
+    retries = Retry.objects.filter(bulk_items__job=job)
+    assert retries.count() == len(failed_runs)
+    assert {r.requested_by for r in retries} == {world.operator}
+    assert {r.new_run.retried_by for r in retries} == {world.operator}
+
+
+def test_a_connection_without_a_throttle_row_gets_one_at_its_first_claim(world, failed_runs):
+    job = make_job(world)
+    ConnectionThrottle.objects.all().delete()
+
+    claim = bulk_item_claim(job_id=job.pk)
+
+    assert claim.item is not None and claim.item.state == ItemState.SENDING
+    throttle = ConnectionThrottle.objects.get(connection=world.connection_a)
+    assert throttle.next_send_at is not None  # the claim went through it
 
 
 class Recorder:

@@ -128,7 +128,18 @@ def bulk_item_claim(*, job_id: int) -> Claim:
 
 
 def _claim_on_connection(job_id: int, connection_id: int) -> Claim:
-    throttle_for(connection_id)
+    try:
+        return _claim_holding_throttle(job_id, connection_id)
+    except ConnectionThrottle.DoesNotExist:
+        # A job makes its connections' throttle rows when it is created; an
+        # item of any other connection gets one here, committed on its own
+        # before the claim locks it, so that claimers only ever queue on a
+        # row every one of them can see.
+        throttle_for(connection_id)
+        return _claim_holding_throttle(job_id, connection_id)
+
+
+def _claim_holding_throttle(job_id: int, connection_id: int) -> Claim:
     skip_locked = db_connection.features.has_select_for_update_skip_locked
     with transaction.atomic():
         # PostgreSQL: every claimer of this connection queues here. SQLite:
@@ -141,8 +152,11 @@ def _claim_on_connection(job_id: int, connection_id: int) -> Claim:
             pk=job_id, state__in=[JobState.QUEUED, JobState.RUNNING]
         ).update(heartbeat_at=now):
             return Claim(stop=True)
-        job = BulkRetryJob.objects.only("state", "created_by_id", "max_steps_override").get(
-            pk=job_id
+        # With the person who started it: the retry is recorded, and sent, as theirs.
+        job = (
+            BulkRetryJob.objects.select_related("created_by")
+            .only("state", "created_by", "max_steps_override")
+            .get(pk=job_id)
         )
         if throttle.paused_until and throttle.paused_until > now:
             return Claim(wait_until=throttle.paused_until)
