@@ -7,7 +7,7 @@ them with half of all runs), then times, through Django's test Client:
                                                          the card cache emptied
                                                          before each request)
            ... &after=<cursor of page 200>               (deep page)
-           ?q=<part of a workflow title> / ?q=<part of a run id>
+           ?q=<part of a workflow title> / <8 digits of a run id> / 1234
   admin:   /admin/runs/run/?status__exact=failed&team__id__exact=N  (page 1)
            ... &p=200                                              (deep page)
            ?team__id__exact=N&q=<same terms>
@@ -376,6 +376,10 @@ def search_terms(team) -> dict:
         "title": "reconcil",
         # Eight digits out of the middle of a real run id (matches that run, maybe a few).
         "run_id": newest.run_id[8:16],
+        # Four digits, as someone pasting part of a run id might: ~1,500 runs
+        # in all teams at 1M, half of them in the big team; too many for
+        # SQLite's id probe, too few for its newest-first scan.
+        "digits": "1234",
     }
 
 
@@ -479,6 +483,11 @@ def main() -> None:
             f"{base}?q={terms['run_id']}",
             f"{admin_base}?team__id__exact={team.pk}&q={terms['run_id']}",
         ),
+        (
+            f"search 4 digits {terms['digits']!r}",
+            f"{base}?q={terms['digits']}",
+            f"{admin_base}?team__id__exact={team.pk}&q={terms['digits']}",
+        ),
     ]
 
     if args.explain:
@@ -486,6 +495,7 @@ def main() -> None:
         explain({"status": ["failed"], "after": after}, team, member)
         explain({"q": terms["title"]}, team, member)
         explain({"q": terms["run_id"]}, team, member)
+        explain({"q": terms["digits"]}, team, member)
 
     info = machine_info()
     print(
