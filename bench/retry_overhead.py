@@ -35,11 +35,6 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=int, default=50, help="injected Skyvern latency")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--no-control", action="store_true", help="skip the 0 ms control run")
-    parser.add_argument(
-        "--keep-nagle",
-        action="store_true",
-        help="leave Nagle's algorithm on in the simulator (adds ~40 ms per Skyvern call)",
-    )
     parser.add_argument("--var-dir", help="SQLite var dir (default: a new temporary one)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
@@ -63,13 +58,6 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
 
-    if not args.keep_nagle:
-        # The simulator writes headers and body in two sends; with Nagle on,
-        # the body waits for the client's delayed ACK (~40 ms on Linux) on
-        # every call. A real Skyvern doesn't do that: measure without it.
-        from console.simulator import server as simulator_server
-
-        simulator_server._Handler.disable_nagle_algorithm = True
     server = SimulatorServer(host="127.0.0.1", port=0)
     server.start()
     try:
@@ -134,10 +122,8 @@ def main() -> None:
             tmp.cleanup()
 
     print(f"machine: {json.dumps(machine_info())}")
-    nagle = "on (as shipped)" if args.keep_nagle else "off (TCP_NODELAY)"
     print(
-        f"{args.runs} retries per row (after {args.warmup} warm-up), SQLite, htmx POST, "
-        f"simulator Nagle {nagle}\n"
+        f"{args.runs} retries per row (after {args.warmup} warm-up), SQLite, htmx POST\n"
     )
     header = (
         f"{'injected latency':>16} {'view median':>12} {'view p95':>9} "
