@@ -23,7 +23,7 @@ from console.sync.models import new_webhook_token
 from console.sync.services import sync_state_for, team_sync_states
 
 from . import services as member_services
-from .access import team_for
+from .access import my_teams, team_for
 from .clients import client_for, forget_session
 from .forms import (
     ConnectionEditForm,
@@ -34,14 +34,14 @@ from .forms import (
     ReplaceKeyForm,
     TeamCreateForm,
 )
-from .models import Connection, Membership, Role, Team
+from .models import Connection, Membership, Role
 from .secrets import ApiKeyUnreadable
 
 
 @require_GET
 def home(request):
     """Pick a team; someone in exactly one team goes straight to its runs."""
-    teams = list(Team.objects.for_user(request.user))
+    teams = my_teams(request)  # the switcher's list too: one query for both
     if len(teams) == 1:
         return redirect("runs:run_list", team_slug=teams[0].slug)
     return render(request, "teams/home.html", {"teams": teams})
