@@ -15,12 +15,11 @@ from django.db.models import F, Func, JSONField, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from .listing import with_card_data
+from .listing import LINKED_RUN_FIELDS, PERSON_FIELDS, all_fields_and, with_card_data
 from .models import Retry, RetryState, Run
 from .templatetags.run_detail import safe_http_url
 
 DETAIL_DEFERRED = ("raw", "output", "search_text")
-RELATED_DEFERRED = ("raw", "output", "screenshot_urls", "search_text", "failure_reason")
 # The parts of Skyvern's JSON (Run.raw) the page shows, in this order.
 RAW_PARTS = (
     ("errors",),
@@ -309,15 +308,14 @@ def _lineage(team, run: Run) -> dict:
     chain.reverse()  # the original first
     # A long chain is shown as its original, an ellipsis and its last few runs.
     crumbs = chain if len(chain) <= 5 else [chain[0], None, *chain[-3:]]
+    # The page names only the retry's number.
     made_by = (
-        Retry.objects.filter(new_run=run).select_related("requested_by").first()
-        if run.retried_from_id
-        else None
+        Retry.objects.filter(new_run=run).only("number").first() if run.retried_from_id else None
     )
     retries = (
         Retry.objects.filter(run=run)
         .select_related("requested_by", "new_run")
-        .defer(*(f"new_run__{name}" for name in RELATED_DEFERRED))
+        .only(*all_fields_and(Retry, requested_by=PERSON_FIELDS, new_run=LINKED_RUN_FIELDS))
         .order_by("number", "id")
     )
     retries = list(retries)

@@ -163,7 +163,7 @@ LINKED_RUN_FIELDS = ("run_id", "status")
 PERSON_FIELDS = ("username",)
 
 
-def _all_fields_and(model, **related) -> list[str]:
+def all_fields_and(model, **related) -> list[str]:
     """Every field of `model` plus only the named fields of related objects,
     for only(): `related` maps a relation to the fields to load of it."""
     fields = [field.name for field in model._meta.concrete_fields]
@@ -175,14 +175,14 @@ def with_card_data(queryset):
     itself: two joins and one extra query."""
     return (
         queryset.select_related("retried_by", "retried_from")
-        .only(*_all_fields_and(Run, retried_by=PERSON_FIELDS, retried_from=LINKED_RUN_FIELDS))
+        .only(*all_fields_and(Run, retried_by=PERSON_FIELDS, retried_from=LINKED_RUN_FIELDS))
         .prefetch_related(
             Prefetch(
                 "retry_attempts",
                 queryset=Retry.objects.filter(state__in=COUNTED_RETRY_STATES)
                 .select_related("requested_by", "new_run")
                 .only(
-                    *_all_fields_and(Retry, requested_by=PERSON_FIELDS, new_run=LINKED_RUN_FIELDS)
+                    *all_fields_and(Retry, requested_by=PERSON_FIELDS, new_run=LINKED_RUN_FIELDS)
                 )
                 .order_by("-number"),
                 to_attr="counted_retries",
