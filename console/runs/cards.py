@@ -9,21 +9,32 @@ has to be invalidated. The two things that differ per request, the CSRF token
 and the address to come back to after a retry without JavaScript, are
 rendered as placeholders and filled in on the way out.
 
+A page of cards does not load its runs as models at all: card_rows() reads
+just the values a card shows, which is enough to find each cached card, and
+only the runs whose card has to be drawn are loaded (for_cards()). Building
+~150 model instances and Django's prefetch for every view cost more than
+drawing the page around them.
+
 tests/runs/test_cards.py changes every field of a run and of its retries and
 fails if the card's markup changes while its fingerprint does not: a field
-added to the card template must be added to card_fingerprint() too.
+added to the card template must be added to card_values() and card_rows() too
+(the same tests hold those two to the same values).
 """
 
 import hashlib
-import pickle
+from collections import defaultdict
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import caches
+from django.db.models import Prefetch
 from django.template import Context
 from django.template.loader import get_template
 from django.utils import timezone, translation
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
+
+from .models import COUNTED_RETRY_STATES, Retry, Run
 
 TEMPLATE = "runs/includes/run_card.html"
 CACHE = "run_cards"
@@ -55,11 +66,57 @@ CARD_FIELDS = (
 )
 
 
-def card_fingerprint(run) -> bytes:
-    """Everything a run's card shows (see the module docstring)."""
-    # Prefetched by listing.with_card_data(); without it the card shows none.
+# Of a run linked to another (the run it retried, the runs retrying it) and of
+# the people who asked, cards and the run page show only these: a linked
+# run's row carries Skyvern's JSON, which can be megabytes.
+LINKED_RUN_FIELDS = ("run_id", "status")
+PERSON_FIELDS = ("username",)
+
+
+def all_fields_and(model, **related) -> list[str]:
+    """Every field of `model` plus only the named fields of related objects,
+    for only(): `related` maps a relation to the fields to load of it."""
+    fields = [field.name for field in model._meta.concrete_fields]
+    return fields + [f"{rel}__{name}" for rel, names in related.items() for name in names]
+
+
+def with_card_data(queryset):
+    """What a run card (and the run page's lineage) shows beyond the run
+    itself: two joins and one extra query."""
+    return (
+        queryset.select_related("retried_by", "retried_from")
+        .only(*all_fields_and(Run, retried_by=PERSON_FIELDS, retried_from=LINKED_RUN_FIELDS))
+        .prefetch_related(
+            Prefetch(
+                "retry_attempts",
+                queryset=Retry.objects.filter(state__in=COUNTED_RETRY_STATES)
+                .select_related("requested_by", "new_run")
+                .only(
+                    *all_fields_and(Retry, requested_by=PERSON_FIELDS, new_run=LINKED_RUN_FIELDS)
+                )
+                .order_by("-number"),
+                to_attr="counted_retries",
+            )
+        )
+    )
+
+
+def for_cards(queryset):
+    """Runs as models with what their cards show, nothing more (the rest of
+    a cached row is mostly Skyvern's JSON): to draw cards from."""
+    names = {field.attname: field.name for field in Run._meta.concrete_fields}
+    return with_card_data(queryset).only(
+        *(names[attname] for attname in CARD_FIELDS),
+        *(f"retried_by__{name}" for name in PERSON_FIELDS),
+        *(f"retried_from__{name}" for name in LINKED_RUN_FIELDS),
+    )
+
+
+def card_values(run) -> tuple:
+    """Everything a run's card shows, as plain values: what its cache key is
+    made of. `run` comes from with_card_data() (without it no retries show)."""
     retries = getattr(run, "counted_retries", ())
-    values = (
+    return (
         *(getattr(run, name) for name in CARD_FIELDS),
         run.retried_from.run_id if run.retried_from_id else None,
         run.retried_by.get_username() if run.retried_by_id else None,
@@ -74,7 +131,53 @@ def card_fingerprint(run) -> bytes:
             for retry in retries
         ),
     )
-    return hashlib.blake2b(pickle.dumps(values, protocol=5), digest_size=16).digest()
+
+
+# card_values() as columns: the run's own, its lineage's, then its retries'.
+ROW_FIELDS = (*CARD_FIELDS, "retried_from__run_id", "retried_by__username")
+RETRY_FIELDS = ("pk", "state", "requested_at", "requested_by__username", "new_run__run_id")
+_POSITION = {name: position for position, name in enumerate(CARD_FIELDS)}
+
+
+@dataclass(frozen=True, slots=True)
+class CardRow:
+    """A run as a page of cards holds it: the values its card shows
+    (card_values() order), enough to find its card in the cache. Those of
+    CARD_FIELDS read as attributes (`row.run_id`), as on a Run."""
+
+    values: tuple
+
+    @property
+    def pk(self) -> int:
+        return self.values[_POSITION["id"]]
+
+    def __getattr__(self, name):
+        try:
+            return self.values[_POSITION[name]]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def card_rows(queryset, limit: int) -> list[CardRow]:
+    """The first `limit` runs of `queryset` as CardRows: two plain queries."""
+    rows = list(queryset.values_list(*ROW_FIELDS)[:limit])
+    retries = defaultdict(list)
+    if rows:
+        counted = Retry.objects.filter(
+            run__in=[row[0] for row in rows], state__in=COUNTED_RETRY_STATES
+        ).order_by("-number")
+        for run_pk, *retry in counted.values_list("run", *RETRY_FIELDS):
+            retries[run_pk].append(tuple(retry))
+    return [CardRow((*row, tuple(retries[row[0]]))) for row in rows]
+
+
+def card_fingerprint(run) -> bytes:
+    """Everything a run's card shows (see the module docstring); `run` is a
+    model from with_card_data() or a CardRow."""
+    values = run.values if isinstance(run, CardRow) else card_values(run)
+    # repr() tells apart every str, int, None and datetime a card holds, at
+    # half pickle's cost (50 cards a page).
+    return hashlib.blake2b(repr(values).encode(), digest_size=16).digest()
 
 
 def render_cards(
@@ -97,7 +200,7 @@ def render_cards(
             "".join(
                 _draw(
                     template,
-                    runs,
+                    _as_models(runs, team),
                     **shared,
                     card_error=card_error,
                     refresh_error=refresh_error,
@@ -110,31 +213,49 @@ def render_cards(
     prefix = _cache_prefix(template, team, can_retry)
     keys = [prefix + card_fingerprint(run).hex() for run in runs]
     cache = caches[CACHE]
-    cached = cache.get_many(keys)
-    to_draw = {key: run for key, run in zip(keys, runs, strict=True) if key not in cached}
-    missing = dict(
-        zip(
-            to_draw,
-            _draw(
-                template,
-                to_draw.values(),
-                **shared,
-                csrf_token=CSRF_PLACEHOLDER,
-                retry_next=NEXT_PLACEHOLDER,
-            ),
-            strict=True,
+    cards = cache.get_many(keys)
+    to_draw = {key: run for key, run in zip(keys, runs, strict=True) if key not in cards}
+    if to_draw:
+        models = _as_models(to_draw.values(), team)
+        drawn = _draw(
+            template,
+            models,
+            **shared,
+            csrf_token=CSRF_PLACEHOLDER,
+            retry_next=NEXT_PLACEHOLDER,
         )
-    )
-    if missing:
-        cache.set_many(missing)
-        cached.update(missing)
-    html = "".join(cached[key] for key in keys)
+        by_pk = {model.pk: html for model, html in zip(models, drawn, strict=True)}
+        # A run deleted since its row was read has no card.
+        cards.update({key: by_pk.get(run.pk, "") for key, run in to_draw.items()})
+        # Each under the key of what it shows: a run loaded after it changed
+        # again must not be found by its older row.
+        cache.set_many(
+            {
+                prefix + card_fingerprint(model).hex(): html
+                for model, html in zip(models, drawn, strict=True)
+            }
+        )
+    html = "".join(cards[key] for key in keys)
     if can_retry:
         # Both are attribute values in the template: escaped as it would have.
         html = html.replace(CSRF_PLACEHOLDER, escape(csrf_token)).replace(
             NEXT_PLACEHOLDER, escape(retry_next)
         )
     return mark_safe(html)  # noqa: S308 (rendered templates, escaped there)
+
+
+def _as_models(runs, team) -> list:
+    """`runs` as models to draw cards from, in order: CardRows are loaded
+    (one query for all of them), models stay as they are."""
+    pks = [run.pk for run in runs if isinstance(run, CardRow)]
+    if not pks:
+        return list(runs)
+    loaded = {run.pk: run for run in for_cards(Run.objects.filter(team=team, pk__in=pks))}
+    return [
+        loaded[run.pk] if isinstance(run, CardRow) else run
+        for run in runs
+        if not isinstance(run, CardRow) or run.pk in loaded
+    ]
 
 
 def _draw(template, runs, **values) -> list[str]:

@@ -15,7 +15,7 @@ from django.db.models import F, Func, JSONField, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from .listing import LINKED_RUN_FIELDS, PERSON_FIELDS, all_fields_and, with_card_data
+from .cards import LINKED_RUN_FIELDS, PERSON_FIELDS, all_fields_and, with_card_data
 from .models import Retry, RetryState, Run
 from .templatetags.run_detail import safe_http_url
 

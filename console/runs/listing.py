@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from django import forms
-from django.db.models import Prefetch, Q
+from django.db.models import Q
 from django.forms.utils import flatatt
 from django.utils import timezone
 from django.utils.html import format_html
 
-from .cards import CARD_FIELDS
-from .models import COUNTED_RETRY_STATES, Retry, Run, Status
+from .cards import CardRow, card_rows
+from .models import Status
 
 PAGE_SIZE = 50
 COUNT_CAP = 1000
@@ -110,6 +110,17 @@ class RunFilterForm(forms.Form):
     def more_filters_used(self) -> bool:
         return any(self.data.get(name) for name in self.MORE_FILTERS)
 
+    @property
+    def more_filter_fields(self) -> list:
+        return [self[name] for name in self.MORE_FILTERS]
+
+    @property
+    def status_options(self) -> list[tuple[str, str, bool]]:
+        """(value, label, ticked) of each status, for the checkboxes the
+        template draws itself (nine widget templates cost about 1 ms a page)."""
+        ticked = set(self["status"].value() or ())
+        return [(value, label, value in ticked) for value, label in Status.choices]
+
     def clean_after(self):
         return self._cursor("after")
 
@@ -128,7 +139,7 @@ class RunFilterForm(forms.Form):
             ) from None
 
 
-def encode_cursor(run: Run) -> str:
+def encode_cursor(run: CardRow) -> str:
     raw = f"{run.created_at.isoformat()}|{run.pk}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -148,47 +159,12 @@ def decode_cursor(value: str) -> tuple[datetime, int]:
 
 @dataclass
 class RunPage:
-    runs: list[Run]
+    runs: list[CardRow]
     next_cursor: str | None
     total: int
     total_capped: bool
     is_first: bool
     newest_cursor: str | None = None
-
-
-# Of a run linked to another (the run it retried, the runs retrying it) and of
-# the people who asked, cards and the run page show only these: a linked
-# run's row carries Skyvern's JSON, which can be megabytes.
-LINKED_RUN_FIELDS = ("run_id", "status")
-PERSON_FIELDS = ("username",)
-
-
-def all_fields_and(model, **related) -> list[str]:
-    """Every field of `model` plus only the named fields of related objects,
-    for only(): `related` maps a relation to the fields to load of it."""
-    fields = [field.name for field in model._meta.concrete_fields]
-    return fields + [f"{rel}__{name}" for rel, names in related.items() for name in names]
-
-
-def with_card_data(queryset):
-    """What a run card (and the run page's lineage) shows beyond the run
-    itself: two joins and one extra query."""
-    return (
-        queryset.select_related("retried_by", "retried_from")
-        .only(*all_fields_and(Run, retried_by=PERSON_FIELDS, retried_from=LINKED_RUN_FIELDS))
-        .prefetch_related(
-            Prefetch(
-                "retry_attempts",
-                queryset=Retry.objects.filter(state__in=COUNTED_RETRY_STATES)
-                .select_related("requested_by", "new_run")
-                .only(
-                    *all_fields_and(Retry, requested_by=PERSON_FIELDS, new_run=LINKED_RUN_FIELDS)
-                )
-                .order_by("-number"),
-                to_attr="counted_retries",
-            )
-        )
-    )
 
 
 def filtered(
@@ -250,7 +226,7 @@ def run_page(queryset, *, statuses=(), search="", after=None, **more_filters) ->
             Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=pk),
             created_at__lte=created_at,
         )
-    runs = list(for_cards(page)[: PAGE_SIZE + 1])
+    runs = card_rows(page, PAGE_SIZE + 1)
     next_cursor = encode_cursor(runs[PAGE_SIZE - 1]) if len(runs) > PAGE_SIZE else None
     return RunPage(
         runs=runs[:PAGE_SIZE],
@@ -262,23 +238,12 @@ def run_page(queryset, *, statuses=(), search="", after=None, **more_filters) ->
     )
 
 
-def for_cards(queryset):
-    """Runs as the runs page needs them: what their cards show, nothing more
-    (the rest of a cached row is mostly Skyvern's JSON)."""
-    names = {field.attname: field.name for field in Run._meta.concrete_fields}
-    return with_card_data(queryset).only(
-        *(names[attname] for attname in CARD_FIELDS),
-        *(f"retried_by__{name}" for name in PERSON_FIELDS),
-        *(f"retried_from__{name}" for name in LINKED_RUN_FIELDS),
-    )
-
-
 @dataclass
 class RunUpdates:
     """What changed since the runs page was drawn: runs newer than its newest
     card, and the capped counts per status under the same search."""
 
-    new_runs: list[Run]
+    new_runs: list[CardRow]
     newest_cursor: str | None
     total: int
     total_capped: bool
@@ -295,7 +260,7 @@ def run_updates(queryset, *, statuses=(), search="", since=None, **more_filters)
             Q(created_at__gt=created_at) | Q(created_at=created_at, id__gt=pk),
             created_at__gte=created_at,
         )
-        new_runs = list(for_cards(newer.order_by("-created_at", "-id"))[:PAGE_SIZE])
+        new_runs = card_rows(newer.order_by("-created_at", "-id"), PAGE_SIZE)
     per_status = {
         value: capped_count(searched.filter(status=value)) for value, _label in Status.choices
     }

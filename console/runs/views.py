@@ -13,8 +13,9 @@ from console.teams.access import can_retry, team_for
 from console.teams.models import Role
 
 from . import details, services
-from .listing import RunFilterForm, run_page, run_updates, with_card_data
-from .models import Run, Status
+from .cards import with_card_data
+from .listing import RunFilterForm, run_page, run_updates
+from .models import Run
 from .services import RetryRefused, run_refresh
 
 
@@ -62,7 +63,6 @@ def run_list(request: HtmxHttpRequest, team_slug: str):
         "can_retry": can_retry(request.team_role),
         "filter_query": _filter_query(request),
         "poll_seconds": settings.RUNS_PAGE_POLL_SECONDS,
-        "status_choices": Status.choices,
     }
     if request.htmx and request.htmx.target == "run-results":
         return render(request, "runs/run_list.html#run-results", context)
