@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from console.skyvern import RunDetail, SkyvernError
+from console.sync.models import ConnectionSync
 from console.teams.clients import client_for
 from console.teams.secrets import ApiKeyUnreadable
 
@@ -83,27 +84,55 @@ def is_older(incoming, cached) -> bool:
     return incoming is not None and cached is not None and incoming < cached
 
 
+def runs_write_lock(connection) -> None:
+    """Hold the right to write `connection`'s cached runs until the transaction ends.
+
+    Every writer of Skyvern's view of a run (the webhook, the sync's listing
+    pages, run_upsert_detail, run_refresh, retry_lineage_store) takes it
+    before it reads the cached run it compares that view with, and writes
+    before the transaction ends: so no view judged newer is replaced by an
+    older one in between. It is the connection's ConnectionSync row, locked
+    (select_for_update) before any run row in every path, so these writers
+    never deadlock. On SQLite it is a no-op: the IMMEDIATE transaction
+    already holds the database's write lock. Call it inside transaction.atomic().
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("runs_write_lock() holds only inside transaction.atomic()")
+    locked = ConnectionSync.objects.select_for_update().filter(connection=connection)
+    if not list(locked.values_list("pk", flat=True)):
+        # Every connection gets its row when it is made (console.sync.apps);
+        # one that came without (loaded raw) gets it here, then it is locked.
+        ConnectionSync.objects.get_or_create(connection=connection)
+        list(locked.values_list("pk", flat=True))
+
+
 def run_upsert_detail(*, connection, detail: RunDetail) -> tuple[Run, bool]:
     """Store Skyvern's full view of one run; returns (run, created).
 
     Lineage fields are never touched: only the console sets them. A view of
-    the run older than the cached one (a webhook got there first) is ignored.
+    the run older than the cached one (a webhook got there first) is ignored;
+    compared and written under runs_write_lock, so a newer one can't land
+    in between.
     """
-    cached = (
-        Run.objects.filter(connection=connection, run_id=detail.run_id).only("modified_at").first()
-    )
-    if cached is not None and is_older(detail.modified_at, cached.modified_at):
-        return cached, False
-    return run_store_detail(connection=connection, detail=detail)
+    with transaction.atomic():
+        runs_write_lock(connection)
+        cached = (
+            Run.objects.filter(connection=connection, run_id=detail.run_id)
+            .only("modified_at")
+            .first()
+        )
+        if cached is not None and is_older(detail.modified_at, cached.modified_at):
+            return cached, False
+        return run_store_detail(connection=connection, detail=detail)
 
 
 def run_store_detail(*, connection, detail: RunDetail) -> tuple[Run, bool]:
     """Store Skyvern's full view of one run, whatever the cached one says;
     returns (run, created).
 
-    For a caller that has just compared the view with the cached run itself
-    (the webhook does, under its lock); everyone else wants run_upsert_detail.
-    Lineage fields are never touched.
+    For a caller that has just compared the view with the cached run itself,
+    in the same transaction and under runs_write_lock (the webhook does);
+    everyone else wants run_upsert_detail. Lineage fields are never touched.
     """
     fields = run_fields_from_detail(detail)
     return Run.objects.update_or_create(
@@ -271,23 +300,30 @@ def retry_intent_send(
 def retry_lineage_store(*, run: Run, detail: RunDetail, user, when) -> Run:
     """Store (or update) the new run Skyvern made from `run`, with its lineage.
 
-    A webhook or sync may have stored the new run already: the lineage is added.
+    A webhook or sync may have stored the new run already: the lineage is
+    added, and Skyvern's view replaces the cached one only if it is not older.
     """
-    lineage = {
+    lineage = {"retried_from": run, "retried_by": user, "retried_at": when}
+    seen = {
         **run_fields_from_detail(detail),
         "team_id": run.team_id,
         "workflow_permanent_id": detail.workflow_permanent_id or run.workflow_permanent_id,
         "workflow_title": detail.workflow_title or run.workflow_title,
-        "retried_from": run,
-        "retried_by": user,
-        "retried_at": when,
     }
-    new_run, _ = Run.objects.update_or_create(
-        connection=run.connection,
-        run_id=detail.run_id,
-        defaults=lineage,
-        create_defaults={"created_at": when, **lineage},
-    )
+    with transaction.atomic():
+        runs_write_lock(run.connection)
+        cached = (
+            Run.objects.filter(connection=run.connection, run_id=detail.run_id)
+            .only("modified_at")
+            .first()
+        )
+        newer_cached = cached is not None and is_older(detail.modified_at, cached.modified_at)
+        new_run, _ = Run.objects.update_or_create(
+            connection=run.connection,
+            run_id=detail.run_id,
+            defaults=lineage if newer_cached else {**seen, **lineage},
+            create_defaults={"created_at": when, **seen, **lineage},
+        )
     return new_run
 
 
@@ -310,11 +346,14 @@ def run_refresh(*, run: Run, force: bool = False) -> SkyvernError | None:
         return error
     except ApiKeyUnreadable as error:
         return SkyvernError(str(error))
-    if is_older(detail.modified_at, run.modified_at):
-        return None  # a webhook brought newer news meanwhile
     fields = run_fields_from_detail(detail)
-    for name, value in fields.items():
-        setattr(run, name, value)
-    # Only what Skyvern said: a lineage written meanwhile must survive.
-    run.save(update_fields=list(fields))
+    with transaction.atomic():
+        runs_write_lock(run.connection)
+        cached = Run.objects.filter(pk=run.pk).values_list("modified_at", flat=True)
+        if not cached or is_older(detail.modified_at, cached[0]):
+            return None  # gone, or a webhook or sync brought newer news meanwhile
+        for name, value in fields.items():
+            setattr(run, name, value)
+        # Only what Skyvern said: a lineage written meanwhile must survive.
+        run.save(update_fields=list(fields))
     return None

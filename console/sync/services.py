@@ -5,8 +5,14 @@
 - at most one sync of a connection runs at a time (a lease on its
   ConnectionSync row, renewed after every page; a sync that died lets go
   after LEASE_EXPIRES_AFTER);
-- running it twice, or concurrently, never duplicates a run (one upsert
-  statement per page on the unique (connection, run_id));
+- running it twice, or concurrently, never duplicates a run (per page, one
+  upsert of the runs already cached and one insert of the others, both on
+  the unique (connection, run_id));
+- one lock for every writer of a connection's cached runs (its sync's
+  listing pages and detail fetches, its webhook deliveries, card refreshes
+  and retries): each holds `runs_write_lock` while it reads the cached run,
+  compares and writes, in one transaction, so a newer view of a run is never
+  overwritten by an older one read before it;
 - memory stays flat: one page of runs is held at a time;
 - a full sync cut off mid-way resumes at the page where it stopped;
 - when Skyvern fails, the cached runs are left as they were and the error is
@@ -23,7 +29,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from console.runs.models import Run, search_text_for
-from console.runs.services import is_older, run_upsert_detail
+from console.runs.services import is_older, run_upsert_detail, runs_write_lock
 from console.skyvern import (
     RunNotFound,
     RunSummary,
@@ -82,7 +88,11 @@ def runs_from_listing(*, connection: Connection, summaries: list[RunSummary]) ->
 
 
 def runs_upsert(*, connection: Connection, summaries: list[RunSummary]) -> int:
-    """Insert or update one page of listed runs in a single statement."""
+    """Insert or update one page of listed runs in a single statement.
+
+    Whatever the cached rows say: for runs the caller has compared with the
+    cache under runs_write_lock.
+    """
     rows = runs_from_listing(connection=connection, summaries=summaries)
     Run.objects.bulk_create(
         rows,
@@ -90,6 +100,17 @@ def runs_upsert(*, connection: Connection, summaries: list[RunSummary]) -> int:
         unique_fields=["connection", "run_id"],
         update_fields=LISTED_FIELDS,
     )
+    return len(rows)
+
+
+def runs_insert(*, connection: Connection, summaries: list[RunSummary]) -> int:
+    """Insert listed runs the cache didn't have, in a single statement.
+
+    A run stored meanwhile all the same is left as it is: the next sync
+    compares it.
+    """
+    rows = runs_from_listing(connection=connection, summaries=summaries)
+    Run.objects.bulk_create(rows, ignore_conflicts=True)
     return len(rows)
 
 
@@ -220,22 +241,28 @@ def _sync_listing(client, connection, state, owner, *, full, result):
         summaries = client.list_runs(page=page, page_size=SYNC_PAGE_SIZE)
         if not summaries:
             break
-        cached = {
-            run_id: (status, modified_at)
-            for run_id, status, modified_at in Run.objects.filter(
-                connection=connection, run_id__in=[s.run_id for s in summaries]
-            ).values_list("run_id", "status", "modified_at")
-        }
-        # A run the cache knows from a later moment (a webhook) keeps that.
-        fresher = [
-            s
-            for s in summaries
-            if s.run_id not in cached or not is_older(s.modified_at, cached[s.run_id][1])
-        ]
         # The page and the resume point are one step: a sync killed between
-        # them would otherwise resume at the wrong page.
+        # them would otherwise resume at the wrong page. And the page is
+        # compared with the cache and written under the connection's runs
+        # lock, so a webhook can't store a newer view in between.
         with transaction.atomic():
+            runs_write_lock(connection)
+            cached = {
+                run_id: (status, modified_at)
+                for run_id, status, modified_at in Run.objects.filter(
+                    connection=connection, run_id__in=[s.run_id for s in summaries]
+                ).values_list("run_id", "status", "modified_at")
+            }
+            # A run the cache knows from a later moment (a webhook) keeps that.
+            fresher = [
+                s
+                for s in summaries
+                if s.run_id in cached and not is_older(s.modified_at, cached[s.run_id][1])
+            ]
             runs_upsert(connection=connection, summaries=fresher)
+            runs_insert(
+                connection=connection, summaries=[s for s in summaries if s.run_id not in cached]
+            )
             _renew_lease(
                 state,
                 owner,

@@ -17,8 +17,11 @@ Guarantees:
   signature or timestamp, 400 not a run.
 - Idempotent: the same payload twice changes nothing the second time (not
   even `synced_at`), and a delivery older than the cached run (by
-  `modified_at`) never overwrites it. Deliveries for one connection are
-  handled one at a time (a row lock on its ConnectionSync).
+  `modified_at`) never overwrites it. A delivery compares and stores
+  holding the connection's runs lock (`runs_write_lock`, a row lock on its
+  ConnectionSync), the one a sync's listing pages and run_upsert_detail
+  take too: another delivery or a sync can't store in between, so the
+  comparison still holds when the run is written.
 - One log line per rejection (reason, connection id, remote address) and
   per accepted delivery; never the key, the signature or the body. Each
   rejection is also one audit row (webhook_rejected, with the status and
@@ -45,7 +48,12 @@ from django.http import HttpResponseNotAllowed, JsonResponse, UnreadablePostErro
 from django.views.decorators.csrf import csrf_exempt
 
 from console.runs.models import Run, Status
-from console.runs.services import is_older, run_fields_from_detail, run_store_detail
+from console.runs.services import (
+    is_older,
+    run_fields_from_detail,
+    run_store_detail,
+    runs_write_lock,
+)
 from console.skyvern import BadResponse, InvalidRunId, RunDetail, validate_run_id
 from console.teams.secrets import ApiKeyUnreadable
 
@@ -230,9 +238,10 @@ def _apply(sync: ConnectionSync, detail: RunDetail) -> str:
     """Store the delivered run unless it is a repeat or older; says which."""
     connection = sync.connection
     with transaction.atomic():
-        # One delivery of this connection at a time, so that two deliveries
-        # of one run can't both pass the checks below and race.
-        ConnectionSync.objects.select_for_update().filter(pk=sync.pk).first()
+        # One writer of this connection's runs at a time (another delivery, a
+        # sync), so that none can pass its checks below and then be
+        # overwritten by, or overwrite, the other.
+        runs_write_lock(connection)
         cached = (
             Run.objects.filter(connection=connection, run_id=detail.run_id)
             .only("raw", "output", "modified_at")
