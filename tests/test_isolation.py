@@ -30,7 +30,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from console.bulk.models import BulkRetryItem, BulkRetryJob, ItemState, JobState
 from console.runs.models import Retry, Run
-from console.teams.models import ROLE_RANK, Connection, Membership, Role
+from console.teams.models import ROLE_RANK, Connection, Membership, Role, Team
 
 LOGIN = reverse("login")
 HTMX = {"HX-Request": "true"}
@@ -677,3 +677,23 @@ def test_the_team_switcher_lists_only_my_teams(world, client_as):
 def test_static_files_are_public(client, db):
     response = client.get(f"/{settings.STATIC_URL.strip('/')}/console/console.css")
     assert response.status_code == 200
+
+
+def test_each_person_gets_their_own_role_in_each_of_their_teams(world):
+    """Three people with three roles in one team, one of them in a second
+    team too: each sees each of their teams once, with their own role."""
+    Membership.objects.create(team=world.team_b, user=world.viewer, role=Role.ADMIN)
+    seen = {
+        person.username: [
+            (team.slug, team.my_role) for team in Team.objects.for_user_with_role(person)
+        ]
+        for person in (world.viewer, world.operator, world.admin, world.outsider)
+    }
+    assert seen == {
+        "acme-viewer": [("acme", "viewer"), ("globex", "admin")],
+        "acme-operator": [("acme", "operator")],
+        "acme-admin": [("acme", "admin")],
+        "globex-operator": [("globex", "operator")],
+    }
+    every = [(team.slug, team.my_role) for team in Team.objects.for_user_with_role(world.superuser)]
+    assert every == [("acme", "admin"), ("globex", "admin")]

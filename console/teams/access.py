@@ -18,7 +18,7 @@ def my_teams(request) -> list[Team]:
     """
     teams = getattr(request, "_my_teams", None)
     if teams is None:
-        teams = list(Team.objects.for_user(request.user).with_role_of(request.user))
+        teams = list(Team.objects.for_user_with_role(request.user))
         request._my_teams = teams
     return teams
 
@@ -27,7 +27,7 @@ def team_for(request, slug: str, *, needs: Role = Role.VIEWER) -> Team:
     user = request.user
     if user.is_superuser:
         # Every team is theirs, and there may be many: just this one.
-        team = Team.objects.for_user(user).with_role_of(user).filter(slug=slug).first()
+        team = Team.objects.for_user_with_role(user).filter(slug=slug).first()
     else:
         team = next((team for team in my_teams(request) if team.slug == slug), None)
     if team is None:
