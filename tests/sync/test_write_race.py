@@ -130,14 +130,21 @@ class LateWebhook:
 # --- a sync's listing page and a webhook ----------------------------------------------
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_webhook_between_the_listings_read_and_write_keeps_its_newer_view(world, listing_only):
-    run_id = world.add_run(status="running")  # cached, and listed as running
+def sync_with_a_late_webhook(world, run_id):
+    """A sync during which the run's webhook arrives just after the listing
+    page was compared with the cache; the sync's result and the webhook."""
     webhook = LateWebhook(world, run_id)
-
     with right_after_the_first_runs_read(webhook.arrive):
         result = connection_sync(connection=world.connection_a)
     webhook.after_waiting()
+    return result, webhook
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_webhook_between_the_listings_read_and_write_keeps_its_newer_view(world, listing_only):
+    run_id = world.add_run(status="running")  # cached, and listed as running
+
+    result, webhook = sync_with_a_late_webhook(world, run_id)
 
     assert not result.error and result.checked == 1 and result.created == 0
     webhook.assert_kept()
@@ -147,11 +154,8 @@ def test_a_webhook_between_the_listings_read_and_write_keeps_its_newer_view(worl
 def test_a_run_a_webhook_adds_meanwhile_is_not_overwritten_by_the_listing(world, listing_only):
     world.add_run(status="completed")
     run_id = world.add_run(cache=False, status="running")  # new to the cache
-    webhook = LateWebhook(world, run_id)
 
-    with right_after_the_first_runs_read(webhook.arrive):
-        result = connection_sync(connection=world.connection_a)
-    webhook.after_waiting()
+    result, webhook = sync_with_a_late_webhook(world, run_id)
 
     assert not result.error and result.checked == 2 and result.created == 1
     webhook.assert_kept()
