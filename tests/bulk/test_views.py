@@ -334,6 +334,7 @@ def test_the_job_page_polls_while_active_and_stops_when_finished(world, client_a
     assert 'hx-trigger="every 1s"' in page and progress in page
     assert 'role="progressbar"' in page and 'aria-valuenow="0"' in page
     assert "Portal down" in page and world.operator.get_username() in page
+    assert "(just now)" in page  # not "0 minutes ago"
     fragment = client.get(progress, headers=HTMX)
     assert fragment.status_code == 200 and "<html" not in fragment.content.decode()
     assert 'hx-trigger="every 1s"' in fragment.content.decode()
