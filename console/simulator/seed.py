@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 TERMINAL = ("completed", "failed", "terminated", "canceled", "timed_out")
+# Skyvern's default limit: a timed-out run ran this long (its failure reason says 240 minutes).
+TIMED_OUT_AFTER = timedelta(minutes=240)
 NON_TERMINAL = ("created", "queued", "running", "paused")
 ALL_STATUSES = (
     "created",
@@ -285,6 +287,10 @@ def generate_runs(seed: str, count: int, anchor: datetime) -> list[SeedRun]:
             age = timedelta(hours=rng.uniform(1, 72))
         else:
             age = timedelta(seconds=rng.uniform(2 * 3600, 30 * 86400))
+            if status == "timed_out":
+                # It ran for four hours before timing out: it started earlier
+                # than that, so that it has finished by now.
+                age += TIMED_OUT_AFTER + timedelta(minutes=5)
         created = anchor - age
         created = created.replace(microsecond=rng.randrange(1_000_000))
         queued = started = finished = None
@@ -300,7 +306,7 @@ def generate_runs(seed: str, count: int, anchor: datetime) -> list[SeedRun]:
         if status in TERMINAL:
             duration = timedelta(seconds=rng.uniform(40, 900))
             if status == "timed_out":
-                duration = timedelta(minutes=240, seconds=rng.uniform(0, 30))
+                duration = TIMED_OUT_AFTER + timedelta(seconds=rng.uniform(0, 30))
             finished = (started or queued) + duration
             steps = rng.randint(3, 28) if started else None
         if status == "completed":

@@ -176,7 +176,7 @@ def test_seeded_history_is_varied_and_realistic():
         if run.status == "completed":
             assert run.output and not run.failure_reason
         if run.finished_at:
-            assert run.created_at <= run.queued_at <= run.finished_at
+            assert run.created_at <= run.queued_at <= run.finished_at <= ANCHOR
     codes = {e["error_code"] for run in runs for e in run.errors}
     assert {"LOGIN_FAILED", "CAPTCHA_DETECTED", "MFA_CODE_EXPIRED", "INVALID_INPUT"} <= codes
     assert any("<script>alert(1)</script>" in (run.failure_reason or "") for run in runs)
