@@ -350,8 +350,13 @@ def run_refresh(*, run: Run, force: bool = False) -> SkyvernError | None:
     with transaction.atomic():
         runs_write_lock(run.connection)
         cached = Run.objects.filter(pk=run.pk).values_list("modified_at", flat=True)
-        if not cached or is_older(detail.modified_at, cached[0]):
-            return None  # gone, or a webhook or sync brought newer news meanwhile
+        if not cached:
+            return None  # gone from the cache meanwhile
+        if is_older(detail.modified_at, cached[0]):
+            # A webhook or sync brought newer news meanwhile: show that.
+            deferred = run.get_deferred_fields()
+            run.refresh_from_db(fields=[name for name in fields if name not in deferred])
+            return None
         for name, value in fields.items():
             setattr(run, name, value)
         # Only what Skyvern said: a lineage written meanwhile must survive.

@@ -255,6 +255,8 @@ def test_a_webhook_while_a_card_refreshes_keeps_its_newer_view(world, monkeypatc
     stored = Run.objects.get(pk=run.pk)
     assert webhook.outcome == "updated"
     assert (stored.status, stored.modified_at) == ("completed", webhook.detail.modified_at)
+    # The card it draws shows the newer news too, not what it heard.
+    assert (run.status, run.modified_at) == ("completed", webhook.detail.modified_at)
 
 
 # --- a retry's new run that a webhook stored first ------------------------------------
