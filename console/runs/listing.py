@@ -129,6 +129,18 @@ class RunFilterForm(forms.Form):
         return [self[name] for name in self.MORE_FILTERS]
 
     @property
+    def filter_problems(self) -> list[str]:
+        """Each filter left out because it was not valid, in words: the
+        fields' own errors sit in the form, which an htmx filter doesn't
+        redraw (a broken page link has its own message)."""
+        return [
+            f"{self[name].label}: {error}"
+            for name, errors in self.errors.items()
+            if name in self.fields and name not in ("after", "since")
+            for error in errors
+        ]
+
+    @property
     def status_options(self) -> list[tuple[str, str, bool]]:
         """(value, label, ticked) of each status, for the checkboxes the
         template draws itself (nine widget templates cost about 1 ms a page)."""

@@ -167,6 +167,25 @@ def test_bad_parameters_give_a_sane_page(world, client_as):
     assert len(run_ids(response)) == 3
 
 
+def test_a_filter_left_out_says_so_where_htmx_redraws(world, client_as):
+    """An end date before the start date is left out of the filter; the
+    field says why on a full page, and the results say it when htmx swaps
+    only them (the form with its field errors stays as it was)."""
+    cached_runs(world, 3)
+    client = client_as(world.viewer)
+    bad = {"created_from": "2030-01-02", "created_to": "2030-01-01"}
+    message = "Created to: The end date is before the start date. That filter is left out."
+
+    url = reverse("runs:run_list", kwargs={"team_slug": "acme"})
+    fragment = client.get(url, bad, **HTMX_RESULTS).content.decode()
+    assert message in fragment and 'role="alert"' in fragment
+    full = page_text(page(client, **bad))
+    assert full.count("The end date is before the start date.") == 1
+    assert message not in full
+    fine = client.get(url, {"created_from": "2030-01-02"}, **HTMX_RESULTS).content.decode()
+    assert 'id="run-results"' in fine and message not in fine
+
+
 def test_count_is_capped_not_a_full_count(world, client_as, django_assert_max_num_queries):
     cached_runs(world, 30)
     client = client_as(world.viewer)
