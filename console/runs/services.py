@@ -106,6 +106,13 @@ def runs_write_lock(connection) -> None:
         list(locked.values_list("pk", flat=True))
 
 
+def _cached_under_lock(connection, run_id: str) -> Run | None:
+    """Take runs_write_lock, then read the cached run (its modified_at only)
+    that Skyvern's view is to be compared with; None if it isn't cached."""
+    runs_write_lock(connection)
+    return Run.objects.filter(connection=connection, run_id=run_id).only("modified_at").first()
+
+
 def run_upsert_detail(*, connection, detail: RunDetail) -> tuple[Run, bool]:
     """Store Skyvern's full view of one run; returns (run, created).
 
@@ -115,12 +122,7 @@ def run_upsert_detail(*, connection, detail: RunDetail) -> tuple[Run, bool]:
     in between.
     """
     with transaction.atomic():
-        runs_write_lock(connection)
-        cached = (
-            Run.objects.filter(connection=connection, run_id=detail.run_id)
-            .only("modified_at")
-            .first()
-        )
+        cached = _cached_under_lock(connection, detail.run_id)
         if cached is not None and is_older(detail.modified_at, cached.modified_at):
             return cached, False
         return run_store_detail(connection=connection, detail=detail)
@@ -311,12 +313,7 @@ def retry_lineage_store(*, run: Run, detail: RunDetail, user, when) -> Run:
         "workflow_title": detail.workflow_title or run.workflow_title,
     }
     with transaction.atomic():
-        runs_write_lock(run.connection)
-        cached = (
-            Run.objects.filter(connection=run.connection, run_id=detail.run_id)
-            .only("modified_at")
-            .first()
-        )
+        cached = _cached_under_lock(run.connection, detail.run_id)
         newer_cached = cached is not None and is_older(detail.modified_at, cached.modified_at)
         new_run, _ = Run.objects.update_or_create(
             connection=run.connection,
@@ -348,11 +345,10 @@ def run_refresh(*, run: Run, force: bool = False) -> SkyvernError | None:
         return SkyvernError(str(error))
     fields = run_fields_from_detail(detail)
     with transaction.atomic():
-        runs_write_lock(run.connection)
-        cached = Run.objects.filter(pk=run.pk).values_list("modified_at", flat=True)
-        if not cached:
+        cached = _cached_under_lock(run.connection, run.run_id)
+        if cached is None:
             return None  # gone from the cache meanwhile
-        if is_older(detail.modified_at, cached[0]):
+        if is_older(detail.modified_at, cached.modified_at):
             # A webhook or sync brought newer news meanwhile: show that.
             deferred = run.get_deferred_fields()
             run.refresh_from_db(fields=[name for name in fields if name not in deferred])
