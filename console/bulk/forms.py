@@ -73,9 +73,13 @@ class SelectionForm(forms.Form):
             raise forms.ValidationError("The filter is not valid: " + _errors(self.filter_form))
         return data
 
+    def ids_field(self) -> str:
+        """The field that holds the chosen runs' ids for this scope: the runs
+        page sends its whole page as `page_run`, beside the ticked `run`s."""
+        return "page_run" if self.cleaned_data["scope"] == "page" else "run"
+
     def ids(self) -> list[int]:
-        scope = self.cleaned_data["scope"]
-        return self.cleaned_data["page_run" if scope == "page" else "run"]
+        return self.cleaned_data[self.ids_field()]
 
     def filters(self) -> dict:
         self.filter_form.is_valid()

@@ -110,7 +110,8 @@ class Selection:
             fields += self.form.filter_fields()
             fields.append(("upto", self.upto))
         else:
-            fields += [("run", pk) for pk in self.ids]
+            # Under the name this same form reads them from when confirming.
+            fields += [(self.form.ids_field(), pk) for pk in self.ids]
         return fields
 
     def describe(self) -> list[tuple[str, str]]:

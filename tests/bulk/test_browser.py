@@ -153,3 +153,26 @@ def test_a_viewer_sees_no_checkboxes_and_no_buttons(page, world, console_watch):
     page.get_by_role("link", name="Bulk retry jobs →").click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("bulk retries")
     console_watch.assert_clean()
+
+
+def test_all_on_this_page_previews_and_confirms_into_a_job(page, world, console_watch):
+    """The "All N on this page" button, clicked as a person does: preview,
+    reason, confirm, and the job page names every run of that page."""
+    world.simulator.state.configure(failure_rate=0)
+    failed = [world.add_run(status="failed", workflow_title="Book pickup") for _ in range(3)]
+
+    sign_in(page, world.operator, PASSWORD, then=RUNS + "?status=failed")
+    expect(page.locator("article.run-card")).to_have_count(3)
+    page.get_by_role("button", name="All 3 on this page").click()
+
+    expect(page.get_by_role("heading", level=1)).to_have_text("Bulk retry — preview")
+    expect(page.locator(".bulk-to-send")).to_have_text("3")
+    page.get_by_role("textbox", name=re.compile(r"^Reason")).fill("Portal back after outage")
+    with Worker():
+        page.get_by_role("button", name="Retry 3 runs").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text(re.compile(r"Bulk retry #\d+"))
+        expect(page.locator(".job-badge")).to_have_text("Finished", timeout=20_000)
+    for run_id in failed:
+        expect(page.get_by_text(run_id, exact=True).first).to_be_visible()
+    assert world.simulator.state.retry_counts() == {run_id: 1 for run_id in failed}
+    console_watch.assert_clean()

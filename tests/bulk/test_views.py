@@ -525,3 +525,27 @@ def test_csrf_is_enforced_and_the_htmx_header_carries_it(world, incident):
     assert not BulkRetryJob.objects.exists()
     response = client.post(create_url(), data, headers={"X-CSRFToken": token})
     assert response.status_code == 303
+
+
+def test_all_on_this_page_can_be_previewed_then_confirmed(
+    world, client_as, incident, django_capture_on_commit_callbacks
+):
+    """The "All N on this page" button: the preview carries the page's runs
+    forward, and confirming it makes a job over exactly those runs."""
+    client = client_as(world.operator)
+    page = incident["invoices"][:3]
+    preview = post_pairs(
+        client, preview_url(), [("scope", "page"), *(("page_run", pk_of(r)) for r in page)]
+    )
+    html = preview.content.decode()
+    assert "Selected: the runs on one page" in html
+
+    data = confirm_data(html, reason="Portal down overnight")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post_pairs(client, create_url(), data)
+
+    assert response.status_code == 303, "There were no runs on that page." not in str(response)
+    job = BulkRetryJob.objects.get()
+    assert response["Location"] == job_url(job)
+    assert job.selection["scope"] == "page"
+    assert set(job.items.values_list("run__run_id", flat=True)) == set(page)
