@@ -53,6 +53,9 @@ Knobs (`state.configure(**knobs)` or `POST /_sim/config`; unknown -> error):
   queued_after, running_after, finished_after   seconds after creation (new runs)
   failure_rate             probability that a new run ends failed
   recording_url_ttl        seconds a signed recording_url stays valid
+  link_retries             KINDER than Skyvern, off by default: fill
+                           retried_from_workflow_run_id of a run made by the
+                           retry endpoint (real Skyvern leaves it null)
 
 Control API (loopback only, never faulted, no key): GET /_sim/health,
 GET|POST /_sim/config, GET /_sim/retries, POST /_sim/reset,

@@ -192,6 +192,7 @@ KNOBS: dict[str, tuple[Any, Any]] = {
     "finished_after": (25.0, _non_negative),
     "failure_rate": (0.3, _probability),
     "recording_url_ttl": (3600, _whole_seconds),
+    "link_retries": (False, _bool),
 }
 
 
@@ -773,7 +774,7 @@ class SimulatorState:
                 created_at=now,
                 modified_at=now,
                 webhook_url=original.webhook_url,
-                retried_from=run_id,
+                retried_from=run_id if knobs["link_retries"] else None,
                 max_steps_override=max_steps_override,
                 trigger_type="api",
                 seq=self._seq,

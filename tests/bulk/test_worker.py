@@ -242,6 +242,11 @@ def test_gives_up_after_the_most_attempts(world, settings):
     assert outcome == ItemState.FAILED and "Gave up after 2 attempts" in item.error
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 11, defect 1: Check reads Skyvern's null retried_from_workflow_run_id "
+    "as 'not retried from this run' and advises a duplicate",
+)
 def test_check_links_the_run_skyvern_did_create(world):
     run_ids = [world.add_run(status="failed") for _ in range(2)]
     job = make_job(world, run_ids)

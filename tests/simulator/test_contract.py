@@ -99,11 +99,21 @@ def test_retry_answers_the_new_run(seeded):
     assert body["finished_at"] is None and body["failure_reason"] is None
     assert body["app_url"] == f"{seeded.url}/runs/{body['run_id']}"
     assert body["run_request"] == detail["run_request"]
-    # and it is a real run now, listed first, remembering where it came from
+    # and it is a real run now, listed first, of the same workflow; like Skyvern
+    # 1.0.56 the list row has the lineage key but leaves it null for API retries
     rows = all_runs(seeded)
     assert rows[0]["workflow_run_id"] == body["run_id"]
-    assert rows[0]["retried_from_workflow_run_id"] == original["workflow_run_id"]
+    assert "retried_from_workflow_run_id" in rows[0]
+    assert rows[0]["retried_from_workflow_run_id"] is None
     assert rows[0]["workflow_permanent_id"] == original["workflow_permanent_id"]
+
+
+def test_linking_retries_is_an_explicit_kinder_option(seeded):
+    seeded.state.configure(link_retries=True)
+    original = next(r for r in all_runs(seeded) if r["status"] == "failed")
+    body = call(seeded, "POST", f"/v1/agents/runs/{original['workflow_run_id']}/retry").json()
+    row = next(r for r in all_runs(seeded) if r["workflow_run_id"] == body["run_id"])
+    assert row["retried_from_workflow_run_id"] == original["workflow_run_id"]
 
 
 def test_app_url_uses_the_configured_app_host():
