@@ -31,6 +31,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from console.bulk.models import BulkRetryItem, BulkRetryJob, ItemState, JobState
 from console.runs.models import Retry, Run
 from console.teams.models import ROLE_RANK, Connection, Membership, Role, Team
+from tests.conftest import KEY_A
 
 LOGIN = reverse("login")
 HTMX = {"HX-Request": "true"}
@@ -87,6 +88,8 @@ def retry_data(world):
 
 
 def new_connection_data(world):
+    # A key Skyvern knows: it is tested before it is saved.
+    world.simulator.state.add_org("sk-another-key-1234")
     return {"label": "Second", "base_url": world.simulator.url, "api_key": "sk-another-key-1234"}
 
 
@@ -95,7 +98,9 @@ def edit_connection_data(world):
 
 
 def replace_key_data(world):
-    return {"api_key": "sk-replacement-key-5678"}
+    # A rotated key of the same organisation: it is tested, and sees the cached runs.
+    world.simulator.state.add_key(KEY_A, f"{KEY_A}-rotated")
+    return {"api_key": f"{KEY_A}-rotated"}
 
 
 def add_team_a_run(world):

@@ -212,6 +212,8 @@ def connection_pages(f: Flows):
     admin.get(reverse("teams:connection_replace_key", args=["acme", pk]))
     admin.get(reverse("teams:connection_delete", args=["acme", pk]))
     create = reverse("teams:connection_create", args=["acme"])
+    # Keys are tested with Skyvern before they are saved: this one it knows.
+    world.simulator.state.add_org(TYPED_KEY)
     # Refused forms are shown again: never with the key that was typed.
     admin.post(create, {"label": "Skyvern", "base_url": world.simulator.url, "api_key": TYPED_KEY})
     admin.post(
@@ -238,6 +240,8 @@ def connection_pages(f: Flows):
     )
     replace = reverse("teams:connection_replace_key", args=["acme", second.pk])
     admin.post(replace, {"api_key": "short"})
+    admin.post(replace, {"api_key": REPLACED_KEY})  # Skyvern refuses it: not saved
+    world.simulator.state.add_org(REPLACED_KEY)
     admin.post(replace, {"api_key": REPLACED_KEY}, follow=True)
     admin.get(reverse("teams:connection_delete", args=["acme", second.pk]))
     admin.post(reverse("teams:connection_delete", args=["acme", second.pk]), follow=True)

@@ -340,6 +340,8 @@ class SimulatorState:
         self._lock = threading.RLock()
         self.state_file = Path(state_file) if state_file else None
         self._orgs: dict[str, Org] = {}
+        # Further keys of an organisation (a rotated key): key -> its first key.
+        self._other_keys: dict[str, str] = {}
         self._runs: dict[str, Run] = {}
         self._retry_counts: dict[str, int] = defaultdict(int)
         self._seq = 0
@@ -392,6 +394,7 @@ class SimulatorState:
         """Empty everything, all knobs off; wake sleeping requests."""
         with self._lock:
             self._orgs.clear()
+            self._other_keys.clear()
             self._runs.clear()
             self._retry_counts.clear()
             self._requests.clear()
@@ -503,6 +506,19 @@ class SimulatorState:
                 )
             self._save()
         return [item.run_id for item in generated]
+
+    def add_key(self, api_key: str, new_key: str) -> None:
+        """Give the organisation of `api_key` another key (as rotating a key in
+        Skyvern does): requests with `new_key` see the same organisation and runs."""
+        if not isinstance(new_key, str) or not new_key:
+            raise ValueError("new_key must be a non-empty string")
+        with self._lock:
+            if api_key not in self._orgs:
+                raise ValueError("unknown organisation: call add_org(api_key) first")
+            if new_key in self._orgs:
+                raise ValueError("new_key is already the key of an organisation")
+            self._other_keys[new_key] = api_key
+            self._save()
 
     def add_run(
         self,
@@ -641,7 +657,7 @@ class SimulatorState:
         if not api_key:
             return None
         with self._lock:
-            return self._orgs.get(api_key)
+            return self._orgs.get(self._other_keys.get(api_key, api_key))
 
     def find_run(self, run_id: str, now: datetime | None = None) -> Run | None:
         """A run of any organisation, as it is now (for the app page, media)."""
@@ -913,6 +929,7 @@ class SimulatorState:
                 {**asdict(org), "created_at": org.created_at.isoformat()}
                 for org in self._orgs.values()
             ],
+            "other_keys": self._other_keys,
             "runs": [run_to_json(run) for run in self._runs.values()],
             "retry_counts": self.retry_counts(),
             "webhook_watch": sorted(self._webhook_watch),
@@ -949,6 +966,9 @@ class SimulatorState:
                 created_at=datetime.fromisoformat(org["created_at"]),
                 webhook_url=org.get("webhook_url"),
             )
+        self._other_keys = {
+            key: first for key, first in data.get("other_keys", {}).items() if first in self._orgs
+        }
         for item in data.get("runs", []):
             run = run_from_json(item)
             self._runs[run.run_id] = run

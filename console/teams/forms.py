@@ -8,6 +8,8 @@ from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
+from console.skyvern.client import API_KEY
+
 from .hosts import HostNotAllowed, check_host
 from .models import Connection, Role
 
@@ -87,12 +89,52 @@ class ApiKeyField(forms.CharField):
 
     def clean(self, value):
         value = super().clean(value)
-        if value and (len(value) < 8 or any(c.isspace() for c in value)):
+        # Printable ASCII without spaces: anything else can't travel in a header.
+        if value and (len(value) < 8 or not API_KEY.fullmatch(value)):
             raise forms.ValidationError("That doesn't look like a Skyvern API key.")
         return value
 
 
 LABEL_TAKEN = "This team already has a connection with that label."
+
+
+class KeyCheckFields:
+    """The checkboxes a key test may ask for (keys.key_vet), shown only once it
+    asks, and kept on the form while they are ticked."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.data.get(self.add_prefix("save_untested")):
+            self.offer_save_untested()
+        if self.data.get(self.add_prefix("other_org_confirmed")):
+            self.offer_other_org_confirmation()
+
+    def offer_save_untested(self) -> None:
+        self.fields["save_untested"] = forms.BooleanField(
+            required=False,
+            label="Save without testing",
+            help_text=(
+                "The connection then says its key is untested until “Test connection” succeeds."
+            ),
+        )
+
+    def offer_other_org_confirmation(self, cached_runs: int | None = None) -> None:
+        runs = "its cached runs" if cached_runs is None else (
+            f"its {cached_runs} cached run{'s' if cached_runs != 1 else ''}"
+        )
+        self.fields["other_org_confirmed"] = forms.BooleanField(
+            required=False,
+            label=f"Use this key anyway: {runs} will no longer match it",
+            help_text="Syncs won't find them and their retries will fail. To start afresh, "
+            "remove the connection and add it again instead.",
+        )
+
+    def key_check_choices(self) -> dict:
+        """keys.key_vet's keyword arguments for what was ticked."""
+        return {
+            "save_untested": bool(self.cleaned_data.get("save_untested")),
+            "other_org_confirmed": bool(self.cleaned_data.get("other_org_confirmed")),
+        }
 
 
 class ConnectionRulesForm(forms.ModelForm):
@@ -121,7 +163,7 @@ class ConnectionRulesForm(forms.ModelForm):
         return cleaned_data
 
 
-class ConnectionForm(ConnectionRulesForm):
+class ConnectionForm(KeyCheckFields, ConnectionRulesForm):
     api_key = ApiKeyField(label="API key")
 
     class Meta:
@@ -154,11 +196,17 @@ class ConnectionEditForm(ConnectionForm):
 
     api_key = None
 
+    def offer_save_untested(self) -> None:
+        pass  # nothing to test: the key stays as it is
+
+    def offer_other_org_confirmation(self, cached_runs: int | None = None) -> None:
+        pass
+
     def save(self, commit=True):
         return forms.ModelForm.save(self, commit=commit)
 
 
-class ReplaceKeyForm(forms.Form):
+class ReplaceKeyForm(KeyCheckFields, forms.Form):
     api_key = ApiKeyField(label="New API key")
 
 

@@ -10,21 +10,15 @@ from django.urls import reverse, reverse_lazy
 from django.utils.decorators import method_decorator
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from console.audit.models import Action, Outcome
+from console.audit.models import Action
 from console.audit.services import audit_record
-from console.skyvern import (
-    KeyRejected,
-    SkyvernError,
-    SkyvernServerError,
-    SkyvernTimeout,
-    SkyvernUnreachable,
-)
 from console.sync.models import new_webhook_token
 from console.sync.services import sync_state_for, team_sync_states
 
+from . import keys
 from . import services as member_services
 from .access import my_teams, team_for
-from .clients import client_for, forget_session
+from .clients import forget_session
 from .forms import (
     ConnectionEditForm,
     ConnectionForm,
@@ -35,7 +29,6 @@ from .forms import (
     TeamCreateForm,
 )
 from .models import Connection, Membership, Role
-from .secrets import ApiKeyUnreadable
 
 
 @require_GET
@@ -66,27 +59,68 @@ def connection_list(request, team_slug):
     )
 
 
+def _vet_key(form, *, base_url, connection=None) -> bool | None:
+    """Test the form's key (keys.key_vet): whether it was tested, or None
+    with the reason on the form, and the checkbox that lets the admin go on."""
+    try:
+        return keys.key_vet(
+            base_url=base_url,
+            api_key=form.cleaned_data["api_key"],
+            connection=connection,
+            **form.key_check_choices(),
+        )
+    except keys.KeyRefused as refused:
+        form.add_error("api_key", str(refused))
+    except keys.KeyUntested as untested:
+        form.add_error(None, str(untested))
+        form.offer_save_untested()
+    except keys.KeyOfAnotherOrg as other:
+        form.add_error(None, str(other))
+        form.offer_other_org_confirmation(other.cached_runs)
+    return None
+
+
 @require_http_methods(["GET", "POST"])
 def connection_create(request, team_slug):
+    """Add a connection; its key is tested first (refused keys are never saved)."""
     team = team_for(request, team_slug, needs=Role.ADMIN)
     form = ConnectionForm(request.POST or None, team=team)
     if (
         request.method == "POST"
         and form.is_valid()
-        and (connection := form.save_unless_label_taken())
+        and (tested := _vet_key(form, base_url=form.cleaned_data["base_url"])) is not None
     ):
-        audit_record(
-            action=Action.CONNECTION_CREATE,
-            request=request,
-            team=team,
-            target=connection,
-            details={"base_url": connection.base_url, "key": connection.masked_key},
-        )
-        messages.success(request, f"Connection “{connection.label}” added.")
-        return redirect("teams:connection_list", team_slug=team.slug)
+        form.instance.key_untested = not tested
+        if connection := form.save_unless_label_taken():
+            audit_record(
+                action=Action.CONNECTION_CREATE,
+                request=request,
+                team=team,
+                target=connection,
+                details={
+                    "base_url": connection.base_url,
+                    "key": connection.masked_key,
+                    "tested": tested,
+                },
+            )
+            if tested:
+                messages.success(request, f"Connection “{connection.label}” added.")
+            else:
+                messages.warning(request, UNTESTED_ADDED.format(label=connection.label))
+            return redirect("teams:connection_list", team_slug=team.slug)
     return render(
         request, "teams/connection_form.html", {"team": team, "form": form, "adding": True}
     )
+
+
+UNTESTED_ADDED = (
+    "Connection “{label}” added, but its key is untested: Skyvern could not be reached. "
+    "Use “Test connection” once it can be."
+)
+UNTESTED_REPLACED = (
+    "The API key of “{label}” was replaced, but the new key is untested: Skyvern could not "
+    "be reached. Use “Test connection” once it can be."
+)
 
 
 @require_http_methods(["GET", "POST"])
@@ -121,21 +155,26 @@ def connection_edit(request, team_slug, pk):
 
 @require_http_methods(["GET", "POST"])
 def connection_replace_key(request, team_slug, pk):
+    """Replace the key once it is tested; a refused key leaves the old one in place."""
     team = team_for(request, team_slug, needs=Role.ADMIN)
     connection = _connection(request, team, pk)
     form = ReplaceKeyForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        connection.set_api_key(form.cleaned_data["api_key"])
-        connection.save(update_fields=["api_key_encrypted", "api_key_last4", "updated_at"])
-        forget_session(connection.pk)
-        audit_record(
-            action=Action.CONNECTION_REPLACE_KEY,
+    if (
+        request.method == "POST"
+        and form.is_valid()
+        and (tested := _vet_key(form, base_url=connection.base_url, connection=connection))
+        is not None
+    ):
+        keys.connection_key_replace(
+            connection=connection,
+            api_key=form.cleaned_data["api_key"],
+            tested=tested,
             request=request,
-            team=team,
-            target=connection,
-            details={"key": connection.masked_key},
         )
-        messages.success(request, f"The API key of “{connection.label}” was replaced.")
+        if tested:
+            messages.success(request, f"The API key of “{connection.label}” was replaced.")
+        else:
+            messages.warning(request, UNTESTED_REPLACED.format(label=connection.label))
         return redirect("teams:connection_list", team_slug=team.slug)
     return render(
         request,
@@ -170,35 +209,19 @@ def connection_delete(request, team_slug, pk):
 
 @require_POST
 def connection_test(request, team_slug, pk):
-    """Try the key with the cheapest Skyvern call and say what happened."""
+    """Try the key with the cheapest Skyvern call, check it sees this
+    connection's cached runs, and say what happened."""
     team = team_for(request, team_slug, needs=Role.ADMIN)
     connection = _connection(request, team, pk)
-    ok = False
-    try:
-        client_for(connection).check_key()
-        ok, message = True, "OK — Skyvern accepted the key."
-    except KeyRejected:
-        message = "Key rejected — Skyvern did not accept this API key."
-    except SkyvernUnreachable:
-        message = "Skyvern unreachable — check the base URL, or try again later."
-    # A key check only reads, so "may or may not have acted" doesn't apply here.
-    except SkyvernTimeout:
-        message = "No answer from Skyvern in time — it may be overloaded; try again later."
-    except SkyvernServerError as error:
-        message = f"Skyvern had an internal error (HTTP {error.status_code}) — try again later."
-    except SkyvernError as error:
-        message = f"Skyvern answered, but not as expected: {error}"
-    except ApiKeyUnreadable:
-        message = "The stored key can't be decrypted with this console's keys; replace the key."
-    audit_record(
-        action=Action.CONNECTION_TEST,
-        request=request,
-        team=team,
-        outcome=Outcome.OK if ok else Outcome.FAILED,
-        target=connection,
-        details={"message": message},
-    )
-    context = {"team": team, "connection": connection, "ok": ok, "message": message}
+    result = keys.connection_key_test(connection=connection, request=request)
+    ok, message = result.ok, result.message
+    context = {
+        "team": team,
+        "connection": connection,
+        "ok": ok,
+        "message": message,
+        "cleared_untested": result.cleared_untested,
+    }
     if request.htmx:
         return render(request, "teams/connection_list.html#test-result", context)
     (messages.success if ok else messages.error)(request, f"{connection.label}: {message}")

@@ -5,6 +5,7 @@ fragment and plain form), encryption at rest with key rotation, and the
 validation of base URLs and labels.
 """
 
+import ipaddress
 import re
 import socket
 
@@ -14,6 +15,7 @@ from django.db import connection as db_connection
 from django.urls import reverse
 
 from console.runs.models import Run
+from console.teams import hosts
 from console.teams.forms import validate_base_url
 from console.teams.models import Connection
 from console.teams.secrets import (
@@ -58,6 +60,27 @@ def admin(world, client_as):
     return client_as(world.admin)
 
 
+@pytest.fixture(autouse=True)
+def no_dns(monkeypatch):
+    """No real DNS: an address is itself, a name doesn't resolve. A key test
+    against https://api.skyvern.com then finds Skyvern unreachable, here and
+    in CI alike, and never reaches the real one."""
+
+    def resolve(host, port, family=socket.AF_UNSPEC):
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            raise socket.gaierror(socket.EAI_NONAME, "no such name") from None
+        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        return [(family, socket.SOCK_STREAM, 6, "", (host, port))]
+
+    monkeypatch.setattr(hosts, "resolve", resolve)
+
+
+# Where Skyvern can't be reached, a key is saved only when the admin says so.
+UNTESTED = {"save_untested": "on"}
+
+
 # --- the pages ---------------------------------------------------------------
 
 
@@ -66,15 +89,17 @@ def test_admin_adds_a_connection(world, admin):
     assert page.status_code == 200
     assert 'type="password"' in text_of(page)
 
+    world.simulator.state.add_org(NEW_KEY, name="Acme staging")
     response = admin.post(
         team_url("connection_create", world.team_a),
-        {"label": "Staging", "base_url": "https://staging.skyvern.example/", "api_key": NEW_KEY},
+        {"label": "Staging", "base_url": world.simulator.url + "/", "api_key": NEW_KEY},
     )
 
     assert response.status_code == 302
     assert response["Location"] == team_url("connection_list", world.team_a)
     added = Connection.objects.get(team=world.team_a, label="Staging")
-    assert added.base_url == "https://staging.skyvern.example"
+    assert added.base_url == world.simulator.url
+    assert not added.key_untested
     assert added.api_key() == NEW_KEY
     assert added.masked_key == "••••QW12"
     listing = admin.get(response["Location"])
@@ -128,6 +153,7 @@ def test_admin_replaces_the_key(world, admin):
     assert page.status_code == 200
     assert "••••A1B2" in text_of(page)
     assert_no_key(text_of(page), KEY_A)
+    world.simulator.state.add_org(NEW_KEY, name="Acme, new key")
 
     response = admin.post(
         team_url("connection_replace_key", world.team_a, connection.pk), {"api_key": NEW_KEY}
@@ -143,7 +169,6 @@ def test_admin_replaces_the_key(world, admin):
     assert "••••QW12" in html
     assert_no_key(html, NEW_KEY, KEY_A)
     # The new key is the one used from now on.
-    world.simulator.state.add_org(NEW_KEY, name="Acme, new key")
     result = admin.post(team_url("connection_test", world.team_a, connection.pk), headers=HTMX)
     assert "OK" in text_of(result)
 
@@ -278,12 +303,12 @@ def test_repr_and_str_of_a_connection_never_show_the_key(world):
 
 
 def test_no_connection_page_ever_shows_a_saved_key(world, admin):
+    world.simulator.state.add_org(NEW_KEY, name="Acme staging")
     admin.post(
         team_url("connection_create", world.team_a),
         {"label": "Staging", "base_url": world.simulator.url, "api_key": NEW_KEY},
     )
     added = Connection.objects.get(label="Staging")
-    world.simulator.state.add_org(NEW_KEY, name="Acme staging")
     pages = {
         "list": admin.get(team_url("connection_list", world.team_a)),
         "create": admin.get(team_url("connection_create", world.team_a)),
@@ -433,7 +458,7 @@ def test_the_form_applies_the_base_url_rules(
     settings.SKYVERN_ALLOW_LOOPBACK = allow_loopback
     response = admin.post(
         team_url("connection_create", world.team_a),
-        {"label": "Other", "base_url": url, "api_key": NEW_KEY},
+        {"label": "Other", "base_url": url, "api_key": NEW_KEY, **UNTESTED},
     )
     assert Connection.objects.filter(label="Other").exists() == saved
     if saved:
@@ -476,7 +501,7 @@ def test_a_label_taken_at_the_same_moment_is_an_error_not_a_crash(world, admin, 
 
     created = admin.post(
         team_url("connection_create", world.team_a),
-        {"label": "Skyvern", "base_url": "https://api.skyvern.com", "api_key": NEW_KEY},
+        {"label": "Skyvern", "base_url": "https://api.skyvern.com", "api_key": NEW_KEY, **UNTESTED},
     )
     renamed = admin.post(
         team_url("connection_edit", world.team_a, other.pk),
@@ -518,7 +543,7 @@ def test_the_same_label_in_another_team_is_fine(world, admin):
     elsewhere.save()
     response = admin.post(
         team_url("connection_create", world.team_a),
-        {"label": "Billing", "base_url": "https://api.skyvern.com", "api_key": NEW_KEY},
+        {"label": "Billing", "base_url": "https://api.skyvern.com", "api_key": NEW_KEY, **UNTESTED},
     )
     assert response.status_code == 302
     assert Connection.objects.filter(label="Billing").count() == 2
