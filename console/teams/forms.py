@@ -6,6 +6,7 @@ from django import forms
 from django.conf import settings
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.db import IntegrityError, transaction
+from django.utils.html import escape
 from django.utils.text import slugify
 
 from console.skyvern.client import API_KEY
@@ -238,7 +239,10 @@ class TeamCreateForm(forms.Form):
         max_length=60,
         required=False,
         label="Short name",
-        help_text="Used in the team's addresses (/t/<short name>/); made from the name if empty.",
+        # Django puts help texts on the page as HTML: escape the placeholder's brackets.
+        help_text=escape(
+            "Used in the team's addresses (/t/<short name>/); made from the name if empty."
+        ),
     )
 
     def clean(self):
