@@ -15,6 +15,7 @@ from django.test import Client
 from django.urls import reverse
 
 from console.audit.models import AuditEntry
+from console.skyvern import KeyRejected, SkyvernClient, ValidationFailed
 from console.teams.models import Connection
 from tests.conftest import KEY_A, KEY_B
 from tests.helpers import page_text
@@ -100,6 +101,29 @@ def test_a_new_connection_with_a_refused_key_is_not_added(world, admin):
     assert 'value="Staging"' in response.content.decode(), "the label stays as typed"
     assert_no_key(response.content.decode(), WRONG_KEY)
     assert not Connection.objects.filter(label="Staging").exists()
+
+
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [
+        (KeyRejected, "Skyvern refused this key (HTTP 403)."),
+        (ValidationFailed, "Skyvern answered, but not as expected (HTTP 422)."),
+    ],
+)
+def test_a_server_that_echoes_the_key_does_not_get_it_onto_the_page(
+    world, admin, monkeypatch, logs, error, says
+):
+    def echo(client):
+        raise error(f"bad key {client._api_key}", detail=f"bad key {client._api_key}")
+
+    monkeypatch.setattr(SkyvernClient, "check_key", echo)
+
+    response = replace_key(admin, world, NEW_KEY)
+
+    assert says in page_text(response)
+    assert_no_key(response.content.decode(), NEW_KEY)
+    assert_no_key(logs.text, NEW_KEY)
+    assert stored_key(world) == KEY_A
 
 
 def test_a_key_of_characters_no_key_has_is_refused_by_the_form(world, admin):
