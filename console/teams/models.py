@@ -99,7 +99,7 @@ class Connection(models.Model):
     base_url = models.URLField(max_length=300, default=DEFAULT_BASE_URL)
     api_key_encrypted = models.TextField(editable=False)
     api_key_last4 = models.CharField(max_length=4, editable=False)
-    # Saved while Skyvern couldn't be reached to test it ("Save without
+    # Saved while Skyvern couldn't test it ("Save without
     # testing"); cleared by the next successful "Test connection".
     key_untested = models.BooleanField(default=False, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)

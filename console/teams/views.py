@@ -59,6 +59,16 @@ def connection_list(request, team_slug):
     )
 
 
+UNTESTED_ADDED = (
+    "Connection “{label}” added, but its key is untested: Skyvern could not check it. "
+    "Use “Test connection” once Skyvern answers."
+)
+UNTESTED_REPLACED = (
+    "The API key of “{label}” was replaced, but the new key is untested: Skyvern could not "
+    "check it. Use “Test connection” once Skyvern answers."
+)
+
+
 def _vet_key(form, *, base_url, connection=None) -> bool | None:
     """Test the form's key (keys.key_vet): whether it was tested, or None
     with the reason on the form, and the checkbox that lets the admin go on."""
@@ -111,16 +121,6 @@ def connection_create(request, team_slug):
     return render(
         request, "teams/connection_form.html", {"team": team, "form": form, "adding": True}
     )
-
-
-UNTESTED_ADDED = (
-    "Connection “{label}” added, but its key is untested: Skyvern could not be reached. "
-    "Use “Test connection” once it can be."
-)
-UNTESTED_REPLACED = (
-    "The API key of “{label}” was replaced, but the new key is untested: Skyvern could not "
-    "be reached. Use “Test connection” once it can be."
-)
 
 
 @require_http_methods(["GET", "POST"])

@@ -174,7 +174,7 @@ def test_an_untestable_key_is_saved_only_when_the_admin_says_so(
     listing = admin.get(saved["Location"])
     text = page_text(listing)
     assert "The API key of “Skyvern” was replaced, but the new key is untested" in text
-    assert "Key untested — saved while Skyvern couldn't be reached." in text
+    assert "Key untested — saved while Skyvern couldn't check it." in text
     assert_no_key(listing.content.decode(), NEW_KEY, KEY_A)
     assert_no_key(logs.text, NEW_KEY, KEY_A)
     entry = AuditEntry.objects.get(action="connection_replace_key")
