@@ -2,9 +2,44 @@
 
 Plain stdlib, no Django. It serves the endpoints the console uses, with bodies
 that validate against Skyvern's own openapi.json, reproduces the observed
-behaviour of a real server (403 for bad keys, 404 for other organisations'
-runs, 307 on a trailing slash, naive-UTC timestamps, extra unknown fields...)
-and lets tests and benchmarks inject every failure.
+behaviour of a real server by default and lets tests and benchmarks inject
+every failure. Anything kinder than Skyvern is a knob, off by default.
+
+Behaviour, as Skyvern 1.0.56 (see /work/shared/skyvern/README.md):
+- Errors are JSON `{"detail": ...}`: a missing or wrong `x-api-key` 403
+  "Could not validate credentials"; another organisation's run 404 exactly
+  like an unknown one; `GET /v1/runs/{id}` of an unknown id 404 "Task run not
+  found"; retrying a non-terminal run 400; a wrong method 405; a trailing
+  slash 307 to the URL without it; a bad list query (bad status, page=0...)
+  422 `HTTPValidationError`. Cancel of a finished run: 200 `null`, no change.
+- Timestamps everywhere (nested ones too) are ISO 8601 without an offset,
+  meaning UTC.
+- A retry answers the new run: `status` created, `recording_url`,
+  `queued_at`, `started_at` null, `app_url` on the app host (`app_host=` /
+  `--app-host`; default this server, which serves the page), and
+  `retried_from_workflow_run_id` null (see `link_retries`). A JSON body on
+  it is ignored. Busy (the `busy` knob): 503 + Retry-After, no run created.
+- `GET /v1/agents/runs` and `/v1/agents/{wpid}/runs`: bare arrays of
+  WorkflowRun, newest first, no page cap. `GET /v1/runs`: TaskRunListItem
+  rows (filters status, search_key >= 3 chars, run_type,
+  workflow_permanent_id, tags, failure_category), page and page_size at most
+  100 each, so only the newest 10,000 runs of any filter can be reached.
+- Skyvern's own retries: a run may carry `attempt` > 1 and `attempts[]` (the
+  earlier, failed attempts with their retry decision, then the current one),
+  and `retry_pending` with `next_attempt_at` while Skyvern waits to retry it
+  itself (status failed meanwhile; a manual retry still makes a second run).
+  When `next_attempt_at` comes, the SAME run id turns queued, running, then
+  completed or failed as attempt + 1. These runs send no webhooks.
+- `failure_category` (list rows): Skyvern's classifier, a list of
+  {category, confidence_float, reasoning} from its 17 categories
+  (`seed.CATEGORIES`), most confident first, on failed / terminated /
+  timed_out runs; null otherwise.
+- `webhook_failure_reason`: a run `failed` only because its webhook could not
+  be delivered; it keeps its output and files, has no errors or category.
+- The demo seed has a few of each (Skyvern retries, pending retries,
+  webhook-only failures); `add_run(...)` / `POST /_sim/runs` take `attempt`,
+  `attempts`, `retry_pending`, `next_attempt_at`, `failure_category`,
+  `webhook_failure_reason`.
 
     from console.simulator import SimulatorServer
     server = SimulatorServer(host="127.0.0.1", port=0)   # 0 = a free port
@@ -45,8 +80,9 @@ Knobs (`state.configure(**knobs)` or `POST /_sim/config`; unknown -> error):
   drop_connection          bool/probability: close the socket, send nothing
   truncate_body            bool/probability: announce the body, send half, close
   redirect_to              URL: answer 307 to redirect_to + path (never follow!)
-  fault_endpoints          None (all) or some of list, get_run, retry, cancel,
-                           retry_webhook
+  fault_endpoints          None (all) or some of list (the three list
+                           endpoints, /v1/runs included), get_run, retry,
+                           cancel, retry_webhook
   apply_then_fail          True (default): hang/drop/5xx come after the request
                            took effect (a retry did create its run); False: before
   fault_seed               seed the dice, for reproducible benchmarks

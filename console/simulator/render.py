@@ -19,15 +19,13 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from urllib.parse import quote
 
 from . import media
-from .state import Org, Run
+from . import seed as seedmod
+from .state import FAILURE_STATUSES, Org, Run, retry_reason
 
-
-def ts(value: datetime | None) -> str | None:
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%f") if value is not None else None
+ts = seedmod.ts
 
 
 def dumps(data) -> bytes:
@@ -76,17 +74,28 @@ class Links:
         return f"{self.base_url}/artifacts/{quote(run_id, safe='')}/files/{quote(filename)}"
 
 
+def _attempts(run: Run) -> list[dict]:
+    """Every attempt of the run, oldest first: the earlier ones as recorded,
+    then the current one with Skyvern's retry decision, if any."""
+    return [dict(a) for a in run.attempts] + [_attempt(run)]
+
+
 def _attempt(run: Run) -> dict:
+    decision = reason = None
+    if run.retry_pending:
+        decision, reason = "retry", retry_reason(run)
+    elif run.attempt > 1 and run.status in FAILURE_STATUSES:
+        decision, reason = "stop", f"Retry policy: no attempts left after attempt {run.attempt}."
     return {
-        "attempt_number": 1,
+        "attempt_number": run.attempt,
         "status": run.status,
         "failure_reason": run.failure_reason,
         "error_codes": [e["error_code"] for e in run.errors if e.get("error_code")],
         "started_at": ts(run.started_at),
         "finished_at": ts(run.finished_at),
-        "retry_decision": None,
-        "decision_reason": None,
-        "next_attempt_at": None,
+        "retry_decision": decision,
+        "decision_reason": reason,
+        "next_attempt_at": ts(run.next_attempt_at),
         "webhook_sent_at": ts(run.finished_at) if run.webhook_url and run.finished_at else None,
     }
 
@@ -110,21 +119,19 @@ def workflow_run(run: Run, org: Org) -> dict:
         "reuse_browser_session": None,
         "debug_session_id": None,
         "status": run.status,
-        "attempt": 1,
-        "retry_pending": False,
-        "next_attempt_at": None,
-        "attempts": [_attempt(run)],
+        "attempt": run.attempt,
+        "retry_pending": run.retry_pending,
+        "next_attempt_at": ts(run.next_attempt_at),
+        "attempts": _attempts(run),
         "extra_http_headers": None,
         "cdp_connect_headers": None,
         "proxy_location": "RESIDENTIAL",
         "webhook_callback_url": run.webhook_url,
-        "webhook_failure_reason": None,
+        "webhook_failure_reason": run.webhook_failure_reason,
         "totp_verification_url": None,
         "totp_identifier": None,
         "failure_reason": run.failure_reason,
-        "failure_category": (
-            [{"category": e["error_code"]} for e in run.errors if e.get("error_code")] or None
-        ),
+        "failure_category": [dict(c) for c in run.failure_category or ()] or None,
         "retried_from_workflow_run_id": run.retried_from,
         "fallback_attempt": None,
         "parent_workflow_run_id": None,
@@ -158,6 +165,27 @@ def workflow_run(run: Run, org: Org) -> dict:
         # Newer than openapi.json (clients must ignore what they don't know):
         "run_tags": [],
         "workflow_version": 1 + int(run.workflow_id[-1]) if run.workflow_id[-1:].isdigit() else 1,
+    }
+
+
+def task_run_list_item(run: Run) -> dict:
+    """One row of `GET /v1/runs` (`TaskRunListItem`): a lightweight summary,
+    without failure reason, modified_at, app_url or recording."""
+    digest = hashlib.sha256(f"task_run|{run.run_id}".encode()).hexdigest()
+    return {
+        "task_run_id": f"tr_{int(digest[:15], 16)}",
+        "run_id": run.run_id,
+        "task_run_type": "workflow_run",
+        "status": run.status,
+        "title": run.workflow_title,
+        "started_at": ts(run.started_at),
+        "finished_at": ts(run.finished_at),
+        "created_at": ts(run.created_at),
+        "workflow_permanent_id": run.workflow_permanent_id,
+        "workflow_deleted": False,
+        "script_run": False,
+        "trigger_type": run.trigger_type,
+        "created_by": None,
     }
 
 
@@ -236,10 +264,10 @@ def workflow_run_response(run: Run, links: Links) -> dict:
         "errors": run.errors,
         "step_count": run.step_count,
         "run_type": "workflow_run",
-        "attempt": 1,
-        "retry_pending": False,
-        "next_attempt_at": None,
-        "attempts": [_attempt(run)],
+        "attempt": run.attempt,
+        "retry_pending": run.retry_pending,
+        "next_attempt_at": ts(run.next_attempt_at),
+        "attempts": _attempts(run),
         "run_with": "agent",
         "ai_fallback": None,
         "script_id": None,

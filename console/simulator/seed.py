@@ -12,7 +12,17 @@ Guarantees:
 - With at least one failed run, the first failed run's failure reason contains
   literal HTML (`<script>alert(1)</script>`) so escaping can be tested.
 - Every failed / terminated / timed_out run has an `errors` list whose items
-  carry an `error_code` (LOGIN_FAILED, CAPTCHA_DETECTED, ...).
+  carry an `error_code` (LOGIN_FAILED, CAPTCHA_DETECTED, ...) and a
+  `failure_category` (Skyvern's classifier: one to three of CATEGORIES,
+  most confident first) that fits that error - except the runs that failed
+  only because their webhook could not be delivered: those keep the output
+  and files of a completed run, have no errors and no category, and say why
+  in `webhook_failure_reason`.
+- Some runs went through Skyvern's own automatic retries (a workflow retry
+  policy): `attempt` > 1 with the earlier, failed attempts in `attempts`;
+  a few recent failed runs are still waiting for it (`retry_pending`, with
+  `next_attempt_at` in the future of the anchor). With `count >= 30` there is
+  at least one of each of these three kinds.
 
 The helpers `make_parameters`, `make_failure` and `make_success` are also used
 for runs created later by a retry, so those look just as real.
@@ -20,7 +30,7 @@ for runs created later by a retry, so those look just as real.
 
 import hashlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 TERMINAL = ("completed", "failed", "terminated", "canceled", "timed_out")
@@ -180,6 +190,143 @@ def make_failure(rng: random.Random, status: str, params: dict, *, xss: bool = F
     return reason, errors
 
 
+#: Skyvern 1.0.56's failure classifier categories (`failure_category[].category`).
+CATEGORIES = (
+    "ANTI_BOT_DETECTION",
+    "PROXY_ERROR",
+    "BROWSER_ERROR",
+    "NAVIGATION_FAILURE",
+    "PAGE_LOAD_TIMEOUT",
+    "ELEMENT_STATE_TIMEOUT",
+    "AUTH_FAILURE",
+    "LLM_ERROR",
+    "CREDENTIAL_ERROR",
+    "DATA_EXTRACTION_FAILURE",
+    "ELEMENT_NOT_FOUND",
+    "WRONG_PAGE_STATE",
+    "MAX_STEPS_EXCEEDED",
+    "LLM_REASONING_ERROR",
+    "INFRASTRUCTURE_ERROR",
+    "PARAMETER_BINDING_ERROR",
+    "UNKNOWN",
+)
+
+# error_code -> the categories a classifier would plausibly give, likeliest first.
+_CATEGORIES_BY_CODE = {
+    "LOGIN_FAILED": ("AUTH_FAILURE", "CREDENTIAL_ERROR"),
+    "CAPTCHA_DETECTED": ("ANTI_BOT_DETECTION", "WRONG_PAGE_STATE"),
+    "PORTAL_UNAVAILABLE": ("NAVIGATION_FAILURE", "INFRASTRUCTURE_ERROR"),
+    "ELEMENT_NOT_FOUND": ("ELEMENT_NOT_FOUND", "WRONG_PAGE_STATE"),
+    "PAGE_LOAD_TIMEOUT": ("PAGE_LOAD_TIMEOUT", "NAVIGATION_FAILURE", "PROXY_ERROR"),
+    "MFA_CODE_EXPIRED": ("CREDENTIAL_ERROR", "AUTH_FAILURE"),
+    "FILE_DOWNLOAD_FAILED": ("DATA_EXTRACTION_FAILURE", "ELEMENT_STATE_TIMEOUT"),
+    "SESSION_EXPIRED": ("AUTH_FAILURE", "WRONG_PAGE_STATE"),
+    "INVALID_INPUT": ("PARAMETER_BINDING_ERROR", "LLM_REASONING_ERROR"),
+    "NO_DATA_AVAILABLE": ("DATA_EXTRACTION_FAILURE", "WRONG_PAGE_STATE"),
+    "ACCESS_DENIED": ("AUTH_FAILURE", "CREDENTIAL_ERROR"),
+    "GOAL_UNACHIEVABLE": ("WRONG_PAGE_STATE", "LLM_REASONING_ERROR"),
+    "MAX_ELAPSED_TIME_EXCEEDED": ("MAX_STEPS_EXCEEDED", "PAGE_LOAD_TIMEOUT"),
+}
+_REASONING = {
+    "ANTI_BOT_DETECTION": "The site showed a CAPTCHA / bot check the agent could not pass.",
+    "PROXY_ERROR": "The proxy may have been slow or blocked by the site.",
+    "BROWSER_ERROR": "The browser crashed or lost its page.",
+    "NAVIGATION_FAILURE": "The target page could not be reached.",
+    "PAGE_LOAD_TIMEOUT": "The page did not finish loading in time.",
+    "ELEMENT_STATE_TIMEOUT": "An element never reached the expected state in time.",
+    "AUTH_FAILURE": "The site refused the sign-in or ended the session.",
+    "LLM_ERROR": "The language model call failed.",
+    "CREDENTIAL_ERROR": "The stored credentials or one-time code were wrong or stale.",
+    "DATA_EXTRACTION_FAILURE": "The expected data or file was not there to extract.",
+    "ELEMENT_NOT_FOUND": "The element the step needed was not on the page.",
+    "WRONG_PAGE_STATE": "The page was not in the state the workflow expected.",
+    "MAX_STEPS_EXCEEDED": "The run used up its step or time budget before finishing.",
+    "LLM_REASONING_ERROR": "The agent misread the page or the goal.",
+    "INFRASTRUCTURE_ERROR": "A Skyvern-side service failed.",
+    "PARAMETER_BINDING_ERROR": "A workflow parameter had a value the site rejected.",
+    "UNKNOWN": "The failure did not match a known pattern.",
+}
+
+
+def failure_category(errors: list, key: str) -> list[dict] | None:
+    """Skyvern's classification of a failure with these `errors`: a list of
+    {category, confidence_float, reasoning}, most confident first; None when
+    there is nothing to classify. Deterministic from `key` (the run id)."""
+    codes = [e.get("error_code") for e in errors if isinstance(e, dict) and e.get("error_code")]
+    if not codes:
+        return None
+    rng = random.Random(f"category|{key}|{codes[0]}")
+    names = _CATEGORIES_BY_CODE.get(codes[0], ("UNKNOWN",))
+    names = names[: rng.randint(1, len(names))]
+    confidence = round(rng.uniform(0.62, 0.97), 2)
+    result = []
+    for name in names:
+        result.append(
+            {"category": name, "confidence_float": confidence, "reasoning": _REASONING[name]}
+        )
+        confidence = round(confidence * rng.uniform(0.25, 0.6), 2)
+    return result
+
+
+WEBHOOK_FAILURES = (
+    "Webhook {url} answered HTTP 500 Internal Server Error after 3 attempts.",
+    "Webhook {url} timed out after 10 seconds (3 attempts).",
+    "Webhook {url} answered HTTP 404 Not Found.",
+    "Could not connect to webhook {url}: connection refused (3 attempts).",
+)
+
+
+def make_webhook_failure(rng: random.Random, url: str | None) -> tuple[str, str]:
+    """(failure_reason, webhook_failure_reason) of a run whose automation
+    succeeded but whose webhook could not be delivered."""
+    why = rng.choice(WEBHOOK_FAILURES).format(url=url or "(no URL)")
+    return webhook_failed(why), why
+
+
+def webhook_failed(why: str) -> str:
+    """The failure reason of a run failed only by its webhook."""
+    return f"Failed to send the run's webhook: {why}"
+
+
+def ts(value: datetime | None) -> str | None:
+    """Skyvern's timestamp format: naive UTC with microseconds."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%f") if value is not None else None
+
+
+def earlier_attempts(
+    rng: random.Random, count: int, first_start: datetime, params: dict, *, gap: timedelta
+) -> tuple[list[dict], datetime]:
+    """`count` failed attempts, Skyvern retrying after each, from `first_start`.
+
+    Returns the attempts (WorkflowRunAttempt dicts) and when the next
+    attempt starts.
+    """
+    attempts = []
+    start = first_start
+    for number in range(1, count + 1):
+        finished = start + timedelta(seconds=rng.uniform(40, 300))
+        next_at = finished + gap
+        reason, errors = make_failure(rng, "failed", params)
+        codes = [e["error_code"] for e in errors]
+        attempts.append(
+            {
+                "attempt_number": number,
+                "status": "failed",
+                "failure_reason": reason,
+                "error_codes": codes,
+                "started_at": ts(start),
+                "finished_at": ts(finished),
+                "retry_decision": "retry",
+                "decision_reason": f"Retry policy: {codes[0]} is retryable; "
+                f"attempt {number + 1} scheduled.",
+                "next_attempt_at": ts(next_at),
+                "webhook_sent_at": None,
+            }
+        )
+        start = next_at
+    return attempts, start
+
+
 def make_success(rng: random.Random, kind: str, params: dict):
     """(output, downloaded file names) for a completed run."""
     if kind == "invoices":
@@ -236,6 +383,12 @@ class SeedRun:
     files: list
     step_count: int | None
     webhook_url: str | None
+    attempt: int = 1
+    attempts: list = field(default_factory=list)  # the earlier attempts only
+    retry_pending: bool = False
+    next_attempt_at: datetime | None = None
+    failure_category: list | None = None
+    webhook_failure_reason: str | None = None
 
 
 _TERMINAL_WEIGHTS = {"completed": 58, "failed": 30, "terminated": 5, "canceled": 4, "timed_out": 3}
@@ -340,5 +493,64 @@ def generate_runs(seed: str, count: int, anchor: datetime) -> list[SeedRun]:
                 webhook_url=webhook,
             )
         )
+    _skyvern_retries_and_webhook_failures(seed, runs, anchor)
+    for run in runs:
+        if run.status in ("failed", "terminated", "timed_out"):
+            run.failure_category = failure_category(run.errors, run.run_id)
     runs.sort(key=lambda r: r.created_at, reverse=True)
     return runs
+
+
+def _skyvern_retries_and_webhook_failures(seed: str, runs: list[SeedRun], anchor: datetime):
+    """Give some runs Skyvern's own retries and some a webhook-only failure.
+
+    Uses its own random stream, so everything else about the runs stays what
+    it was before these features existed.
+    """
+    rng = random.Random(f"skyvern-sim-attempts|{seed}")
+    failed = [
+        r for r in runs if r.status == "failed" and r.errors[0]["error_code"] != "INVALID_INPUT"
+    ]
+    failed.sort(key=lambda r: r.run_id)
+    rng.shuffle(failed)
+    enough = len(runs) >= 30
+    # Skyvern is still waiting to retry these itself: recent failures.
+    pending = failed[: max(1 if enough else 0, len(runs) // 150)]
+    # These failed only because their webhook could not be delivered.
+    webhook_only = failed[len(pending) : len(pending) + max(1 if enough else 0, len(runs) // 60)]
+    used = {r.run_id for r in pending + webhook_only}
+    for run in pending:
+        finished = anchor - timedelta(minutes=rng.uniform(5, 40))
+        started = finished - timedelta(seconds=rng.uniform(40, 300))
+        run.queued_at = started - timedelta(seconds=rng.uniform(1, 25))
+        run.created_at = (run.queued_at - timedelta(seconds=rng.uniform(0.2, 3))).replace(
+            microsecond=rng.randrange(1_000_000)
+        )
+        run.started_at, run.finished_at = started, finished
+        run.retry_pending = True
+        # Always ahead of any "now" within the anchor's hour.
+        run.next_attempt_at = anchor + timedelta(minutes=rng.uniform(65, 180))
+    for run in webhook_only:
+        run.output, run.files = make_success(rng, workflow_kind(run.workflow_title), run.parameters)
+        run.webhook_url = run.webhook_url or (
+            f"https://hooks.example.com/skyvern/{_slug(run.workflow_title)}"
+        )
+        run.failure_reason, run.webhook_failure_reason = make_webhook_failure(rng, run.webhook_url)
+        run.errors = []
+    # Earlier attempts before the current one (completed on a later attempt,
+    # or failed for good once the policy gave up).
+    retried = [
+        r
+        for r in runs
+        if r.status in ("completed", "failed") and r.started_at and r.run_id not in used
+    ]
+    retried.sort(key=lambda r: r.run_id)
+    rng.shuffle(retried)
+    for run in retried[: max(1 if enough else 0, len(runs) // 12)]:
+        count = rng.choice((1, 1, 2))
+        gap = timedelta(minutes=rng.choice((1, 5, 15)))
+        first = run.queued_at + timedelta(seconds=rng.uniform(1, 10))
+        run.attempts, start = earlier_attempts(rng, count, first, run.parameters, gap=gap)
+        run.attempt = count + 1
+        duration = run.finished_at - run.started_at
+        run.started_at, run.finished_at = start, start + duration

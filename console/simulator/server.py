@@ -47,7 +47,26 @@ from . import media, render, webhooks
 from .state import ALL_STATUSES, ApiError, DueWebhook, FaultRoll, SimulatorState, to_naive_utc
 
 _INT = re.compile(r"\s*[+-]?\d+\s*")
-_STATUS_LIST = ", ".join(f"'{s}'" for s in ALL_STATUSES[:-1]) + f" or '{ALL_STATUSES[-1]}'"
+
+
+def _choices(values) -> str:
+    return ", ".join(f"'{v}'" for v in values[:-1]) + f" or '{values[-1]}'"
+
+
+RUN_TYPES = (
+    "task_v1",
+    "task_v2",
+    "task_v3",
+    "workflow_run",
+    "openai_cua",
+    "anthropic_cua",
+    "ui_tars",
+    "yutori_navigator",
+)
+#: `GET /v1/runs` answers at most page 100 of at most 100 rows: the newest
+#: 10,000 runs of any filter are all it can show.
+TASK_RUNS_MAX_PAGE = 100
+TASK_RUNS_MAX_PAGE_SIZE = 100
 MAX_BODY = 1 << 20
 #: How often the webhook ticker looks for runs that finished.
 TICK_SECONDS = 0.2
@@ -64,6 +83,7 @@ class Route:
 ROUTES = (
     Route("GET", ("v1", "agents", "runs"), "list", "list"),
     Route("GET", ("v1", "agents", "*", "runs"), "list_workflow", "list"),
+    Route("GET", ("v1", "runs"), "list_task_runs", "list"),
     Route("GET", ("v1", "runs", "*"), "get_run", "get_run"),
     Route("POST", ("v1", "agents", "runs", "*", "retry"), "retry", "retry"),
     Route("POST", ("v1", "runs", "*", "cancel"), "cancel", "cancel"),
@@ -92,7 +112,7 @@ def match_routes(segments: list[str]) -> list[tuple[Route, list[str]]]:
 # --- query validation, FastAPI/pydantic style -----------------------------------
 
 
-def _int_param(query, name, default, loc, errors):
+def _int_param(query, name, default, loc, errors, maximum=None):
     values = query.get(name)
     if not values:
         return default
@@ -118,14 +138,34 @@ def _int_param(query, name, default, loc, errors):
                 "ctx": {"ge": 1},
             }
         )
+    elif maximum is not None and value > maximum:
+        errors.append(
+            {
+                "type": "less_than_equal",
+                "loc": [loc, name],
+                "msg": f"Input should be less than or equal to {maximum}",
+                "input": raw,
+                "ctx": {"le": maximum},
+            }
+        )
     return value
 
 
-def _str_param(query, name, errors, max_length=500):
+def _str_param(query, name, errors, max_length=500, min_length=0):
     values = query.get(name)
     if not values:
         return None
     value = values[-1]
+    if len(value) < min_length:
+        errors.append(
+            {
+                "type": "string_too_short",
+                "loc": ["query", name],
+                "msg": f"String should have at least {min_length} characters",
+                "input": value,
+                "ctx": {"min_length": min_length},
+            }
+        )
     if len(value) > max_length:
         errors.append(
             {
@@ -158,27 +198,73 @@ def _datetime_param(query, name, errors):
         return None
 
 
+def _enum_list(query, name, choices, errors) -> list[str]:
+    values = query.get(name, [])
+    for i, value in enumerate(values):
+        if value not in choices:
+            expected = _choices(choices)
+            errors.append(
+                {
+                    "type": "enum",
+                    "loc": ["query", name, i],
+                    "msg": f"Input should be {expected}",
+                    "input": value,
+                    "ctx": {"expected": expected},
+                }
+            )
+    return values
+
+
+def _list_param(query, name, max_items, errors) -> list[str]:
+    values = query.get(name, [])
+    if len(values) > max_items:
+        errors.append(
+            {
+                "type": "too_long",
+                "loc": ["query", name],
+                "msg": f"List should have at most {max_items} items after validation, "
+                f"not {len(values)}",
+                "input": values,
+                "ctx": {
+                    "field_type": "List",
+                    "max_length": max_items,
+                    "actual_length": len(values),
+                },
+            }
+        )
+    return values
+
+
+def task_runs_params(query: dict) -> dict:
+    """`GET /v1/runs`'s query, validated like Skyvern (page and page_size
+    at most 100); ApiError(422) listing every problem."""
+    errors: list[dict] = []
+    params = {
+        "page": _int_param(query, "page", 1, "query", errors, TASK_RUNS_MAX_PAGE),
+        "page_size": _int_param(query, "page_size", 10, "query", errors, TASK_RUNS_MAX_PAGE_SIZE),
+        "statuses": _enum_list(query, "status", ALL_STATUSES, errors),
+        "search_key": _str_param(query, "search_key", errors, max_length=10**6, min_length=3),
+        "run_types": _enum_list(query, "run_type", RUN_TYPES, errors),
+        "workflow_permanent_ids": _list_param(query, "workflow_permanent_id", 50, errors),
+        # Repeated or comma-separated, as Skyvern takes them.
+        "tags": [t for v in _list_param(query, "tags", 20, errors) for t in v.split(",") if t],
+        "failure_category": _str_param(query, "failure_category", errors, max_length=100),
+    }
+    if errors:
+        raise ApiError(422, errors)
+    return params
+
+
 def list_params(query: dict, *, with_dates: bool) -> dict:
     """The list endpoints' query, validated; ApiError(422) listing every problem."""
     errors: list[dict] = []
     params = {
         "page": _int_param(query, "page", 1, "query", errors),
         "page_size": _int_param(query, "page_size", 10, "query", errors),
-        "statuses": query.get("status", []),
+        "statuses": _enum_list(query, "status", ALL_STATUSES, errors),
         "search_key": _str_param(query, "search_key", errors),
         "error_code": _str_param(query, "error_code", errors),
     }
-    for i, status in enumerate(params["statuses"]):
-        if status not in ALL_STATUSES:
-            errors.append(
-                {
-                    "type": "enum",
-                    "loc": ["query", "status", i],
-                    "msg": f"Input should be {_STATUS_LIST}",
-                    "input": status,
-                    "ctx": {"expected": _STATUS_LIST},
-                }
-            )
     if with_dates:
         params["created_at_start"] = _datetime_param(query, "created_at_start", errors)
         params["created_at_end"] = _datetime_param(query, "created_at_end", errors)
@@ -423,6 +509,9 @@ class _Handler(BaseHTTPRequestHandler):
         links = self.sim.links()
         query = parse_qs(url.query, keep_blank_values=True)
         try:
+            if route.name == "list_task_runs":
+                runs = state.list_task_runs(org.api_key, **task_runs_params(query))
+                return 200, [render.task_run_list_item(run) for run in runs]
             if route.group == "list":
                 params = list_params(query, with_dates=route.name == "list_workflow")
                 if route.name == "list_workflow":

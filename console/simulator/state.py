@@ -158,6 +158,25 @@ def _webhook_url(name, value):
     return value
 
 
+def _failure_category(name, value):
+    """None (derive it), or a list of {category, confidence_float, reasoning},
+    returned most confident first, as Skyvern orders it."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise ValueError(f"{name} must be a list of objects or null")
+    for item in value:
+        if not isinstance(item, dict) or item.get("category") not in seedmod.CATEGORIES:
+            raise ValueError(f"{name}: each item needs a category, one of {seedmod.CATEGORIES}")
+        confidence = item.get("confidence_float")
+        if isinstance(confidence, bool) or not isinstance(confidence, int | float):
+            raise ValueError(f"{name}: confidence_float must be a number between 0 and 1")
+        if not 0 <= confidence <= 1:
+            raise ValueError(f"{name}: confidence_float must be a number between 0 and 1")
+    items = [{"reasoning": None, **item} for item in value]
+    return sorted(items, key=lambda item: item["confidence_float"], reverse=True)
+
+
 def _bool(name, value):
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be true or false")
@@ -271,11 +290,24 @@ class Run:
     trigger_type: str = "api"
     seq: int = 0
     lifecycle: dict | None = None
+    # Skyvern's own retries (a workflow retry policy), all under this run id:
+    # `attempt` is the current one, `attempts` holds the EARLIER ones only
+    # (WorkflowRunAttempt dicts); while `retry_pending`, Skyvern starts
+    # attempt + 1 by itself at `next_attempt_at` (see `view`).
+    attempt: int = 1
+    attempts: list = field(default_factory=list)
+    retry_pending: bool = False
+    next_attempt_at: datetime | None = None
+    failure_category: list | None = None
+    # Set on runs that are `failed` only because their webhook failed.
+    webhook_failure_reason: str | None = None
 
     def view(self, now: datetime) -> "Run":
         """This run as it is at `now` (a copy; lifecycle resolved)."""
         life = self.lifecycle
         if not life:
+            if self.retry_pending and self.next_attempt_at and now >= self.next_attempt_at:
+                return self._next_attempt(now)
             return replace(self)
         created = self.created_at
         queued_at = created + timedelta(seconds=life["queued_after"])
@@ -297,9 +329,69 @@ class Run:
             view.modified_at = finished_at
             view.failure_reason = life["failure_reason"]
             view.errors = list(life["errors"])
+            view.failure_category = life.get("failure_category")
             view.output = life["output"]
             view.files = list(life["files"])
             view.step_count = life["step_count"]
+        return view
+
+    def _next_attempt(self, now: datetime) -> "Run":
+        """The run once Skyvern has started its own next attempt (same run id):
+        queued at `next_attempt_at`, running 5 s later, finished 3 minutes
+        after that, completed or failed (deterministic from the run id)."""
+        start = self.next_attempt_at
+        number = self.attempt + 1
+        earlier = {
+            "attempt_number": self.attempt,
+            "status": self.status,
+            "failure_reason": self.failure_reason,
+            "error_codes": [e["error_code"] for e in self.errors if e.get("error_code")],
+            "started_at": seedmod.ts(self.started_at),
+            "finished_at": seedmod.ts(self.finished_at),
+            "retry_decision": "retry",
+            "decision_reason": retry_reason(self),
+            "next_attempt_at": seedmod.ts(start),
+            "webhook_sent_at": None,
+        }
+        view = replace(
+            self,
+            attempt=number,
+            attempts=[*self.attempts, earlier],
+            retry_pending=False,
+            next_attempt_at=None,
+            queued_at=start,
+            started_at=None,
+            finished_at=None,
+            failure_reason=None,
+            errors=[],
+            failure_category=None,
+            output=None,
+            files=[],
+            step_count=None,
+            modified_at=start,
+        )
+        started = start + timedelta(seconds=5)
+        finished = started + timedelta(minutes=3)
+        if now < started:
+            view.status = "queued"
+            return view
+        view.started_at = started
+        if now < finished:
+            view.status = "running"
+            view.step_count = 1 + int((now - started).total_seconds() // 10)
+            view.modified_at = started + timedelta(seconds=10 * (view.step_count - 1))
+            return view
+        rng = random.Random(f"{self.run_id}|attempt|{number}")
+        view.finished_at = view.modified_at = finished
+        view.step_count = rng.randint(4, 24)
+        if _unit(self.run_id, "attempt", number) < 0.3:
+            view.status = "failed"
+            view.failure_reason, view.errors = seedmod.make_failure(rng, "failed", self.parameters)
+            view.failure_category = seedmod.failure_category(view.errors, self.run_id)
+        else:
+            view.status = "completed"
+            kind = seedmod.workflow_kind(self.workflow_title)
+            view.output, view.files = seedmod.make_success(rng, kind, self.parameters)
         return view
 
     @property
@@ -311,7 +403,21 @@ def _dt_to_json(value):
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-_DT_FIELDS = ("created_at", "modified_at", "queued_at", "started_at", "finished_at")
+_DT_FIELDS = (
+    "created_at",
+    "modified_at",
+    "queued_at",
+    "started_at",
+    "finished_at",
+    "next_attempt_at",
+)
+
+
+def retry_reason(run: "Run") -> str:
+    """Why Skyvern's retry policy decided to try a failed attempt again."""
+    codes = [e["error_code"] for e in run.errors if e.get("error_code")]
+    what = codes[0] if codes else "the failure"
+    return f"Retry policy: {what} is retryable; attempt {run.attempt + 1} scheduled."
 
 
 def run_to_json(run: Run) -> dict:
@@ -503,6 +609,12 @@ class SimulatorState:
                     recording_archived=archived and item.started_at is not None,
                     trigger_type=("scheduled", "manual", "api")[int(_unit(item.run_id) * 3)],
                     seq=self._seq,
+                    attempt=item.attempt,
+                    attempts=item.attempts,
+                    retry_pending=item.retry_pending,
+                    next_attempt_at=item.next_attempt_at,
+                    failure_category=item.failure_category,
+                    webhook_failure_reason=item.webhook_failure_reason,
                 )
             self._save()
         return [item.run_id for item in generated]
@@ -533,16 +645,58 @@ class SimulatorState:
         errors: list | None = None,
         parameters: dict | None = None,
         webhook_url: str | None = None,
+        attempt: int = 1,
+        attempts: list | None = None,
+        retry_pending: bool = False,
+        next_attempt_at: datetime | str | None = None,
+        failure_category: list | None = None,
+        webhook_failure_reason: str | None = None,
     ) -> str:
         """Add one run with exactly these facts (for precise tests); returns its id.
 
         Defaults: created ten minutes ago; a failed run without a reason gets a
         realistic one (with an `errors` entry); a reason without `errors`
-        gets one error with error_code "UNEXPECTED_ERROR".
+        gets one error with error_code "UNEXPECTED_ERROR". A failed,
+        terminated or timed-out run gets a `failure_category` fitting its
+        first error code unless one is given (`[]`: none).
+
+        Skyvern's own retries: `attempt` > 1 makes the run's current attempt
+        that one, after `attempt - 1` failed earlier attempts (generated
+        unless `attempts` gives them, as WorkflowRunAttempt dicts).
+        `retry_pending=True` (a failed, terminated or timed-out run only)
+        says Skyvern will start the next attempt itself at
+        `next_attempt_at` (default: in 30 minutes); once that time has
+        come, the same run id shows attempt + 1, queued, then running, then
+        finished.
+
+        `webhook_failure_reason` makes a run that failed only because its
+        webhook could not be delivered: status failed, the output and files
+        of a completed run, no errors, no category; its failure reason says
+        so unless `failure_reason` is given.
         """
         if status not in ALL_STATUSES:
             raise ValueError(f"unknown status {status!r}")
         webhook_url = _webhook_url("webhook_url", webhook_url)
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+            raise ValueError("attempt must be a whole number >= 1")
+        if attempts is not None and (
+            not isinstance(attempts, list)
+            or len(attempts) != attempt - 1
+            or not all(isinstance(a, dict) for a in attempts)
+        ):
+            raise ValueError("attempts must be a list of attempt - 1 objects (the earlier ones)")
+        if not isinstance(retry_pending, bool):
+            raise ValueError("retry_pending must be true or false")
+        if retry_pending and status not in FAILURE_STATUSES:
+            raise ValueError("only a failed, terminated or timed_out run can have retry_pending")
+        if next_attempt_at is not None and not retry_pending:
+            raise ValueError("next_attempt_at needs retry_pending")
+        failure_category = _failure_category("failure_category", failure_category)
+        if webhook_failure_reason is not None:
+            if not isinstance(webhook_failure_reason, str) or not webhook_failure_reason:
+                raise ValueError("webhook_failure_reason must be a non-empty string")
+            if status != "failed":
+                raise ValueError("only a failed run can have a webhook_failure_reason")
         now = utcnow()
         created = (
             to_naive_utc(created_at) if created_at is not None else now - timedelta(minutes=10)
@@ -581,7 +735,14 @@ class SimulatorState:
             if status in TERMINAL:
                 run.finished_at = max(run.started_at, min(created + timedelta(minutes=3), now))
                 run.step_count = 9
-            if status in FAILURE_STATUSES or (status == "canceled" and failure_reason):
+            if webhook_failure_reason is not None:
+                # The automation itself succeeded; only the webhook failed.
+                if failure_reason is None:
+                    failure_reason = seedmod.webhook_failed(webhook_failure_reason)
+                run.errors = errors or []
+                run.output, run.files = seedmod.make_success(rng, kind, params)
+                run.webhook_failure_reason = webhook_failure_reason
+            elif status in FAILURE_STATUSES or (status == "canceled" and failure_reason):
                 if failure_reason is None:
                     failure_reason, default_errors = seedmod.make_failure(rng, status, params)
                 else:
@@ -594,6 +755,29 @@ class SimulatorState:
             run.failure_reason = failure_reason
             if status == "completed":
                 run.output, run.files = seedmod.make_success(rng, kind, params)
+            if failure_category is not None:
+                run.failure_category = failure_category or None
+            elif status in FAILURE_STATUSES and webhook_failure_reason is None:
+                run.failure_category = seedmod.failure_category(run.errors, run_id)
+            if attempt > 1:
+                first = run.queued_at or created
+                generated, start = seedmod.earlier_attempts(
+                    rng, attempt - 1, first, params, gap=timedelta(minutes=1)
+                )
+                run.attempts = json.loads(json.dumps(attempts)) if attempts else generated
+                run.attempt = attempt
+                if run.started_at is not None:
+                    shift = max(timedelta(0), start - run.started_at)
+                    run.started_at += shift
+                    if run.finished_at is not None:
+                        run.finished_at += shift
+            if retry_pending:
+                run.retry_pending = True
+                run.next_attempt_at = (
+                    to_naive_utc(next_attempt_at)
+                    if next_attempt_at is not None
+                    else now + timedelta(minutes=30)
+                )
             run.modified_at = run.finished_at or run.started_at or run.queued_at or created
             self._seq += 1
             run.seq = self._seq
@@ -613,6 +797,8 @@ class SimulatorState:
             if status in TERMINAL and run.status not in TERMINAL:
                 self._webhook_watch.add(run_id)
             run.status = status
+            run.retry_pending, run.next_attempt_at = False, None
+            run.webhook_failure_reason = None
             if status == "created":
                 run.queued_at = run.started_at = run.finished_at = None
             elif status == "queued":
@@ -641,6 +827,9 @@ class SimulatorState:
                 run.output, run.files = seedmod.make_success(rng, kind, run.parameters)
             elif status != "completed":
                 run.output, run.files = None, []
+            run.failure_category = (
+                seedmod.failure_category(run.errors, run_id) if status in FAILURE_STATUSES else None
+            )
             run.modified_at = now
             self._runs[run_id] = run
             self._save()
@@ -722,6 +911,62 @@ class SimulatorState:
             runs = [r for r in runs if r.created_at < created_at_end]
         return runs[start : start + page_size]
 
+    def list_task_runs(
+        self,
+        api_key: str,
+        *,
+        page: int = 1,
+        page_size: int = 10,
+        statuses: list[str] | None = None,
+        search_key: str | None = None,
+        run_types: list[str] | None = None,
+        workflow_permanent_ids: list[str] | None = None,
+        tags: list[str] | None = None,
+        failure_category: str | None = None,
+    ) -> list[Run]:
+        """One page of `GET /v1/runs`: all the organisation's runs (here: all
+        workflow runs), newest first, filtered. The caller enforces Skyvern's
+        cap (page <= 100, page_size <= 100)."""
+        now = utcnow()
+        start = (page - 1) * page_size
+        with self._lock:
+            runs = [self._runs[i].view(now) for i in self._newest_first_ids(api_key)]
+        if run_types and "workflow_run" not in run_types:
+            return []
+        if tags:
+            return []  # the simulator's runs carry no tags
+        if statuses:
+            wanted = set(statuses)
+            runs = [r for r in runs if r.status in wanted]
+        if workflow_permanent_ids:
+            wanted = set(workflow_permanent_ids)
+            runs = [r for r in runs if r.workflow_permanent_id in wanted]
+        if failure_category:
+            runs = [
+                r
+                for r in runs
+                if r.status in FAILURE_STATUSES
+                and r.failure_category
+                and r.failure_category[0]["category"] == failure_category
+            ]
+        if search_key:
+            needle = search_key.lower()
+            runs = [
+                r
+                for r in runs
+                if any(
+                    needle in (text or "").lower()
+                    for text in (
+                        r.run_id,
+                        r.workflow_permanent_id,
+                        r.workflow_title,
+                        r.webhook_url,
+                        json.dumps(r.parameters, ensure_ascii=False),
+                    )
+                )
+            ]
+        return runs[start : start + page_size]
+
     def _newest_first_ids(self, api_key: str) -> list[str]:
         """The organisation's run ids, newest first (call with the lock held)."""
         version = (len(self._runs), self._seq, self._generation)
@@ -774,7 +1019,8 @@ class SimulatorState:
             }
             if failed:
                 reason, errors = seedmod.make_failure(rng, "failed", original.parameters)
-                lifecycle.update(failure_reason=reason, errors=errors)
+                category = seedmod.failure_category(errors, new_id)
+                lifecycle.update(failure_reason=reason, errors=errors, failure_category=category)
             else:
                 output, files = seedmod.make_success(rng, kind, original.parameters)
                 lifecycle.update(output=output, files=files)

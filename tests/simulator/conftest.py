@@ -25,6 +25,7 @@ ROOT_SCHEMAS = (
     "RunWebhookReplayResponse",
     "WorkflowRunStatus",
     "RunStatus",
+    "TaskRunListItem",
 )
 
 KEY = "sk-test-acme-0123456789"

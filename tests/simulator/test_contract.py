@@ -24,7 +24,6 @@ from .conftest import (
 )
 
 NAIVE_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}")
-TIMESTAMP_FIELDS = ("created_at", "modified_at", "queued_at", "started_at", "finished_at")
 TERMINAL = ("completed", "failed", "terminated", "canceled", "timed_out")
 NON_TERMINAL = ("created", "queued", "running", "paused")
 
@@ -48,7 +47,11 @@ def test_list_answers_an_array_of_workflow_runs(seeded):
         assert "app_url" not in row and "recording_url" not in row
         # fields newer than openapi.json, as real Skyvern sends them
         assert "run_tags" in row and "workflow_version" in row
-        assert row["attempt"] == 1 and row["retry_pending"] is False
+        assert row["attempt"] == len(row["attempts"])
+    # Skyvern's own retries and webhook-only failures are in the seed too
+    assert any(row["attempt"] > 1 for row in rows)
+    assert any(row["retry_pending"] for row in rows)
+    assert any(row["webhook_failure_reason"] for row in rows)
 
 
 def test_workflow_list_answers_an_array_of_workflow_runs(seeded):
@@ -79,7 +82,7 @@ def test_get_run_answers_a_workflow_run_response_in_every_status(seeded, status)
     assert body["workflow_permanent_id"] == run["workflow_permanent_id"]  # newer field
     if status in ("created", "queued"):
         assert body["recording_url"] is None and body["started_at"] is None
-    if status in ("failed", "terminated", "timed_out"):
+    if status in ("failed", "terminated", "timed_out") and not run["webhook_failure_reason"]:
         assert body["failure_reason"]
         assert body["errors"] and all(e["error_code"] for e in body["errors"])
 
@@ -106,6 +109,20 @@ def test_retry_answers_the_new_run(seeded):
     assert "retried_from_workflow_run_id" in rows[0]
     assert rows[0]["retried_from_workflow_run_id"] is None
     assert rows[0]["workflow_permanent_id"] == original["workflow_permanent_id"]
+
+
+def test_a_json_body_on_the_retry_is_ignored(org):
+    run_id = org.state.add_run(KEY, status="failed", parameters={"carrier": "MSC"})
+    response = call(
+        org,
+        "POST",
+        f"/v1/agents/runs/{run_id}/retry",
+        json={"parameters": {"carrier": "XPO"}, "webhook_url": "https://evil.example/"},
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["run_request"]["parameters"] == {"carrier": "MSC"}
+    assert body["run_request"]["webhook_url"] is None
 
 
 def test_linking_retries_is_an_explicit_kinder_option(seeded):
@@ -196,6 +213,7 @@ def test_retry_webhook_answers_a_replay(org):
 ENDPOINTS = [
     ("GET", "/v1/agents/runs"),
     ("GET", "/v1/agents/wpid_1/runs"),
+    ("GET", "/v1/runs"),
     ("GET", "/v1/runs/{run}"),
     ("POST", "/v1/agents/runs/{run}/retry"),
     ("POST", "/v1/runs/{run}/cancel"),
@@ -226,7 +244,7 @@ def test_unknown_run_answers_404(org):
 def test_another_organisations_run_answers_404_like_an_unknown_one(org):
     theirs = org.state.add_run(OTHER_KEY, status="failed")
     unknown = "wr_1234567890"
-    for method, template in ENDPOINTS[2:]:
+    for method, template in ENDPOINTS[3:]:
         mine = call(org, method, template.format(run=theirs))
         missing = call(org, method, template.format(run=unknown))
         assert mine.status_code == missing.status_code == 404
@@ -319,14 +337,36 @@ def test_list_defaults_to_ten_newest_first_and_pages_do_not_overlap(seeded):
     assert pages[0][:7] == first[:7]
 
 
+def timestamps(data, path=""):
+    """Every (path, value) of a field named like a timestamp, at any depth."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key.endswith("_at") and not isinstance(value, dict | list):
+                yield f"{path}.{key}", value
+            else:
+                yield from timestamps(value, f"{path}.{key}")
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            yield from timestamps(value, f"{path}[{i}]")
+
+
 def test_timestamps_are_naive_utc(org):
-    run_id = org.state.add_run(KEY, status="completed")
+    run_id = org.state.add_run(KEY, status="completed", attempt=2)
+    org.state.add_run(KEY, status="failed", retry_pending=True)
     new = call(org, "POST", f"/v1/agents/runs/{run_id}/retry").json()
-    bodies = [new, call(org, "GET", f"/v1/runs/{run_id}").json(), *all_runs(org)]
-    for body in bodies:
-        for field in TIMESTAMP_FIELDS:
-            value = body[field]
-            assert value is None or NAIVE_TIMESTAMP.fullmatch(value), (field, value)
+    bodies = [
+        new,
+        call(org, "GET", f"/v1/runs/{run_id}").json(),
+        *all_runs(org),
+        *call(org, "GET", "/v1/runs").json(),
+    ]
+    found = dict(timestamps(bodies))
+    # nested ones too: attempts, downloaded files, next_attempt_at
+    assert any(".attempts" in path for path in found)
+    assert any(".downloaded_files" in path for path in found)
+    assert any(path.endswith("next_attempt_at") and value for path, value in found.items())
+    for path, value in found.items():
+        assert value is None or NAIVE_TIMESTAMP.fullmatch(value), (path, value)
     created = datetime.fromisoformat(new["created_at"]).replace(tzinfo=UTC)
     assert abs(created - datetime.now(UTC)) < timedelta(seconds=5)
 

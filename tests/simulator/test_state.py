@@ -18,7 +18,7 @@ import requests
 
 from console.simulator import SimulatorServer, SimulatorState
 from console.simulator.render import Links
-from console.simulator.seed import ALL_STATUSES, WORKFLOWS, generate_runs
+from console.simulator.seed import ALL_STATUSES, CATEGORIES, WORKFLOWS, generate_runs
 from console.simulator.state import utcnow
 
 from .conftest import KEY, OTHER_KEY, REPO, all_runs, assert_valid, call
@@ -171,8 +171,12 @@ def test_seeded_history_is_varied_and_realistic():
         assert re.fullmatch(r"wr_\d{18}", run.run_id)
         if run.status in ("created", "queued", "running"):
             assert ANCHOR - run.created_at < timedelta(hours=1)
-        if run.status in ("failed", "terminated", "timed_out"):
+        if run.webhook_failure_reason:  # the automation worked, its webhook did not
+            assert run.status == "failed" and run.output and run.failure_reason
+            assert not run.errors and run.failure_category is None
+        elif run.status in ("failed", "terminated", "timed_out"):
             assert run.failure_reason and run.errors[0]["error_code"]
+            assert run.failure_category[0]["category"] in CATEGORIES
         if run.status == "completed":
             assert run.output and not run.failure_reason
         if run.finished_at:
