@@ -19,7 +19,8 @@ Guarantees:
 - Timestamps are naive datetimes meaning UTC, as Skyvern sends them.
 - Webhooks: a run that reaches a terminal status inside the simulator (a
   retry's lifecycle ending, `set_status` or `cancel` from a non-terminal
-  status) is "due" once; `due_webhooks()` hands each due run out exactly
+  status, Skyvern's own next attempt of a `retry_pending` run ending) is
+  "due" once; `due_webhooks()` hands each due run out exactly
   once, with its URL (the run's own `webhook_url`, else the organisation's).
   Runs added or seeded already finished are history: never delivered. The
   sending itself (server.py / webhooks.py) happens off the lock;
@@ -616,6 +617,8 @@ class SimulatorState:
                     failure_category=item.failure_category,
                     webhook_failure_reason=item.webhook_failure_reason,
                 )
+                if item.retry_pending:
+                    self._webhook_watch.add(item.run_id)
             self._save()
         return [item.run_id for item in generated]
 
@@ -772,6 +775,8 @@ class SimulatorState:
                     if run.finished_at is not None:
                         run.finished_at += shift
             if retry_pending:
+                # Skyvern's next attempt is still to come: its end is news.
+                self._webhook_watch.add(run_id)
                 run.retry_pending = True
                 run.next_attempt_at = (
                     to_naive_utc(next_attempt_at)
@@ -1088,8 +1093,8 @@ class SimulatorState:
             for run_id in sorted(self._webhook_watch):
                 stored = self._runs.get(run_id)
                 view = stored.view(now) if stored else None
-                if view is not None and view.status not in TERMINAL:
-                    continue
+                if view is not None and (view.status not in TERMINAL or view.retry_pending):
+                    continue  # still going, or Skyvern will try it again
                 self._webhook_watch.discard(run_id)
                 changed = True
                 url = self.webhook_url_for(view) if view is not None else None

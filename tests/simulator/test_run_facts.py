@@ -297,3 +297,17 @@ def test_the_seed_has_a_few_of_each_kind():
     assert any(r.attempt > 1 for r in small)
     assert any(r.retry_pending for r in small)
     assert any(r.webhook_failure_reason for r in small)
+
+
+def test_skyverns_own_next_attempt_sends_its_webhook_when_it_ends(org):
+    org.state.add_org(KEY, webhook_url="https://hooks.example.com/acme")
+    due_at = utcnow() + timedelta(hours=1)
+    run_id = org.state.add_run(KEY, status="failed", retry_pending=True, next_attempt_at=due_at)
+    # waiting, then running: nothing to announce yet
+    assert org.state.due_webhooks(now=utcnow()) == []
+    assert org.state.due_webhooks(now=due_at + timedelta(minutes=1)) == []
+    (due,) = org.state.due_webhooks(now=due_at + timedelta(minutes=4))
+    assert due.run.run_id == run_id and due.run.attempt == 2
+    assert due.run.status in ("completed", "failed")
+    assert due.url == "https://hooks.example.com/acme"
+    assert org.state.due_webhooks(now=due_at + timedelta(minutes=5)) == []  # once
