@@ -9,6 +9,10 @@ Guarantees:
   completed|failed, derived lazily from the time since its creation, using
   the timings and failure rate in force when it was created. Its outcome is a
   deterministic function of its run id and that failure rate.
+- A run waiting for Skyvern's own retry (`retry_pending`) stays as it is
+  until `next_attempt_at`; from then on the same run id is attempt + 1,
+  queued, running, then completed or failed (deterministic from its id),
+  derived lazily like a retry's lifecycle.
 - `reset()` empties everything (orgs, runs, counts) and turns every knob off
   (timings back to their defaults); it also wakes requests that are sleeping
   in latency/hang so they finish (by dropping their connection) instead of

@@ -344,6 +344,22 @@ def test_a_whole_seeded_history_parses(simulator):
         assert client.get_run(run.run_id).status == run.status
 
 
+def test_skyverns_own_retries_categories_and_webhook_failures_parse(org, client):
+    """Fields a 1.0.56 server sends that the client does not model yet are kept
+    in `raw`, and never stop a run from parsing."""
+    pending = org.state.add_run(KEY, status="failed", retry_pending=True)
+    third = org.state.add_run(KEY, status="completed", attempt=3)
+    hook = org.state.add_run(KEY, status="failed", webhook_failure_reason="HTTP 500")
+    listed = {run.run_id: run for run in client.list_runs(page_size=10)}
+    assert listed[pending].status == "failed" and listed[pending].raw["retry_pending"] is True
+    assert listed[pending].raw["failure_category"][0]["category"]
+    assert listed[third].raw["attempt"] == 3 and len(listed[third].raw["attempts"]) == 3
+    assert listed[hook].raw["webhook_failure_reason"] == "HTTP 500"
+    detail = client.get_run(hook)
+    assert detail.status == "failed" and detail.output and detail.errors == []
+    assert client.get_run(third).raw["attempts"][0]["status"] == "failed"
+
+
 # --- paging and filters ---------------------------------------------------------------
 
 
