@@ -58,13 +58,19 @@ signed run-finished webhooks).
 Webhooks, like Skyvern: when a run reaches a terminal status in the simulator
 (a retry finishing, set_status, cancel) and has a webhook URL (its own
 `webhook_url`, from add_run or inherited by a retry, else the organisation's,
-`add_org(key, webhook_url=...)`), a background ticker POSTs its
-WorkflowRunResponse JSON with `x-skyvern-signature` (hex HMAC-SHA256 of the
-raw body keyed with the organisation's API key), `x-skyvern-timestamp` and
-`Content-Type: application/json`. One attempt, 3 s timeout, no retries;
-reserved example domains (the seeded runs' hooks.example.com) are never
-contacted. `POST /v1/runs/{id}/retry_webhook` sends it again at once.
-`state.deliveries()` (or GET /_sim/deliveries) lists (run_id, url, status).
+`add_org(key, webhook_url=...)`), a background ticker POSTs its status
+response merged with its WorkflowRunResponse (compact JSON, UTF-8) with
+`x-skyvern-signature` (hex HMAC-SHA256 of that body as sent, keyed with the
+organisation's API key), `x-skyvern-timestamp` (NOT signed, and off by the
+Skyvern host's UTC offset: `webhook_timestamp_skew_seconds`, 5 h ahead by
+default) and `Content-Type: application/json`. 3 s timeout per attempt; on
+403, 408, 425, 429, 5xx or a network error it re-delivers the same body and
+headers up to 3 times, after 1, 2, 4 s (or the receiver's Retry-After when
+at most 30 s); other answers are final. Reserved example domains (the seeded
+runs' hooks.example.com) are never contacted. `POST
+/v1/runs/{id}/retry_webhook` sends it again at once, once.
+`state.deliveries()` (or GET /_sim/deliveries) lists every attempt: run_id,
+url, status_code, attempt (1, 2...), timestamp sent, error.
 
 Knobs (`state.configure(**knobs)` or `POST /_sim/config`; unknown -> error):
   latency_ms               added before every faulted /v1 answer
@@ -92,6 +98,11 @@ Knobs (`state.configure(**knobs)` or `POST /_sim/config`; unknown -> error):
   link_retries             KINDER than Skyvern, off by default: fill
                            retried_from_workflow_run_id of a run made by the
                            retry endpoint (real Skyvern leaves it null)
+  webhook_timestamp_skew_seconds  how far x-skyvern-timestamp is ahead of true
+                           time (default 18000: Skyvern's utcnow().timestamp()
+                           on an America/New_York host); 0 = a UTC host
+  webhook_backoff_scale    multiplies the waits between re-deliveries
+                           (default 1; tests shorten them with e.g. 0.01)
 
 Control API (loopback only, never faulted, no key): GET /_sim/health,
 GET|POST /_sim/config, GET /_sim/retries, POST /_sim/reset,

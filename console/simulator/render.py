@@ -280,9 +280,50 @@ def workflow_run_response(run: Run, links: Links) -> dict:
     }
 
 
+def workflow_run_status(run: Run, links: Links) -> dict:
+    """Skyvern's older workflow run status response (what
+    `build_workflow_run_status_response` makes): the first half of a webhook."""
+    files = downloaded_files(run, links)
+    return {
+        "workflow_id": run.workflow_id,
+        "workflow_run_id": run.run_id,
+        "status": run.status,
+        "failure_reason": run.failure_reason,
+        "proxy_location": "RESIDENTIAL",
+        "webhook_callback_url": run.webhook_url,
+        "webhook_failure_reason": None,
+        "totp_verification_url": None,
+        "totp_identifier": None,
+        "extra_http_headers": None,
+        "queued_at": ts(run.queued_at),
+        "started_at": ts(run.started_at),
+        "finished_at": ts(run.finished_at),
+        "created_at": ts(run.created_at),
+        "modified_at": ts(run.modified_at),
+        "parameters": run.parameters,
+        "screenshot_urls": screenshot_urls(run, links),
+        "recording_url": links.recording_url(run.run_id) if run.recording_available else None,
+        "downloaded_files": files,
+        "downloaded_file_urls": [item["url"] for item in files],
+        "outputs": run.output,
+        "total_steps": run.step_count,
+        "total_cost": None,
+        "task_v2": None,
+        "workflow_title": run.workflow_title,
+        "browser_session_id": None,
+        "max_screenshot_scrolls": None,
+        "errors": run.errors,
+        "run_with": "agent",
+        "ai_fallback": None,
+    }
+
+
 def webhook_payload(run: Run, links: Links) -> bytes:
-    """The body of a run's webhook: its `WorkflowRunResponse`, as sent (raw bytes)."""
-    return dumps(workflow_run_response(run, links))
+    """The body of a run's webhook, as sent (raw bytes): like Skyvern, its
+    status response updated with its run response (`WorkflowRunResponse`), so
+    both `workflow_run_id` and `run_id`, `outputs` and `output`..., dumped
+    compact with `ensure_ascii=False`."""
+    return dumps({**workflow_run_status(run, links), **workflow_run_response(run, links)})
 
 
 def webhook_replay(run: Run, target_url: str | None, payload: bytes, headers: dict, result) -> dict:

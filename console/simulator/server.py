@@ -25,18 +25,25 @@ Guarantees:
 - The control API (/_sim/...) answers only loopback clients.
 - Webhooks: a background ticker (every TICK_SECONDS, stopped by `stop()`)
   sends the webhook of every run that reached a terminal status (see
-  state.py), one attempt each with a short timeout, never while holding the
-  state lock; `POST /v1/runs/{id}/retry_webhook` sends the run's webhook
-  again, now, and answers how that went.
+  state.py), each attempt with a short timeout, never while holding the
+  state lock, and re-delivers it as Skyvern does (webhooks.py: up to 3
+  more times, same body and timestamp, after 1 s·2ⁿ or Retry-After ≤ 30 s,
+  scaled by `webhook_backoff_scale`) on 403, 408, 425, 429, 5xx and network
+  errors. Pending re-deliveries live in memory only: a reset or a restart
+  forgets them. `POST /v1/runs/{id}/retry_webhook` sends the run's webhook
+  again, now, once, and answers how that went.
 """
 
 import contextlib
+import dataclasses
+import heapq
 import ipaddress
 import json
 import re
 import socket
 import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -44,7 +51,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import media, render, webhooks
-from .state import ALL_STATUSES, ApiError, DueWebhook, FaultRoll, SimulatorState, to_naive_utc
+from .state import (
+    ALL_STATUSES,
+    ApiError,
+    Delivery,
+    FaultRoll,
+    SimulatorState,
+    to_naive_utc,
+)
 
 _INT = re.compile(r"\s*[+-]?\d+\s*")
 
@@ -70,6 +84,19 @@ TASK_RUNS_MAX_PAGE_SIZE = 100
 MAX_BODY = 1 << 20
 #: How often the webhook ticker looks for runs that finished.
 TICK_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One webhook attempt to make: the first, or a re-delivery of the same
+    body and headers."""
+
+    run_id: str
+    url: str
+    payload: bytes
+    headers: dict
+    generation: int
+    number: int = 1
 
 
 @dataclass(frozen=True)
@@ -531,7 +558,7 @@ class _Handler(BaseHTTPRequestHandler):
                 run = state.webhook_run(org.api_key, args[0])
                 url = state.webhook_url_for(run)
                 payload = render.webhook_payload(run, links)
-                headers = webhooks.signed_headers(payload, org.api_key)
+                headers = self.sim.webhook_headers(payload, org.api_key)
                 result = None
                 if url:
                     result = self.sim.send_webhook(run.run_id, url, payload, headers)
@@ -617,10 +644,7 @@ class _Handler(BaseHTTPRequestHandler):
             if path == "deliveries" and method == "GET":
                 return self._json(
                     200,
-                    [
-                        {"run_id": run_id, "url": url, "status_code": code}
-                        for run_id, url, code in state.deliveries()
-                    ],
+                    [dataclasses.asdict(delivery) for delivery in state.deliveries()],
                 )
             if path == "reset" and method == "POST":
                 state.reset()
@@ -692,6 +716,9 @@ class SimulatorServer:
         self._thread: threading.Thread | None = None
         self._ticker: threading.Thread | None = None
         self._ticker_stop = threading.Event()
+        # Re-deliveries to make, by when (time.monotonic()); the ticker's alone.
+        self._redeliveries: list[tuple[float, int, Attempt]] = []
+        self._redelivery_seq = 0
 
     def start(self) -> "SimulatorServer":
         """Bind and serve in a daemon thread; returns once listening."""
@@ -763,31 +790,79 @@ class SimulatorServer:
                 traceback.print_exc()  # a simulator bug must not end the ticker
 
     def deliver_due_webhooks(self, stop: threading.Event | None = None) -> int:
-        """Send the webhook of every run that finished since the last call."""
+        """Send the webhook of every run that finished since the last call, and
+        every re-delivery whose time has come; how many attempts were made."""
         sent = 0
         for due in self.state.due_webhooks():
             if stop is not None and stop.is_set():
-                break
-            self._deliver(due)
+                return sent
+            payload = render.webhook_payload(due.run, self.links())
+            headers = self.webhook_headers(payload, due.api_key)
+            self._attempt(Attempt(due.run.run_id, due.url, payload, headers, due.generation))
+            sent += 1
+        while self._redeliveries and self._redeliveries[0][0] <= time.monotonic():
+            if stop is not None and stop.is_set():
+                return sent
+            attempt = heapq.heappop(self._redeliveries)[2]
+            if attempt.generation != self.state.generation:
+                continue  # scheduled before a reset
+            self._attempt(attempt)
             sent += 1
         return sent
 
-    def _deliver(self, due: DueWebhook) -> webhooks.DeliveryResult:
-        payload = render.webhook_payload(due.run, self.links())
-        headers = webhooks.signed_headers(payload, due.api_key)
-        return self.send_webhook(due.run.run_id, due.url, payload, headers, due.generation)
+    def _attempt(self, attempt: Attempt) -> webhooks.DeliveryResult:
+        """Make one attempt; book the next one if Skyvern would re-deliver."""
+        result = self.send_webhook(
+            attempt.run_id,
+            attempt.url,
+            attempt.payload,
+            attempt.headers,
+            attempt.generation,
+            attempt.number,
+        )
+        redelivery = attempt.number  # the first try is followed by re-delivery 1
+        if webhooks.should_redeliver(result) and redelivery <= webhooks.MAX_REDELIVERIES:
+            scale = self.state.knobs()["webhook_backoff_scale"]
+            when = time.monotonic() + scale * webhooks.redelivery_delay(redelivery, result)
+            self._redelivery_seq += 1
+            again = dataclasses.replace(attempt, number=attempt.number + 1)
+            heapq.heappush(self._redeliveries, (when, self._redelivery_seq, again))
+        return result
+
+    def webhook_headers(self, payload: bytes, api_key: str) -> dict[str, str]:
+        """Skyvern's signed headers, with its host-skewed timestamp."""
+        skew = self.state.knobs()["webhook_timestamp_skew_seconds"]
+        return webhooks.signed_headers(payload, api_key, webhooks.skyvern_timestamp(skew))
 
     def send_webhook(
-        self, run_id: str, url: str, payload: bytes, headers: dict, generation: int | None = None
+        self,
+        run_id: str,
+        url: str,
+        payload: bytes,
+        headers: dict,
+        generation: int | None = None,
+        attempt: int = 1,
     ) -> webhooks.DeliveryResult:
         """One attempt, off the state lock; recorded in `state.deliveries()`."""
         if generation is None:
             generation = self.state.generation
         result = webhooks.post(url, payload, headers)
-        self.state.record_delivery(run_id, url, result.status_code, generation)
+        delivery = Delivery(
+            run_id=run_id,
+            url=url,
+            status_code=result.status_code,
+            attempt=attempt,
+            timestamp=headers.get("x-skyvern-timestamp", ""),
+            error=result.error,
+        )
+        self.state.record_delivery(delivery, generation)
         if self.verbose:
             outcome = result.status_code if result.status_code is not None else result.error
-            print(f"webhook {run_id} -> {url}: {outcome}", file=sys.stderr, flush=True)
+            print(
+                f"webhook {run_id} -> {url} (attempt {attempt}): {outcome}",
+                file=sys.stderr,
+                flush=True,
+            )
         return result
 
     def links(self) -> render.Links:

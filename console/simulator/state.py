@@ -27,8 +27,8 @@ Guarantees:
   "due" once; `due_webhooks()` hands each due run out exactly
   once, with its URL (the run's own `webhook_url`, else the organisation's).
   Runs added or seeded already finished are history: never delivered. The
-  sending itself (server.py / webhooks.py) happens off the lock;
-  `deliveries()` lists what was sent and the receiver's answer.
+  sending itself and its re-deliveries (server.py / webhooks.py) happen off
+  the lock; `deliveries()` lists every attempt and the receiver's answer.
 """
 
 import contextlib
@@ -182,6 +182,12 @@ def _failure_category(name, value):
     return sorted(items, key=lambda item: item["confidence_float"], reverse=True)
 
 
+def _whole_number(name, value):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be a whole number")
+    return value
+
+
 def _bool(name, value):
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be true or false")
@@ -217,6 +223,13 @@ KNOBS: dict[str, tuple[Any, Any]] = {
     "failure_rate": (0.3, _probability),
     "recording_url_ttl": (3600, _whole_seconds),
     "link_retries": (False, _bool),
+    # Webhook delivery (see webhooks.py). Skyvern's timestamp is off by its
+    # host's UTC offset: the default is the observed America/New_York host;
+    # 0 (a UTC host, a true clock) is the kinder, explicit option.
+    "webhook_timestamp_skew_seconds": (18000, _whole_number),
+    # Multiplies the waits between re-deliveries (1 s·2ⁿ, Retry-After); only
+    # tests shorten it.
+    "webhook_backoff_scale": (1.0, _non_negative),
 }
 
 
@@ -254,6 +267,18 @@ class Org:
     created_at: datetime
     # Where Skyvern posts run-finished webhooks of runs without their own URL.
     webhook_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One attempt at sending a webhook, and what came of it."""
+
+    run_id: str
+    url: str
+    status_code: int | None  # None: no HTTP answer (see error)
+    attempt: int = 1  # 1 the first try, 2.. Skyvern's re-deliveries
+    timestamp: str = ""  # the x-skyvern-timestamp sent
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -468,7 +493,7 @@ class SimulatorState:
         self._wake = threading.Event()
         # Runs whose arrival at a terminal status is still to be announced.
         self._webhook_watch: set[str] = set()
-        self._deliveries: list[tuple[str, str, int | None]] = []
+        self._deliveries: list[Delivery] = []
         self.secret = os.urandom(16).hex()
         if self.state_file and self.state_file.exists():
             self._load()
@@ -1108,17 +1133,15 @@ class SimulatorState:
                 self._save()
         return due
 
-    def record_delivery(
-        self, run_id: str, url: str, status_code: int | None, generation: int | None = None
-    ) -> None:
-        """Note one sent webhook (status_code None: no HTTP answer). A delivery
-        that started before a reset is not recorded in the new state."""
+    def record_delivery(self, delivery: Delivery, generation: int | None = None) -> None:
+        """Note one attempt at sending a webhook. One that started before a
+        reset is not recorded in the new state."""
         with self._lock:
             if generation is None or generation == self._generation:
-                self._deliveries.append((run_id, url, status_code))
+                self._deliveries.append(delivery)
 
-    def deliveries(self) -> list[tuple[str, str, int | None]]:
-        """(run_id, url, status_code) of every webhook sent since the last reset."""
+    def deliveries(self) -> list[Delivery]:
+        """Every attempt at sending a webhook since the last reset, in order."""
         with self._lock:
             return list(self._deliveries)
 
@@ -1239,6 +1262,7 @@ __all__ = [
     "NON_TERMINAL",
     "TERMINAL",
     "ApiError",
+    "Delivery",
     "DueWebhook",
     "SimulatorState",
 ]

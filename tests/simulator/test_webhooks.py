@@ -1,5 +1,8 @@
-"""The simulator delivers run-finished webhooks like Skyvern: signed, once,
-off the state lock, with a short timeout; retry_webhook sends one again."""
+"""The simulator delivers run-finished webhooks like Skyvern 1.0.56: signed
+over the compact JSON body, with the timestamp off by the Skyvern host's UTC
+offset (5 h by default), re-delivered up to 3 times on 403/408/425/429/5xx
+and network errors, off the state lock, with a short timeout;
+retry_webhook sends one again, once."""
 
 import contextlib
 import hashlib
@@ -17,13 +20,18 @@ from console.simulator import SimulatorServer, SimulatorState, webhooks
 from .conftest import KEY, OTHER_KEY, assert_valid, call
 
 FAST = {"queued_after": 0, "running_after": 0.05, "finished_after": 0.1}
+#: Re-deliveries 100 times sooner (0.01, 0.02, 0.04 s) to keep the tests fast.
+QUICK_REDELIVERY = {"webhook_backoff_scale": 0.01}
+NEW_YORK_SKEW = 18000  # seconds: Skyvern's utcnow().timestamp() on a UTC-5 host
 
 
 class Receiver:
     """A tiny HTTP server that records every POST it gets."""
 
-    def __init__(self, status: int = 200, delay: float = 0.0):
+    def __init__(self, status: int = 200, delay: float = 0.0, statuses=(), headers=None):
         self.status = status
+        self.statuses = list(statuses)  # answered in turn, then `status`
+        self.extra_headers = headers or {}
         self.delay = delay
         self.requests: list[dict] = []
         self.got = threading.Event()
@@ -44,8 +52,11 @@ class Receiver:
                 )
                 receiver.got.set()
                 answer = b'{"ok": true}'
+                status = receiver.statuses.pop(0) if receiver.statuses else receiver.status
                 with contextlib.suppress(OSError):  # the sender may have given up
-                    self.send_response(receiver.status)
+                    self.send_response(status)
+                    for name, value in receiver.extra_headers.items():
+                        self.send_header(name, value)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(answer)))
                     self.end_headers()
@@ -85,7 +96,12 @@ def wait_for_deliveries(state, count: int, timeout: float = 5.0) -> list:
     deadline = time.monotonic() + timeout
     while len(state.deliveries()) < count and time.monotonic() < deadline:
         time.sleep(0.02)
-    return state.deliveries()
+    return sent(state)
+
+
+def sent(state) -> list[tuple]:
+    """(run_id, url, status_code) of each attempt, in order."""
+    return [(d.run_id, d.url, d.status_code) for d in state.deliveries()]
 
 
 def retry(server, run_id: str, key: str = KEY) -> str:
@@ -94,14 +110,20 @@ def retry(server, run_id: str, key: str = KEY) -> str:
     return response.json()["run_id"]
 
 
-def assert_signed(request: dict, key: str = KEY) -> dict:
+def assert_signed(request: dict, key: str = KEY, skew: int = NEW_YORK_SKEW) -> dict:
     headers = request["headers"]
     expected = hmac.new(key.encode(), request["body"], hashlib.sha256).hexdigest()
     assert hmac.compare_digest(headers["x-skyvern-signature"], expected)
-    assert abs(int(headers["x-skyvern-timestamp"]) - time.time()) < 30
+    assert abs(int(headers["x-skyvern-timestamp"]) - skew - time.time()) < 30
     assert headers["content-type"] == "application/json"
     body = json.loads(request["body"])
+    # Signed as sent: compact JSON, non-ASCII as UTF-8.
+    compact = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    assert request["body"] == compact
     assert_valid("WorkflowRunResponse", body)
+    # The status response merged with the run response, as Skyvern sends it.
+    assert body["workflow_run_id"] == body["run_id"]
+    assert body["outputs"] == body["output"]
     return body
 
 
@@ -124,7 +146,7 @@ def test_a_retried_run_delivers_its_webhook_once_when_it_finishes(org, receiver)
     assert body["failure_reason"]
     assert body["app_url"].endswith(f"/runs/{new_id}")
     assert body["recording_url"]
-    assert org.state.deliveries() == [(new_id, receiver.url(), 200)]
+    assert sent(org.state) == [(new_id, receiver.url(), 200)]
 
 
 def test_the_organisation_url_is_used_when_the_run_has_none(org, receiver):
@@ -136,7 +158,7 @@ def test_the_organisation_url_is_used_when_the_run_has_none(org, receiver):
 
     assert request["path"] == "/org-hook/"
     assert assert_signed(request)["status"] == "completed"
-    assert org.state.deliveries() == [(new_id, receiver.url("/org-hook/"), 200)]
+    assert sent(org.state) == [(new_id, receiver.url("/org-hook/"), 200)]
 
 
 def test_the_runs_own_url_wins_over_the_organisations(org, receiver):
@@ -206,7 +228,191 @@ def test_a_run_still_going_is_not_delivered(org, receiver):
     retry(org, org.state.add_run(KEY, status="failed"))
     time.sleep(0.6)
     assert receiver.requests == []
-    assert org.state.deliveries() == []
+    assert sent(org.state) == []
+
+
+def test_the_timestamp_is_off_by_the_hosts_utc_offset_and_not_signed(org, receiver):
+    org.state.configure(**FAST)
+    org.state.add_org(KEY, webhook_url=receiver.url())
+    retry(org, org.state.add_run(KEY, status="failed"))
+
+    [request] = receiver.wait_for(1)
+
+    # 5 h ahead, like Skyvern's utcnow().timestamp() on an America/New_York
+    # host; the signature covers the body alone, whatever the timestamp.
+    skew = int(request["headers"]["x-skyvern-timestamp"]) - time.time()
+    assert abs(skew - NEW_YORK_SKEW) < 30
+    assert_signed(request)
+    assert org.state.deliveries()[0].timestamp == request["headers"]["x-skyvern-timestamp"]
+
+
+def test_a_utc_host_is_the_explicit_option(org, receiver):
+    org.state.configure(**FAST, webhook_timestamp_skew_seconds=0)
+    org.state.add_org(KEY, webhook_url=receiver.url())
+    retry(org, org.state.add_run(KEY, status="failed"))
+
+    [request] = receiver.wait_for(1)
+
+    assert_signed(request, skew=0)
+
+
+def test_the_body_is_compact_json_with_non_ascii_as_utf8(org, receiver):
+    org.state.add_org(KEY, webhook_url=receiver.url())
+    running = org.state.add_run(KEY, status="running", workflow_title="Rechnungsübersicht")
+    org.state.set_status(running, "failed", "Zeitüberschreitung")
+
+    [request] = receiver.wait_for(1)
+
+    assert "Rechnungsübersicht".encode() in request["body"]
+    assert b"\\u00fc" not in request["body"]
+    assert assert_signed(request)["failure_reason"] == "Zeitüberschreitung"
+
+
+@pytest.mark.parametrize("status", [503, 429, 403, 425])
+def test_a_retryable_answer_is_redelivered_with_the_same_body_and_timestamp(org, status):
+    receiver = Receiver(statuses=[status, status])
+    try:
+        org.state.configure(**FAST, **QUICK_REDELIVERY)
+        org.state.add_org(KEY, webhook_url=receiver.url())
+        new_id = retry(org, org.state.add_run(KEY, status="failed"))
+
+        first, second, third = receiver.wait_for(3)
+        time.sleep(0.3)  # answered 200 the third time: no more
+
+        assert len(receiver.requests) == 3
+        assert first["body"] == second["body"] == third["body"]
+        assert first["headers"] == second["headers"] == third["headers"]
+        assert sent(org.state) == [
+            (new_id, receiver.url(), status),
+            (new_id, receiver.url(), status),
+            (new_id, receiver.url(), 200),
+        ]
+        assert [d.attempt for d in org.state.deliveries()] == [1, 2, 3]
+    finally:
+        receiver.close()
+
+
+@pytest.mark.parametrize("status", [401, 404, 422])
+def test_another_4xx_answer_is_final(org, status):
+    receiver = Receiver(status=status)
+    try:
+        org.state.configure(**FAST, **QUICK_REDELIVERY)
+        org.state.add_org(KEY, webhook_url=receiver.url())
+        new_id = retry(org, org.state.add_run(KEY, status="failed"))
+
+        receiver.wait_for(1)
+        time.sleep(0.4)
+
+        assert sent(org.state) == [(new_id, receiver.url(), status)]
+    finally:
+        receiver.close()
+
+
+def test_a_server_error_gets_at_most_three_redeliveries(org):
+    receiver = Receiver(status=500)
+    try:
+        org.state.configure(**FAST, **QUICK_REDELIVERY)
+        org.state.add_org(KEY, webhook_url=receiver.url())
+        retry(org, org.state.add_run(KEY, status="failed"))
+
+        receiver.wait_for(4)
+        time.sleep(0.5)
+
+        assert len(receiver.requests) == 4
+    finally:
+        receiver.close()
+
+
+def test_redeliveries_back_off_exponentially_or_as_retry_after_says():
+    answer = webhooks.DeliveryResult(status_code=503)
+    assert [webhooks.redelivery_delay(n, answer) for n in (1, 2, 3)] == [1, 2, 4]
+    asked = webhooks.DeliveryResult(status_code=429, retry_after=7)
+    assert webhooks.redelivery_delay(1, asked) == 7
+    too_long = webhooks.DeliveryResult(status_code=503, retry_after=31)
+    assert webhooks.redelivery_delay(3, too_long) == 4
+
+
+def test_the_redelivery_waits_for_retry_after(org):
+    receiver = Receiver(statuses=[503], headers={"Retry-After": "20"})
+    try:
+        # Scaled by 0.01: Retry-After 20 s waits 0.2 s, where the backoff
+        # alone would wait 0.01 s.
+        org.state.configure(**FAST, **QUICK_REDELIVERY)
+        org.state.add_org(KEY, webhook_url=receiver.url())
+        retry(org, org.state.add_run(KEY, status="failed"))
+
+        receiver.wait_for(1)
+        first_at = time.monotonic()
+        receiver.wait_for(2)
+
+        assert len(receiver.requests) == 2
+        assert time.monotonic() - first_at >= 0.15
+    finally:
+        receiver.close()
+
+
+def test_the_default_backoff_is_skyverns_one_second(org):
+    receiver = Receiver(statuses=[503])
+    try:
+        org.state.configure(**FAST)
+        org.state.add_org(KEY, webhook_url=receiver.url())
+        retry(org, org.state.add_run(KEY, status="failed"))
+
+        receiver.wait_for(1)
+        time.sleep(0.6)
+        assert len(receiver.requests) == 1  # not yet
+        assert len(receiver.wait_for(2, timeout=3)) == 2
+    finally:
+        receiver.close()
+
+
+def test_a_reserved_domain_is_not_redelivered(org):
+    org.state.configure(**FAST, **QUICK_REDELIVERY)
+    org.state.add_org(KEY, webhook_url="https://hooks.example.com/skyvern/x")
+    retry(org, org.state.add_run(KEY, status="failed"))
+
+    wait_for_deliveries(org.state, 1)
+    time.sleep(0.3)
+
+    assert len(org.state.deliveries()) == 1
+
+
+def test_every_attempt_is_listed_by_the_control_api(org):
+    receiver = Receiver(statuses=[503])
+    try:
+        org.state.configure(**FAST, **QUICK_REDELIVERY)
+        org.state.add_org(KEY, webhook_url=receiver.url())
+        new_id = retry(org, org.state.add_run(KEY, status="failed"))
+        receiver.wait_for(2)
+        wait_for_deliveries(org.state, 2)
+
+        listed = call(org, "GET", "/_sim/deliveries", key=None).json()
+
+        assert [(d["run_id"], d["attempt"], d["status_code"]) for d in listed] == [
+            (new_id, 1, 503),
+            (new_id, 2, 200),
+        ]
+        sent_timestamp = receiver.requests[0]["headers"]["x-skyvern-timestamp"]
+        assert listed[0]["timestamp"] == listed[1]["timestamp"] == sent_timestamp
+    finally:
+        receiver.close()
+
+
+def test_a_reset_drops_pending_redeliveries(org):
+    receiver = Receiver(status=503)
+    try:
+        org.state.configure(**FAST, webhook_backoff_scale=0.3)
+        org.state.add_org(KEY, webhook_url=receiver.url())
+        retry(org, org.state.add_run(KEY, status="failed"))
+        receiver.wait_for(1)
+
+        org.state.reset()
+        time.sleep(0.8)
+
+        assert len(receiver.requests) == 1
+        assert org.state.deliveries() == []
+    finally:
+        receiver.close()
 
 
 # --- retry_webhook -----------------------------------------------------------------
@@ -226,7 +432,7 @@ def test_retry_webhook_sends_it_again_and_says_how_it_went(org, receiver):
     assert request["body"] == answer["payload"].encode()
     assert request["headers"]["x-skyvern-signature"] == answer["headers"]["x-skyvern-signature"]
     assert assert_signed(request)["run_id"] == run_id
-    assert org.state.deliveries() == [(run_id, receiver.url(), 200)]
+    assert sent(org.state) == [(run_id, receiver.url(), 200)]
 
     call(org, "POST", f"/v1/runs/{run_id}/retry_webhook")
     assert len(receiver.requests) == 2
@@ -237,7 +443,7 @@ def test_retry_webhook_without_a_url_sends_nothing(org):
     answer = call(org, "POST", f"/v1/runs/{run_id}/retry_webhook").json()
     assert answer["target_webhook_url"] is None
     assert answer["error"] and answer["status_code"] is None
-    assert org.state.deliveries() == []
+    assert sent(org.state) == []
 
 
 def test_reserved_example_domains_are_never_contacted(org, monkeypatch):
@@ -251,7 +457,7 @@ def test_reserved_example_domains_are_never_contacted(org, monkeypatch):
     answer = call(org, "POST", f"/v1/runs/{run_id}/retry_webhook").json()
     assert answer["status_code"] is None
     assert "reserved" in answer["error"]
-    assert org.state.deliveries() == [(run_id, "https://hooks.example.com/skyvern/x", None)]
+    assert sent(org.state) == [(run_id, "https://hooks.example.com/skyvern/x", None)]
 
 
 # --- bounded, off the lock -----------------------------------------------------------
@@ -265,17 +471,18 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/hook/"
 
 
-def test_an_unreachable_receiver_is_tried_once(org):
+def test_an_unreachable_receiver_gets_three_redeliveries_then_no_more(org):
     url = closed_port_url()
-    org.state.configure(**FAST)
+    org.state.configure(**FAST, **QUICK_REDELIVERY)
     org.state.add_org(KEY, webhook_url=url)
     new_id = retry(org, org.state.add_run(KEY, status="failed"))
 
-    deliveries = wait_for_deliveries(org.state, 1)
+    deliveries = wait_for_deliveries(org.state, 4)
     time.sleep(0.5)
 
-    assert deliveries == [(new_id, url, None)]
-    assert org.state.deliveries() == deliveries
+    assert deliveries == [(new_id, url, None)] * 4
+    assert [d.attempt for d in org.state.deliveries()] == [1, 2, 3, 4]
+    assert all("Connection" in d.error for d in org.state.deliveries())
 
 
 def test_a_slow_receiver_holds_neither_the_lock_nor_other_requests(org):
@@ -325,7 +532,7 @@ def test_reset_forgets_pending_and_sent_webhooks(org, receiver):
     retry(org, run_id)
     org.state.reset()
     time.sleep(0.6)
-    assert org.state.deliveries() == []
+    assert sent(org.state) == []
     assert len(receiver.requests) == 1
 
 
