@@ -1,36 +1,47 @@
 """Skyvern's run-finished webhooks: the console learns of a finished run at once.
 
-Skyvern POSTs the run's `WorkflowRunResponse` JSON to
-`/webhooks/skyvern/<token>/`, where the token (ConnectionSync.webhook_token)
-says which connection the delivery is for, and signs it:
-`x-skyvern-signature` is the hex HMAC-SHA256 of the raw body keyed with the
-organisation's API key, i.e. the connection's key. `x-skyvern-timestamp`
-(Unix seconds) must be within TIMESTAMP_TOLERANCE of now.
+Skyvern POSTs the run's status response merged with its `WorkflowRunResponse`
+(compact JSON) to `/webhooks/skyvern/<token>/`, where the token
+(ConnectionSync.webhook_token) says which connection the delivery is for, and
+signs it: `x-skyvern-signature` is the hex HMAC-SHA256 of the raw body keyed
+with the organisation's API key, i.e. the connection's key.
+
+`x-skyvern-timestamp` decides nothing. Skyvern 1.0.56 does not sign it and
+computes it as `datetime.utcnow().timestamp()`, which is off by the Skyvern
+host's UTC offset (5 h from an America/New_York host): a freshness window
+refused every delivery of such a host, and stopped no replay (anyone holding
+a captured body can put a fresh timestamp beside it). It is read and logged
+for information only; the signature and the body's own facts decide.
 
 Guarantees:
 - A delivery changes the cached run only when the token is known, the body
   is at most WEBHOOK_MAX_BODY_BYTES (never more than that + 1 bytes are
-  read), the signature is right (constant-time comparison on bytes), the
-  timestamp is fresh and the body is a workflow run. Every rejection
-  changes nothing in the database and answers only a status code with
-  `{"ok": false}`: 404 unknown token, 405 not a POST, 413 too big, 401
-  signature or timestamp, 400 not a run.
-- Idempotent: the same payload twice changes nothing the second time (not
-  even `synced_at`), and a delivery older than the cached run (by
-  `modified_at`) never overwrites it. A delivery compares and stores
-  holding the connection's runs lock (`runs_write_lock`, a row lock on its
-  ConnectionSync), the one a sync's listing pages and run_upsert_detail
-  take too: another delivery or a sync can't store in between, so the
-  comparison still holds when the run is written.
-- One log line per rejection (reason, connection id, remote address) and
-  per accepted delivery; never the key, the signature or the body. Each
-  rejection is also one audit row (webhook_rejected, with the status and
-  reason, in the connection's team when the token is known).
-
-Replay protection is limited by what Skyvern signs: the signature covers the
-raw body only, not the timestamp, so a captured delivery can be re-sent with
-a fresh timestamp. That is harmless here because applying a delivery is
-idempotent and older data never overwrites newer data.
+  read), the signature is right (constant-time comparison on bytes) and the
+  body is a workflow run. Every refusal changes nothing in the database and
+  answers only a status code with `{"ok": false}`, each final for Skyvern
+  (it re-delivers only 403, 408, 425, 429 and 5xx): 404 unknown token, 405
+  not a POST, 413 too big, 401 signature, 400 not a run.
+- Deduplicated by content, not by time: a delivery of a run whose cached
+  full view (one with an app_url) has the same status, `modified_at` and
+  `attempt` is a no-op answered 200, as is the same payload again, so
+  Skyvern's re-deliveries (up to 3, same body) and replays of a captured
+  body change nothing (not even `synced_at`); a delivery older than the
+  cached run (by `modified_at`, else by `attempt`) never overwrites it.
+  The comparison and the write happen holding the connection's runs lock
+  (`runs_write_lock`, a row lock on its ConnectionSync), the one a sync's
+  listing pages and run_upsert_detail take too: another delivery or a sync
+  can't store in between.
+- A database that fails for a moment (a lock timeout, a lost connection)
+  answers 503 with Retry-After, so that Skyvern re-delivers; nothing is
+  half-stored (one transaction).
+- One log line per refusal (reason, connection id, remote address) and per
+  accepted delivery (with the timestamp's offset from now); never the key,
+  the signature or the body. Each refusal of a known token is also one
+  audit row (webhook_rejected, with the status and reason, in the
+  connection's team), and the newest are shown to the team's admins on the
+  Connections page (`webhook_refusals`). A delivery to an unknown token
+  belongs to no team and could be sent by anyone, as often as they like: it
+  gets the log line only, no row anywhere.
 """
 
 import hashlib
@@ -40,10 +51,12 @@ import logging
 import math
 import re
 import time
+from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.db import DataError, transaction
+from django.db import DatabaseError, DataError, transaction
 from django.http import HttpResponseNotAllowed, JsonResponse, UnreadablePostError
 from django.views.decorators.csrf import csrf_exempt
 
@@ -62,7 +75,10 @@ from .models import ConnectionSync
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-TIMESTAMP_TOLERANCE = 5 * 60  # seconds, in either direction
+#: How many refused deliveries of a connection its Connections page shows.
+REFUSALS_SHOWN = 10
+#: Seconds Skyvern is asked to wait before re-delivering after a database hiccup.
+RETRY_AFTER_SECONDS = 5
 READ_CHUNK = 64 * 1024
 HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
@@ -159,7 +175,7 @@ def _read_body(request, limit: int) -> bytes:
 
 
 def _verify(request, connection, body: bytes) -> None:
-    """Rejected(401) unless the signature and timestamp are right."""
+    """Rejected(401) unless the signature is right (the timestamp is not signed)."""
     signature = request.META.get("HTTP_X_SKYVERN_SIGNATURE", "").strip()
     if not signature:
         raise Rejected(401, "no signature")
@@ -172,13 +188,17 @@ def _verify(request, connection, body: bytes) -> None:
     expected = hmac.new(key.encode(), body, hashlib.sha256).digest()
     if not hmac.compare_digest(expected, bytes.fromhex(signature)):
         raise Rejected(401, "wrong signature")
+
+
+def _timestamp_note(request) -> str:
+    """What x-skyvern-timestamp said, for the log only: its offset from now
+    (Skyvern's is off by its host's UTC offset, e.g. +18000 s)."""
     timestamp = request.META.get("HTTP_X_SKYVERN_TIMESTAMP", "").strip()
     if not timestamp:
-        raise Rejected(401, "no timestamp")
+        return "no timestamp"
     if not UNIX_SECONDS.fullmatch(timestamp):
-        raise Rejected(401, "garbled timestamp")
-    if abs(time.time() - int(timestamp)) > TIMESTAMP_TOLERANCE:
-        raise Rejected(401, "timestamp too far from now (stale or future)")
+        return "a garbled timestamp"
+    return f"timestamp {int(timestamp) - int(time.time()):+d} s from now"
 
 
 def _no_constants(name: str):
@@ -217,6 +237,10 @@ def _parse(body: bytes) -> RunDetail:
         raise Rejected(400, "the body is not JSON") from None
     if _holds_nul(data):
         raise Rejected(400, "a NUL character in the body")
+    if isinstance(data, dict) and "output" in data:
+        # The status response half of the body repeats the output as
+        # `outputs`: keep it once.
+        data.pop("outputs", None)
     try:
         detail = RunDetail.from_json(data)
     except BadResponse:
@@ -234,6 +258,12 @@ def _parse(body: bytes) -> RunDetail:
     return detail
 
 
+def _attempt(raw) -> int | None:
+    """Skyvern's own attempt number of the run (its automatic retries keep the run id)."""
+    value = raw.get("attempt") if isinstance(raw, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _apply(sync: ConnectionSync, detail: RunDetail) -> str:
     """Store the delivered run unless it is a repeat or older; says which."""
     connection = sync.connection
@@ -244,10 +274,20 @@ def _apply(sync: ConnectionSync, detail: RunDetail) -> str:
         runs_write_lock(connection)
         cached = (
             Run.objects.filter(connection=connection, run_id=detail.run_id)
-            .only("raw", "output", "modified_at")
+            .only("status", "app_url", "raw", "output", "modified_at")
             .first()
         )
         if cached is not None:
+            incoming_attempt, cached_attempt = _attempt(detail.raw), _attempt(cached.raw)
+            # The same news about the run, in a full view already stored: a
+            # re-delivery, a replay, or the same moment fetched by a sync.
+            if (
+                cached.app_url
+                and detail.modified_at is not None
+                and (detail.status, detail.modified_at, incoming_attempt)
+                == (cached.status, cached.modified_at, cached_attempt)
+            ):
+                return "unchanged (already applied: same status, modified_at and attempt)"
             # Compared as stored: the cached raw is the payload minus what has
             # a column of its own (the output).
             stored = run_fields_from_detail(detail)
@@ -255,9 +295,46 @@ def _apply(sync: ConnectionSync, detail: RunDetail) -> str:
                 return "unchanged (same payload)"
             if is_older(detail.modified_at, cached.modified_at):
                 return "ignored (older than the cached run)"
+            if detail.modified_at == cached.modified_at and is_older(
+                incoming_attempt, cached_attempt
+            ):
+                return "ignored (an earlier attempt than the cached run)"
         # Checked just above: no need for run_upsert_detail to look it up again.
         _, created = run_store_detail(connection=connection, detail=detail)
         return "created" if created else "updated"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One refused delivery, as a connection's admins see it."""
+
+    at: datetime
+    status: int | None
+    reason: str
+    remote_address: str
+
+
+def webhook_refusals(connection, *, limit: int = REFUSALS_SHOWN) -> list[Refusal]:
+    """The connection's newest refused deliveries (from the audit log, in the
+    connection's own team): when, why, from where. Never the body or the key:
+    the audit rows hold neither."""
+    from console.audit.models import Action, AuditEntry
+
+    rows = AuditEntry.objects.filter(
+        team=connection.team_id,
+        action=Action.WEBHOOK_REJECTED,
+        target_type="connection",
+        target_id=str(connection.pk),
+    ).order_by("-id")[:limit]
+    return [
+        Refusal(
+            at=row.created_at,
+            status=row.details.get("status"),
+            reason=str(row.details.get("reason") or ""),
+            remote_address=row.ip_address or "unknown",
+        )
+        for row in rows
+    ]
 
 
 # CSRF protection exists for requests a browser sends with the user's
@@ -285,11 +362,24 @@ def skyvern_webhook(request, token):
         return _reject(request, rejected.status, rejected.reason, connection_id)
     except DataError:
         return _reject(request, 400, "the database refused a value of the run", connection_id)
+    except DatabaseError as exc:
+        # Not the delivery's fault, and nothing was stored: ask Skyvern to
+        # send it again (it does on a 5xx, honouring a short Retry-After).
+        log.warning(
+            "Skyvern webhook for connection %s not stored, Skyvern will re-deliver: %s",
+            connection_id,
+            type(exc).__name__,
+        )
+        response = JsonResponse({"ok": False}, status=503)
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
     log.info(
-        "Skyvern webhook for connection %s: run %s (%s) %s",
+        "Skyvern webhook for connection %s: run %s (%s) %s (%s, from %s)",
         connection_id,
         detail.run_id,
         detail.status,
         outcome,
+        _timestamp_note(request),
+        _remote(request),
     )
     return JsonResponse({"ok": True})

@@ -2,8 +2,9 @@
 
 Random bytes, random JSON, valid-looking runs with junk fields, junk
 signatures and timestamps, correctly signed junk: the answer is 404/401/400/
-413, or 200 only for a correctly signed, fresh, valid run; never a 500; and
-no row changes unless the body was such a run (then only that run's row).
+413, or 200 only for a correctly signed valid run, whatever its timestamp
+says (Skyvern doesn't sign it, and its clock is off by hours); never a 500;
+and no row changes unless the body was such a run (then only that run's row).
 """
 
 import hashlib
@@ -18,7 +19,6 @@ from hypothesis import strategies as st
 from console.runs.models import Run, Status
 from console.simulator import render
 from console.sync.services import sync_state_for
-from console.sync.webhooks import TIMESTAMP_TOLERANCE
 from tests.conftest import KEY_A, KEY_B
 from tests.hostile.common import examples, nasty_text, rolled_back, rows, snapshot
 
@@ -290,14 +290,17 @@ def test_signed_runs_with_junk_fields(hook, client, overrides, drop):
     ),
     junk_signature=signatures,
     timestamp=st.one_of(
+        st.none(),
         timestamps,
-        st.integers(-2 * TIMESTAMP_TOLERANCE, 2 * TIMESTAMP_TOLERANCE).map(
-            lambda skew: str(int(time.time()) + skew)
-        ),
+        # Skyvern's own: off by its host's UTC offset, up to a day either way.
+        st.integers(-86400, 86400).map(lambda skew: str(int(time.time()) + skew)),
     ),
 )
 @example(mangle="upper", junk_signature="", timestamp=" 1 ")
 @example(mangle="right", junk_signature="", timestamp="١٢٣")
+@example(mangle="right", junk_signature="", timestamp=str(int(time.time()) + 18000))
+@example(mangle="right", junk_signature="", timestamp=None)
+@example(mangle="other key", junk_signature="", timestamp=str(int(time.time())))
 def test_signature_and_timestamp_junk(hook, client, mangle, junk_signature, timestamp):
     body = dumps(hook.payload)
     right = sign(body)
@@ -311,33 +314,18 @@ def test_signature_and_timestamp_junk(hook, client, mangle, junk_signature, time
         "junk": junk_signature,
         "missing": None,
     }[mangle]
-    headers = {"x-skyvern-timestamp": timestamp}
+    headers = {} if timestamp is None else {"x-skyvern-timestamp": timestamp}
     if signature is not None:
         headers["x-skyvern-signature"] = signature
-    stripped = timestamp.strip()
-    fresh = (
-        stripped.isascii()
-        and stripped.isdigit()
-        and len(stripped) <= 12
-        and abs(time.time() - int(stripped)) <= TIMESTAMP_TOLERANCE - 5
-    )
-    stale_edge = (
-        stripped.isascii()
-        and stripped.isdigit()
-        and len(stripped) <= 12
-        and abs(abs(time.time() - int(stripped)) - TIMESTAMP_TOLERANCE) < 5
-    )
     valid = mangle in ("right", "upper", "padded") or (mangle == "junk" and junk_signature == right)
     before = snapshot(hook)
     with rolled_back():
         response = deliver(client, hook.url, body, headers)
-        if stale_edge:
-            assert response.status_code in (200, 401)
-        elif valid and fresh:
-            assert response.status_code == 200
+        if valid:
+            assert response.status_code == 200, timestamp
             assert_only_that_run_changed(hook, before, hook.run_id)
         else:
             assert response.status_code == 401, (mangle, timestamp)
-        if response.status_code != 200:
             assert snapshot(hook) == before
+    assert snapshot(hook) == before
     assert snapshot(hook) == before
