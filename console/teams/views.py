@@ -14,7 +14,7 @@ from console.audit.models import Action
 from console.audit.services import audit_record
 from console.sync.models import new_webhook_token
 from console.sync.services import sync_state_for, team_sync_states
-from console.sync.webhooks import webhook_refusals
+from console.sync.webhooks import REFUSALS_SHOWN, webhook_refusals
 
 from . import keys
 from . import services as member_services
@@ -57,7 +57,9 @@ def connection_list(request, team_slug):
         state.connection.webhook_refusals = webhook_refusals(state.connection)
         connections.append(state.connection)
     return render(
-        request, "teams/connection_list.html", {"team": team, "connections": connections}
+        request,
+        "teams/connection_list.html",
+        {"team": team, "connections": connections, "refusals_shown": REFUSALS_SHOWN},
     )
 
 

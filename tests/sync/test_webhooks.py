@@ -637,6 +637,7 @@ def test_only_the_newest_refusals_are_shown(world, client, finished):
 
     text = page_text(connections_page(world))
 
+    assert f"the last {webhooks.REFUSALS_SHOWN} at most" in text
     shown = re.findall(r"192\.0\.2\.(\d+)", text)
     assert shown == [str(n) for n in reversed(range(3, webhooks.REFUSALS_SHOWN + 3))]
 
