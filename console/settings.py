@@ -67,6 +67,9 @@ SKYVERN_CONNECT_TIMEOUT = float(os.environ.get("SKYVERN_CONNECT_TIMEOUT", "3.05"
 SKYVERN_READ_TIMEOUT = float(os.environ.get("SKYVERN_READ_TIMEOUT", "20"))
 # How often the worker brings every team's cached runs in line with Skyvern.
 SYNC_INTERVAL_SECONDS = int(os.environ.get("SYNC_INTERVAL_SECONDS", "180"))
+# A periodic sync round that shows no progress (no connection done) for this
+# long is taken for dead (its worker was killed) and the next round is booked.
+SYNC_ROUND_STALE_SECONDS = int(os.environ.get("SYNC_ROUND_STALE_SECONDS", "300"))
 # How often an open runs page asks for new runs and fresh status counts.
 RUNS_PAGE_POLL_SECONDS = int(os.environ.get("RUNS_PAGE_POLL_SECONDS", "10"))
 # Largest Skyvern webhook body accepted (bytes); bigger deliveries get 413.
@@ -89,6 +92,8 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_htmx",
+    # Before django_tasks_db: its `db_worker` command replaces that one.
+    "console.worker",
     "django_tasks_db",
     "axes",
     "django_otp",

@@ -10,6 +10,8 @@ from django.db import transaction
 from django.tasks import task
 from django.utils import timezone
 
+from console.worker.chains import chain_book, chain_ensure
+
 from .models import BulkRetryJob, JobState
 from .services import bulk_job_work, bulk_jobs_revive
 
@@ -17,6 +19,8 @@ log = logging.getLogger(__name__)
 
 #: How often the watchdog looks for jobs whose worker died, while any job is active.
 WATCHDOG_INTERVAL = timedelta(seconds=30)
+#: A watchdog round (a few queries) still running after this has lost its worker.
+WATCHDOG_ROUND_STALE = timedelta(minutes=5)
 
 
 @task
@@ -69,8 +73,12 @@ def bulk_job_enqueue(job_id: int, *, run_after: datetime | None = None) -> bool:
 
 def bulk_watchdog_schedule(*, delay: timedelta = WATCHDOG_INTERVAL) -> bool:
     """Make sure exactly one watchdog round is waiting; True when one was booked."""
-    with transaction.atomic():
-        if _waiting(bulk_retry_watchdog.module_path).exists():
-            return False
-        bulk_retry_watchdog.using(run_after=timezone.now() + delay).enqueue()
-    return True
+    return chain_book(bulk_retry_watchdog, delay=delay)
+
+
+def bulk_watchdog_ensure() -> str:
+    """While any job is active, keep the watchdog going, also after a worker
+    was killed in one of its rounds (what every db_worker does); see `chain_ensure`."""
+    if not BulkRetryJob.objects.filter(state__in=[JobState.QUEUED, JobState.RUNNING]).exists():
+        return "idle"
+    return chain_ensure(bulk_retry_watchdog, stale_after=WATCHDOG_ROUND_STALE)

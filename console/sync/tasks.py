@@ -7,11 +7,10 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
 from django.tasks import task
-from django.utils import timezone
 
 from console.teams.models import Connection
+from console.worker.chains import chain_beat, chain_book, chain_ensure
 
 from .services import connection_sync
 
@@ -28,27 +27,34 @@ def sync_connection(connection_id: int, full: bool = False) -> str:
 
 @task
 def sync_all_connections() -> int:
-    """Sync every connection incrementally, then book the next round."""
+    """Sync every connection incrementally, then book the next round.
+
+    One chain of these runs, kept going by every db_worker
+    (`console.worker.chains`): a round that shows no sign of life for
+    SYNC_ROUND_STALE_SECONDS is taken for dead and the next one is booked.
+    """
     try:
+        chain_beat(sync_all_connections)
         for connection in Connection.objects.all():
             try:
                 connection_sync(connection=connection)
             except Exception:
                 log.exception("periodic sync of connection %s failed", connection.pk)
+            chain_beat(sync_all_connections)
         return Connection.objects.count()
     finally:
         schedule_periodic_sync(delay=timedelta(seconds=settings.SYNC_INTERVAL_SECONDS))
 
 
 def schedule_periodic_sync(*, delay: timedelta = timedelta(0)) -> bool:
-    """Make sure exactly one periodic sync is waiting; True when one was booked."""
-    from django_tasks_db.models import DBTaskResult
+    """Book the next periodic sync round unless one is waiting; True when booked.
+    Two callers at once book one round."""
+    return chain_book(sync_all_connections, delay=delay)
 
-    with transaction.atomic():
-        # The round that is running books its successor itself, in its `finally`.
-        if DBTaskResult.objects.filter(
-            task_path=sync_all_connections.module_path, status="READY"
-        ).exists():
-            return False
-        sync_all_connections.using(run_after=timezone.now() + delay).enqueue()
-    return True
+
+def periodic_sync_ensure() -> str:
+    """Start the periodic sync if it isn't going, or replace a round whose
+    worker died (what every db_worker does); see `chain_ensure`."""
+    return chain_ensure(
+        sync_all_connections, stale_after=timedelta(seconds=settings.SYNC_ROUND_STALE_SECONDS)
+    )
