@@ -14,7 +14,6 @@ from django.conf import settings
 from django.core.management import BaseCommand, CommandError, call_command
 
 from console.demo.seed import DEMO_PASSWORD, seed_people_and_teams, seed_simulator_and_runs
-from console.sync.tasks import schedule_periodic_sync
 
 
 def wait_for_port(host: str, port: int, *, seconds: float, process: subprocess.Popen) -> None:
@@ -92,7 +91,7 @@ class Command(BaseCommand):
             seed_simulator_and_runs(
                 simulator_url=simulator_url, console_url=f"http://{host}:{port}"
             )
-            schedule_periodic_sync()
+            # The worker starts the periodic sync itself, as in production.
             start("manage.py", "db_worker")
             web = start("manage.py", "runserver", f"{host}:{port}", "--noreload", "--skip-checks")
             wait_for_port(host, port, seconds=30, process=web)
