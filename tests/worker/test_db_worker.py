@@ -23,7 +23,7 @@ from console.sync.tasks import sync_all_connections
 from tests.bulk.conftest import database_url
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-STALE_SECONDS = 3
+STALE_SECONDS = 4
 
 
 def wait_for(condition, *, seconds, what):
