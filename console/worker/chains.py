@@ -120,5 +120,6 @@ def chain_ensure(task: Task, *, stale_after: timedelta) -> str:
         chain.revived_at = now
         chain.revivals += 1
         chain.save(update_fields=["revived_at", "revivals"])
-    log.warning("%s: round(s) %s lost with their worker; booked the next", task.name, lost_ids)
+    lost_list = ", ".join(map(str, lost_ids))
+    log.warning("%s: round(s) %s lost with their worker; booked the next", task.name, lost_list)
     return "revived"
