@@ -29,7 +29,7 @@ from django.conf import settings
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from console.bulk.models import BulkRetryItem, BulkRetryJob, ItemState, JobState
-from console.runs.models import Retry, Run
+from console.runs.models import Retry, RetryState, Run
 from console.teams.models import ROLE_RANK, Connection, Membership, Role, Team
 from tests.conftest import KEY_A
 
@@ -72,7 +72,8 @@ class Entry:
     # "team": kwargs {team_slug}; "run": + a run of that team;
     # "connection": + a connection of that team; "plain": no kwargs;
     # "job": + a running bulk retry job of that team; "item": + its unknown item;
-    # "member": + the membership of that team's viewer (team B: its operator).
+    # "member": + the membership of that team's viewer (team B: its operator);
+    # "retry": + a run of that team and its retry #1, of unknown outcome.
     kind: str
     needs: object  # a Role, SIGNED_IN or ANYONE
     calls: tuple[Call, ...] = ()
@@ -85,6 +86,11 @@ class Entry:
 
 def retry_data(world):
     return {"seen_retries": "0", "next": reverse("runs:run_list", args=["acme"])}
+
+
+def retry_link_data(world):
+    # A run Skyvern doesn't have: linking it is refused after the access checks.
+    return {"run_id": "wr_not_at_skyvern", "next": reverse("runs:run_list", args=["acme"])}
 
 
 def new_connection_data(world):
@@ -255,6 +261,17 @@ ACCESS: dict[str, Entry] = {
         # Without htmx the card sends the browser to the run's page.
         calls=(Call("GET", 302), Call("GET", 200, htmx=True, fragment=True)),
     ),
+    **{
+        name: Entry(
+            kind="retry",
+            needs=Role.OPERATOR,
+            calls=(
+                Call("POST", 302, data=retry_link_data),
+                Call("POST", 200, htmx=True, data=retry_link_data, fragment=True),
+            ),
+        )
+        for name in ("runs:retry_check", "runs:retry_link")
+    },
     "runs:run_retry": Entry(
         kind="run",
         needs=Role.OPERATOR,
@@ -486,6 +503,12 @@ def kwargs_for(entry: Entry, world, *, team=None, run_team=None, connection_team
     if entry.kind == "run":
         connection = world.connection_b if (run_team or team) == world.team_b else None
         kwargs["run_id"] = world.add_run(connection, status="failed")
+    elif entry.kind == "retry":
+        connection = world.connection_b if (run_team or team) == world.team_b else None
+        kwargs["run_id"] = world.add_run(connection, status="failed")
+        run = Run.objects.get(run_id=kwargs["run_id"])
+        Retry.objects.create(run=run, number=1, state=RetryState.UNKNOWN)
+        kwargs["number"] = 1
     elif entry.kind == "connection":
         owner = connection_team or team
         kwargs["pk"] = (world.connection_b if owner == world.team_b else world.connection_a).pk
@@ -602,7 +625,7 @@ def test_the_walk_finds_the_team_urls():
 OBJECT_URLS = [
     name
     for name, entry in ACCESS.items()
-    if entry.kind in ("run", "connection", "job", "item", "member")
+    if entry.kind in ("run", "retry", "connection", "job", "item", "member")
 ]
 
 

@@ -18,6 +18,8 @@ class Action(models.TextChoices):
     PASSWORD_SET = "password_set", "Password set"
     RUN_RETRY = "run_retry", "Run retried"
     RUN_RETRY_FAILED = "run_retry_failed", "Run retry failed"
+    RUN_RETRY_CHECK = "run_retry_check", "Unknown retry checked"
+    RUN_RETRY_LINK = "run_retry_link", "Unknown retry linked to a run"
     BULK_JOB_CREATE = "bulk_job_create", "Bulk retry created"
     BULK_JOB_PAUSE = "bulk_job_pause", "Bulk retry paused"
     BULK_JOB_RESUME = "bulk_job_resume", "Bulk retry resumed"

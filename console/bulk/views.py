@@ -275,7 +275,7 @@ def _live_context(request, team, job: BulkRetryJob, source, **extra) -> dict:
     state = item_filter.cleaned_data.get("state") or ""
     items = (
         BulkRetryItem.objects.filter(job=job)
-        .select_related("run", "new_run")
+        .select_related("run", "new_run", "retry")
         .defer(*(f"{rel}__{name}" for rel in ("run", "new_run") for name in _HEAVY))
         .order_by("id")
     )
@@ -497,15 +497,17 @@ def bulk_job_cancel(request: HtmxHttpRequest, team_slug: str, job_id: int):
 
 @require_POST
 def bulk_item_check(request: HtmxHttpRequest, team_slug: str, job_id: int, item_id: int):
-    """Look at Skyvern for the new run an unknown item may have made; link it if found."""
+    """Look at Skyvern for the new run an unknown item may have made. The item
+    then shows what was found, with "This is the retry" on each candidate;
+    a run is linked by the check itself only when Skyvern names its origin."""
     team = team_for(request, team_slug, needs=Role.OPERATOR)
     item = _team_item(request, team, job_id, item_id)
     try:
-        result = services.bulk_item_check(item=item, user=request.user)
+        result = services.bulk_item_check(item=item, user=request.user, request=request)
     except BulkRetryRefused as refused:
         return _after_action(request, team, item.job, error=f"{item.run.run_id}: {refused}")
     text = f"{item.run.run_id}: {result.message}"
-    if result.found is None:
+    if result.failed or not (result.linked or result.candidates):
         return _after_action(request, team, item.job, error=text)
     return _after_action(request, team, item.job, notice=text)
 

@@ -129,6 +129,10 @@ def card_values(run) -> tuple:
                 retry.requested_at,
                 retry.requested_by.get_username() if retry.requested_by_id else None,
                 retry.new_run.run_id if retry.new_run_id else None,
+                # A check's evidence changes only with its time and note.
+                retry.proposed_runs,
+                retry.checked_at,
+                retry.check_note,
             )
             for retry in retries
         ),
@@ -168,7 +172,8 @@ def card_rows(queryset, limit: int) -> list[CardRow]:
 
 # A run's counted retries, newest first, as card_values() holds them.
 COUNTED_RETRIES_SQL = """
-    SELECT retry.run_id, retry.id, retry.state, retry.requested_at, person.username, made.run_id
+    SELECT retry.run_id, retry.id, retry.state, retry.requested_at, person.username, made.run_id,
+           retry.proposed_runs, retry.checked_at, retry.check_note
     FROM runs_retry retry
     LEFT JOIN auth_user person ON person.id = retry.requested_by_id
     LEFT JOIN runs_run made ON made.id = retry.new_run_id
@@ -191,12 +196,20 @@ def _counted_retries(run_pks: list[int]) -> dict[int, list[tuple]]:
     by_run = defaultdict(list)
     with db_connection.cursor() as cursor:
         cursor.execute(sql, [*run_pks, *COUNTED_RETRY_STATES])
-        for run_pk, pk, state, requested_at, username, new_run_id in cursor.fetchall():
-            if requested_at is not None and requested_at.tzinfo is None:
-                # SQLite gives back the stored UTC time without its zone.
-                requested_at = requested_at.replace(tzinfo=UTC)
-            by_run[run_pk].append((pk, state, requested_at, username, new_run_id))
+        for run_pk, pk, state, requested_at, username, new_run_id, *check in cursor.fetchall():
+            proposed, checked_at, note = check
+            # SQLite gives back the stored UTC times without their zone.
+            requested_at, checked_at = (_utc(requested_at), _utc(checked_at))
+            by_run[run_pk].append(
+                (pk, state, requested_at, username, new_run_id, proposed, checked_at, note)
+            )
     return by_run
+
+
+def _utc(moment):
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
 
 
 def card_fingerprint(run) -> bytes:

@@ -159,6 +159,13 @@ class Retry(models.Model):
         Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="created_by_retry"
     )
     error = models.CharField(max_length=500, blank=True, default="")
+    # An unknown retry: the runs at Skyvern that may be its new run (ids,
+    # space-separated; proposed by the sync or the last check), and what the
+    # last check found (console/runs/checking.py).
+    proposed_runs = models.CharField(max_length=300, blank=True, default="")
+    checked_at = models.DateTimeField(null=True, blank=True)
+    check_note = models.CharField(max_length=500, blank=True, default="")
+    check_evidence = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-requested_at", "-id"]

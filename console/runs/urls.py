@@ -13,4 +13,12 @@ urlpatterns = [
     path("runs/<run_id:run_id>/refresh/", views.run_detail_refresh, name="run_detail_refresh"),
     path("runs/<run_id:run_id>/card/", views.run_card, name="run_card"),
     path("runs/<run_id:run_id>/retry/", views.run_retry, name="run_retry"),
+    path(
+        "runs/<run_id:run_id>/retries/<int:number>/check/",
+        views.retry_check,
+        name="retry_check",
+    ),
+    path(
+        "runs/<run_id:run_id>/retries/<int:number>/link/", views.retry_link, name="retry_link"
+    ),
 ]

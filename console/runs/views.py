@@ -1,4 +1,3 @@
-
 from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponseRedirect
@@ -12,10 +11,10 @@ from console.sync.views import sync_context
 from console.teams.access import can_retry, team_for
 from console.teams.models import Role
 
-from . import details, services
+from . import checking, details, services
 from .cards import with_card_data
 from .listing import RunFilterForm, run_page, run_updates
-from .models import Run
+from .models import COUNTED_RETRY_STATES, Retry, Run
 from .services import RetryRefused, run_refresh
 
 
@@ -230,3 +229,59 @@ def _back_to(request, team) -> str:
     ):
         return target
     return reverse("runs:run_list", kwargs={"team_slug": team.slug})
+
+
+def _team_retry(run: Run, number: int) -> Retry:
+    retry = Retry.objects.filter(run=run, number=number, state__in=COUNTED_RETRY_STATES).first()
+    if retry is None:
+        raise Http404("No such retry of this run.")
+    return retry
+
+
+@require_POST
+def retry_check(request: HtmxHttpRequest, team_slug: str, run_id: str, number: int):
+    """Ask Skyvern what it has that may be this unknown retry's new run. The
+    card then shows what was found, with "This is the retry" on each
+    candidate. With htmx: the card. Without JavaScript: back, with a message."""
+    team = team_for(request, team_slug, needs=Role.OPERATOR)
+    run = _team_run(request, team, run_id)
+    retry = _team_retry(run, number)
+    error, notice = None, None
+    try:
+        check = checking.retry_check(retry=retry, user=request.user, request=request)
+    except RetryRefused as refused:
+        error = str(refused)
+    else:
+        error = check.message if check.failed else None
+        notice = check.message
+    return _after_retry_change(request, team, run, error=error, notice=notice)
+
+
+@require_POST
+def retry_link(request: HtmxHttpRequest, team_slug: str, run_id: str, number: int):
+    """Record, on the person's word, that a run Skyvern has is this retry's
+    new run. With htmx: the card. Without JavaScript: back, with a message."""
+    team = team_for(request, team_slug, needs=Role.OPERATOR)
+    run = _team_run(request, team, run_id)
+    retry = _team_retry(run, number)
+    error, notice = None, None
+    try:
+        new_run = checking.retry_link(
+            retry=retry, run_id=request.POST.get("run_id", ""), user=request.user, request=request
+        )
+    except RetryRefused as refused:
+        error = str(refused)
+    else:
+        notice = f"{new_run.run_id} linked as the new run of this retry."
+    return _after_retry_change(request, team, run, error=error, notice=notice)
+
+
+def _after_retry_change(request, team, run, *, error, notice):
+    if request.htmx:
+        run = _team_run(request, team, run.run_id)  # as it is now
+        return render(request, CARD, _card_context(request, team, run, card_error=error))
+    if error:
+        messages.error(request, f"{run.run_id}: {error}")
+    else:
+        messages.success(request, f"{run.run_id}: {notice}")
+    return HttpResponseRedirect(_back_to(request, team))

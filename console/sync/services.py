@@ -16,7 +16,9 @@
 - memory stays flat: one page of runs is held at a time;
 - a full sync cut off mid-way resumes at the page where it stopped;
 - when Skyvern fails, the cached runs are left as they were and the error is
-  recorded for the team pages to show.
+  recorded for the team pages to show;
+- a retry whose outcome is unknown gets the cached runs that may be its new
+  run proposed on its card (never linked: Skyvern doesn't say, a person does).
 """
 
 import logging
@@ -28,6 +30,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from console.runs.checking import retry_proposals_update
 from console.runs.models import Run, search_text_for
 from console.runs.services import is_older, run_upsert_detail, runs_write_lock
 from console.skyvern import (
@@ -210,6 +213,9 @@ def connection_sync(*, connection: Connection, full: bool = False) -> SyncResult
         _sync_listing(client, connection, state, owner, full=full, result=result)
         _refresh_unfinished(client, connection, result)
         _fetch_failure_details(client, connection, result)
+        # Runs just stored may be what an unknown retry made: say so on its
+        # card (a person checks and links; nothing is linked here).
+        retry_proposals_update(connection=connection)
     except (SkyvernError, ApiKeyUnreadable) as error:
         result.error = str(error)
         _release_lease(

@@ -34,7 +34,10 @@ from console.bulk.services import (
     bulk_retry_resume,
 )
 from console.bulk.tasks import bulk_retry_watchdog, bulk_retry_work
+from console.runs.checking import retry_link
 from console.runs.models import Retry, RetryState, Run
+from console.runs.services import RetryRefused
+from console.skyvern import SkyvernClient
 from console.teams.models import Connection
 
 from .conftest import make_job
@@ -242,34 +245,64 @@ def test_gives_up_after_the_most_attempts(world, settings):
     assert outcome == ItemState.FAILED and "Gave up after 2 attempts" in item.error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11, defect 1: Check reads Skyvern's null retried_from_workflow_run_id "
-    "as 'not retried from this run' and advises a duplicate",
-)
-def test_check_links_the_run_skyvern_did_create(world):
+def runs_made_by_retries(world, run_ids) -> dict[str, str]:
+    """{original run: the run its retry made}, known to the simulator by the
+    parameters a retry copies (Skyvern itself doesn't say)."""
+    connection = world.connection_a
+    listed = SkyvernClient(connection.base_url, connection.api_key()).list_runs(page_size=1000)
+    state = world.simulator.state
+    made = {
+        original: summary.run_id
+        for summary in listed
+        if summary.run_id not in run_ids
+        for original in run_ids
+        if state.find_run(summary.run_id).parameters == state.find_run(original).parameters
+    }
+    assert len(made) == len(run_ids)
+    return made
+
+
+def test_check_shows_the_runs_skyvern_did_create_and_the_person_links_one(world):
+    """Issue 11, defect 1: Skyvern fills retried_from_workflow_run_id with null
+    for API retries. Check must not read that as "not retried from this run"
+    (and advise a duplicate): it lists the candidates with their evidence,
+    links none on a guess, and the person links the right one."""
     run_ids = [world.add_run(status="failed") for _ in range(2)]
     job = make_job(world, run_ids)
     state = world.simulator.state
-    state.configure(drop_connection=1.0)
+    state.configure(drop_connection=1.0)  # each retry made its run, then the answer was lost
     bulk_retry_work.call(job.pk)
     state.configure(drop_connection=0.0)
     first, second = items_of(job)
     assert first.state == second.state == ItemState.UNKNOWN
+    made = runs_made_by_retries(world, run_ids)
 
     result = bulk_item_check(item=second, user=world.operator)
 
     second.refresh_from_db()
-    assert result.found == second.new_run and second.state == ItemState.RETRIED
-    # Of two new runs of the same workflow, the one retried from this run.
-    assert state.find_run(result.found.run_id).retried_from == run_ids[1]
-    assert result.found.run_id in result.message and second.check_note == result.message
-    assert result.found.retried_from == second.run and result.found.retried_by == world.operator
+    assert result.linked is None and second.state == ItemState.UNKNOWN  # never on a guess
+    assert "probably not created" not in result.message
+    assert made[run_ids[1]] in result.message and second.check_note == result.message
+    by_id = {c.run_id: c for c in result.candidates}
+    assert set(by_id) == set(made.values())
+    # The evidence tells them apart: only the right one has the original's parameters.
+    assert by_id[made[run_ids[1]]].same_parameters is True
+    assert by_id[made[run_ids[0]]].same_parameters is False
+    assert all("after the retry was sent" in c.after_text for c in result.candidates)
+
+    new_run = retry_link(retry=second.retry, run_id=made[run_ids[1]], user=world.operator)
+
+    second.refresh_from_db()
+    assert second.state == ItemState.RETRIED and second.new_run == new_run
+    assert new_run.retried_from == second.run and new_run.retried_by == world.operator
     retry = Retry.objects.get(pk=second.retry_id)
-    assert (retry.state, retry.new_run) == (RetryState.RETRIED, result.found)
+    assert (retry.state, retry.new_run) == (RetryState.RETRIED, new_run)
     assert state.retry_count(run_ids[1]) == 1
     with pytest.raises(BulkRetryRefused):
         bulk_item_check(item=second, user=world.operator)
+    # The first item's run can't be linked to the run already taken.
+    with pytest.raises(RetryRefused, match="already the new run"):
+        retry_link(retry=first.retry, run_id=made[run_ids[1]], user=world.operator)
 
 
 def test_check_finding_nothing_then_retry_anyway_sends_once_more(
@@ -286,7 +319,7 @@ def test_check_finding_nothing_then_retry_anyway_sends_once_more(
 
     result = bulk_item_check(item=item, user=world.operator)
     item.refresh_from_db()
-    assert result.found is None and "No new run" in result.message
+    assert result.linked is None and "No new run" in result.message
     assert item.state == ItemState.UNKNOWN and item.check_note == result.message
 
     with django_capture_on_commit_callbacks(execute=True):
