@@ -435,7 +435,7 @@ def retry_proposals_update(*, connection) -> int:
     changed = 0
     unknown = (
         Retry.objects.filter(state=RetryState.UNKNOWN, run__connection=connection)
-        .only("pk", "requested_at", "proposed_runs", "run__pk", "run__workflow_permanent_id")
+        .only("requested_at", "proposed_runs", "run__workflow_permanent_id")
         .select_related("run")
     )
     for retry in unknown:
