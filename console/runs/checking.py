@@ -286,7 +286,7 @@ def _record(retry: Retry, run: Run, user, request, audit_as, check: RetryCheck) 
             checked_at=timezone.now(),
             check_note=check.message[:500],
             check_evidence=[c.as_json() for c in check.candidates],
-            proposed_runs=_proposal(c.run_id for c in check.candidates),
+            proposed_runs="" if check.linked else _proposal(c.run_id for c in check.candidates),
         )
         retry.refresh_from_db()
     action, extra = audit_as or (Action.RUN_RETRY_CHECK, {})

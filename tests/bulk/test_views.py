@@ -16,6 +16,7 @@ from console.bulk.models import BulkRetryItem, BulkRetryJob, ItemState, JobState
 from console.bulk.tasks import bulk_retry_work
 from console.runs.models import Retry, RetryState, Run
 from console.teams.models import Membership, Role
+from tests.helpers import page_text
 
 HTMX = {"HX-Request": "true"}
 STOP_POLLING = 286
@@ -394,6 +395,42 @@ def test_pause_resume_cancel(world, client_as, incident):
     page = client.get(job_url(job)).content.decode()
     assert ">Pause</button>" not in page and ">Cancel job</button>" not in page
     assert world.simulator.state.retry_counts() == {}
+
+
+def test_an_unknown_items_check_shows_the_candidate_and_the_person_links_it(world, client_as):
+    """Issue 11: the run Skyvern made (its lineage null) is shown on the job page
+    with its evidence; "This is the retry" links it, and nothing is sent again."""
+    run_id = add(world, 1)[0]
+    client = client_as(world.operator)
+    job = make_job(world, client, [run_id])
+    state = world.simulator.state
+    state.configure(drop_connection=1.0)  # the run is made, the answer lost
+    bulk_retry_work.call(job.pk)
+    state.configure(drop_connection=0.0)
+    item = job.items.get()
+    assert item.state == ItemState.UNKNOWN
+    check = reverse("bulk:bulk_item_check", args=["acme", job.pk, item.pk])
+
+    response = client.post(check, {"state": "unknown"}, headers=HTMX)
+
+    text = page_text(response)
+    assert response.status_code == 200 and "probably not created" not in text
+    [made] = Retry.objects.get(pk=item.retry_id).proposed_runs.split()
+    assert made in text and "same parameters as the original" in text
+    link = reverse("runs:retry_link", args=["acme", run_id, 1])
+    assert link in response.content.decode() and "This is the retry" in text
+    # Without JavaScript the same evidence is on the page the check comes back to.
+    response = client.post(check, {"state": "unknown"})
+    assert response.status_code == 303
+    assert made in page_text(client.get(response["Location"]))
+
+    response = client.post(link, {"run_id": made, "next": job_url(job)})
+
+    assert response.status_code == 302 and response["Location"] == job_url(job)
+    item.refresh_from_db()
+    assert item.state == ItemState.RETRIED and item.new_run.run_id == made
+    assert f"{made} linked as the new run" in page_text(client.get(job_url(job)))
+    assert state.retry_count(run_id) == 1
 
 
 def test_unknown_items_check_then_retry_anyway(world, client_as):
