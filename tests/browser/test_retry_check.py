@@ -2,6 +2,7 @@
 is unknown, Check shows the run Skyvern did make, and the person links it."""
 
 import re
+import time
 
 import pytest
 from playwright.sync_api import expect
@@ -38,7 +39,10 @@ def test_a_timed_out_retry_is_checked_then_linked(page, world, console_watch, se
 
     expect(original.locator(".retried")).to_contain_text("Retry outcome unknown")
     expect(original.get_by_role("alert")).to_contain_text("may or may not have created")
-    page.wait_for_timeout(1500)  # Skyvern finishes making the run meanwhile
+    # Skyvern finishes making the run a moment later (the person would wait too).
+    deadline = time.monotonic() + 10
+    while sim.state.retry_count(failed) == 0 and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
     assert sim.state.retry_count(failed) == 1
 
     original.get_by_role("button", name="Check").click()
