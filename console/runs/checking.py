@@ -206,7 +206,7 @@ def retry_check(
     if not candidates:
         message = (
             f"No new run of this workflow was created at Skyvern since the retry was sent "
-            f"({when}). The retry was probably not created: retrying again should not make "
+            f"({when} UTC). The retry was probably not created: retrying again should not make "
             "a second run."
         )
     else:
