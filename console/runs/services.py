@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from console.skyvern import RunDetail, SkyvernError
+from console.skyvern.errors import NotRetryable
 from console.sync.models import ConnectionSync
 from console.teams.clients import client_for
 from console.teams.secrets import ApiKeyUnreadable
@@ -178,7 +179,9 @@ def run_retry(
     `confirm_again`.
 
     On success the new run is stored with its lineage (retried_from,
-    retried_by, retried_at). When Skyvern certainly created nothing the
+    retried_by, retried_at). When Skyvern refuses the run as not retryable
+    (it isn't finished there) the cached run is refreshed from Skyvern, so
+    the card shows its real status. When Skyvern certainly created nothing the
     attempt is kept as 'failed' and the cache is otherwise unchanged; when it
     may have (timeout, dropped connection, 5xx) it is kept as 'unknown' and
     counts as a retry, so it is never re-sent without a person deciding to.
@@ -202,6 +205,10 @@ def run_retry(
         return RetryOutcome(run=run, retry=latest_retry(run), sent=False)
     error = retry_intent_send(retry=retry, user=user, max_steps_override=max_steps_override)
     _audit_retry(run=run, retry=retry, user=user, request=request, error=error)
+    if isinstance(error, NotRetryable):
+        # Skyvern refuses a run it doesn't have as finished: the cache is
+        # behind (Skyvern retrying the run itself, say). Show what Skyvern has.
+        run_refresh(run=run, force=True)
     return RetryOutcome(run=run, retry=retry, sent=True, error=error)
 
 

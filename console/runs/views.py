@@ -7,6 +7,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
+from console.skyvern.errors import NotRetryable
 from console.sync.views import sync_context
 from console.teams.access import can_retry, team_for
 from console.teams.models import Role
@@ -192,7 +193,13 @@ def run_retry(request: HtmxHttpRequest, team_slug: str, run_id: str):
         elif not outcome.sent:
             error_message = _not_sent_message(outcome)
 
-    run = _team_run(request, team, run_id)  # with its new lineage
+    run = _team_run(request, team, run_id)  # with its new lineage (and status)
+    if outcome and isinstance(outcome.error, NotRetryable) and not run.is_terminal:
+        # The service refreshed the run: Skyvern has it going still.
+        error_message = (
+            f"Skyvern says this run {run.not_finished_because}; "
+            "it can be retried once it finishes. Nothing was retried."
+        )
     new_run = None
     if outcome and outcome.sent and outcome.new_run is not None:
         new_run = _team_run(request, team, outcome.new_run.run_id)

@@ -2,10 +2,12 @@
 Skyvern is called exactly once per intent, and every failure is explained."""
 
 import threading
+from datetime import timedelta
 
 import pytest
 from django.db import connection as db_connection
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import escape
 
 from console.runs import services
@@ -142,6 +144,76 @@ def test_running_run_shows_why_it_cannot_be_retried(world, client_as):
     assert not Retry.objects.exists()
 
 
+STILL_RUNNING = (
+    "Skyvern says this run is still running; it can be retried once it finishes. "
+    "Nothing was retried."
+)
+
+
+def test_a_run_skyvern_still_has_running_is_refreshed_and_not_offered_again(
+    world, client_as, failed_run
+):
+    # Cached as failed, but Skyvern has it running again (its own retry, say):
+    # Skyvern answers 400 "Only terminal workflow runs can be retried".
+    world.simulator.state.set_status(failed_run, "running")
+    client = client_as(world.operator)
+
+    response = post_retry(client, world, failed_run)
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert STILL_RUNNING in page_text(response) and 'role="alert"' in html
+    assert html.count('class="run-card') == 1
+    # Redrawn with Skyvern's status: no Retry button, and the card follows the run.
+    assert "status-running" in html and "Running" in page_text(response)
+    assert "retry-form" not in html
+    assert "Can't retry yet: this run is still running" in page_text(response)
+    assert 'hx-trigger="every 3s"' in html
+    assert Run.objects.get(run_id=failed_run).status == "running"
+    assert world.simulator.state.retry_count(failed_run) == 0
+    assert Retry.objects.get().state == RetryState.FAILED  # on record, not counted
+
+    # Once it finishes at Skyvern, the card's next poll offers Retry again.
+    world.simulator.state.set_status(failed_run, "failed")
+    Run.objects.filter(run_id=failed_run).update(synced_at=timezone.now() - timedelta(seconds=5))
+    card_url = reverse("runs:run_card", kwargs={"team_slug": "acme", "run_id": failed_run})
+    card = client.get(card_url, **HTMX).content.decode()
+    assert "status-failed" in card and ">Retry</button>" in card
+
+
+def test_a_run_skyvern_still_has_running_without_javascript(world, client_as, failed_run):
+    world.simulator.state.set_status(failed_run, "queued")
+    client = client_as(world.operator)
+    back = reverse("runs:run_list", kwargs={"team_slug": "acme"})
+
+    response = client.post(
+        retry_url(world, failed_run), {"seen_retries": "0", "next": back}, follow=True
+    )
+
+    assert response.redirect_chain[-1][0] == back
+    text = page_text(response)
+    assert (
+        f"{failed_run}: Skyvern says this run is still queued; it can be retried once it "
+        "finishes." in text
+    )
+    assert "Can't retry yet: this run is still queued" in text
+    assert "retry-form" not in response.content.decode()
+    assert world.simulator.state.retry_count(failed_run) == 0
+
+
+def test_a_run_skyvern_never_retries_keeps_skyverns_answer(world, client_as, failed_run):
+    # Refused although finished at Skyvern too: its own answer is shown.
+    world.simulator.state.configure(error_rates={400: 1.0}, fault_endpoints=["retry"])
+    client = client_as(world.operator)
+
+    response = post_retry(client, world, failed_run)
+
+    assert "Skyvern says this run is still" not in page_text(response)
+    assert 'role="alert"' in response.content.decode()
+    assert ">Retry</button>" in response.content.decode()
+    assert Run.objects.get(run_id=failed_run).status == "failed"
+
+
 def test_viewer_sees_no_retry_button_and_cannot_post(world, client_as, failed_run):
     client = client_as(world.viewer)
     page = client.get(reverse("runs:run_list", kwargs={"team_slug": "acme"})).content.decode()
@@ -164,8 +236,9 @@ def test_outsider_gets_404_and_nothing_is_sent(world, client_as, failed_run):
 
 SKYVERN_FAILURES = [
     # (how to provoke it, message shown, state kept, may a run exist?)
+    # (Skyvern refusing a run it has as unfinished: test_a_run_skyvern_still_has_running_...)
     pytest.param(
-        lambda w, run_id: w.simulator.state.set_status(run_id, "running"),
+        lambda w, run_id: w.simulator.state.configure(error_rates={400: 1.0}),
         "can't be retried",
         RetryState.FAILED,
         id="400-not-retryable",
