@@ -5,6 +5,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
 from console.skyvern.errors import NotRetryable
@@ -147,14 +148,36 @@ def _render_detail(request, team, run_id: str, template: str, **extra):
     if run is None:
         raise Http404("No run with that id in this team.")
     context = _card_context(
-        request, team, details.for_display(run), **details.detail_context(team, run), **extra
+        request,
+        team,
+        details.for_display(run),
+        **details.detail_context(team, run),
+        followed=_latest_new_run(request, team, run),
+        **extra,
     )
     return render(request, template, context)
 
 
+def _latest_new_run(request, team, run) -> Run | None:
+    """The run made by the run's latest retry, for its card beside the run's
+    own: the detail page follows it as the runs page does after a retry."""
+    latest = next(iter(run.counted_retries), None)
+    if latest is None or latest.new_run_id is None:
+        return None
+    try:
+        return _team_run(request, team, latest.new_run.run_id)
+    except Http404:  # gone from the cache meanwhile
+        return None
+
+
 @require_GET
 def run_card(request: HtmxHttpRequest, team_slug: str, run_id: str):
-    """One run's card; a card that is not finished yet polls this to update itself."""
+    """One run's card; a card that is not finished yet polls this to update itself.
+
+    The card says which status it shows (`shown`); when the run has moved on,
+    the answer also triggers `run-changed` on the page, which the run detail
+    page follows (its retries table, its details): one mechanism on both pages.
+    """
     team = team_for(request, team_slug)
     run = _team_run(request, team, run_id)
     if not request.htmx:
@@ -162,7 +185,10 @@ def run_card(request: HtmxHttpRequest, team_slug: str, run_id: str):
     refresh_error = None
     if not run.is_terminal:
         refresh_error = run_refresh(run=run)
-    return render(request, CARD, _card_context(request, team, run, refresh_error=refresh_error))
+    response = render(request, CARD, _card_context(request, team, run, refresh_error=refresh_error))
+    if request.GET.get("shown", run.status) != run.status:
+        trigger_client_event(response, "run-changed", {"run_id": run.run_id})
+    return response
 
 
 @require_POST

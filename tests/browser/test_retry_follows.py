@@ -53,9 +53,7 @@ def test_typing_a_run_id_then_clicking_retry_keeps_the_retrys_answer(page, world
     console_watch.assert_clean()
 
 
-def test_retrying_from_the_detail_page_follows_the_new_run_to_its_end(
-    page, world, console_watch
-):
+def test_retrying_from_the_detail_page_follows_the_new_run_to_its_end(page, world, console_watch):
     sim = world.simulator
     sim.state.configure(queued_after=0.5, running_after=1, finished_after=4, failure_rate=0)
     failed = world.add_run(status="failed", workflow_title="Download carrier invoices")

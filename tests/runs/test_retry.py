@@ -1,6 +1,7 @@
 """Retrying one run from its card: the new run appears, lineage is kept,
 Skyvern is called exactly once per intent, and every failure is explained."""
 
+import json
 import threading
 from datetime import timedelta
 
@@ -72,17 +73,23 @@ def test_new_run_card_polls_until_finished_and_shows_the_recording(world, client
     new = Run.objects.get(retried_from__run_id=failed_run)
     card_url = reverse("runs:run_card", kwargs={"team_slug": "acme", "run_id": new.run_id})
 
-    html = client.get(card_url, **HTMX).content.decode()
-    assert f'hx-get="{card_url}"' in html and 'hx-trigger="every 3s"' in html
+    response = client.get(card_url, **HTMX)
+    html = response.content.decode()
+    # It polls saying which status it shows; unchanged, nothing else on the page is told.
+    assert f'hx-get="{card_url}?shown=created"' in html and 'hx-trigger="every 3s"' in html
     assert "recording-link" not in html
+    assert "HX-Trigger" not in response.headers
 
     world.simulator.state.set_status(new.run_id, "completed")
     Run.objects.filter(pk=new.pk).update(synced_at=new.synced_at.replace(year=2000))
-    html = client.get(card_url, **HTMX).content.decode()
+    response = client.get(card_url, {"shown": "created"}, **HTMX)
+    html = response.content.decode()
     new.refresh_from_db()
     assert new.status == "completed" and new.recording_url
     assert "recording-link" in html and escape(new.recording_url) in html
     assert "hx-trigger" not in html  # finished: the card stops polling
+    # The status moved on: the page hears of it (the run detail page follows it).
+    assert json.loads(response.headers["HX-Trigger"]) == {"run-changed": {"run_id": new.run_id}}
 
 
 def test_double_click_makes_one_skyvern_call(world, client_as, failed_run):

@@ -28,6 +28,8 @@ SECTIONS = [
     "h-parameters",
     "h-lineage",
 ]
+# What redraws the details whatever the run's state: a click on Retry, a card's news.
+ALWAYS_REFRESH_ON = "submit from:#run-card-slot delay:1s, run-changed from:body"
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
 
@@ -82,7 +84,7 @@ def test_the_page_for_each_role(world, client_as, person, sees_retry):
         assert f'id="{section}"' in html, section
     # The details fetch themselves fresh from Skyvern once the page is there.
     assert f'hx-get="{refresh_url(run_id)}" hx-swap="outerHTML"' in html
-    assert 'hx-trigger="load, submit from:#run-card-slot delay:1s"' in html
+    assert f'hx-trigger="load, {ALWAYS_REFRESH_ON}"' in html
     assert "checking Skyvern" in page_text(response)
 
 
@@ -445,6 +447,46 @@ def test_lineage_both_ways_after_retries_through_the_retry_view(world, client_as
     assert text.count("acme-operator") >= 3
 
 
+def test_the_page_follows_the_run_its_retry_made(world, client_as):
+    original = world.add_run(status="failed")
+    operator = client_as(world.operator)
+    retry(operator, original)
+    new = cached(Run.objects.get(retried_from__run_id=original).run_id)
+    card_url = reverse("runs:run_card", kwargs={"team_slug": "acme", "run_id": new.run_id})
+
+    # The page: the run's card, then the new run's card, which follows it as on the runs page.
+    html = operator.get(detail_url(original)).content.decode()
+    slot = html.split('<div id="run-card-slot"', 1)[1].split("</div>", 1)[0]
+    assert slot.index(f'data-run-id="{original}"') < slot.index(f'data-run-id="{new.run_id}"')
+    assert f'hx-get="{card_url}?shown=created" hx-trigger="every 3s"' in slot
+    # The details (the retries table) redraw when a card finds its run moved on.
+    details = html.split('<div id="run-details"', 1)[1].split(">", 1)[0]
+    assert "run-changed from:body" in details
+
+    # The new run finishes at Skyvern; its card's poll finds out and says so...
+    world.simulator.state.set_status(new.run_id, "completed")
+    Run.objects.filter(pk=new.pk).update(synced_at=new.synced_at.replace(year=2000))
+    polled = operator.get(card_url, {"shown": "created"}, HTTP_HX_REQUEST="true")
+    assert "run-changed" in polled.headers["HX-Trigger"]
+
+    # ...and the refreshed details show it finished, its card (out of band) too.
+    response = operator.get(refresh_url(original), **HTMX)
+    html = response.content.decode()
+    lineage = page_text(response).split("Retries of this run", 1)[1]
+    assert re.search(rf"1 acme-operator \S+ \S+ UTC Retried {new.run_id} Completed", lineage)
+    slot = html.split('<div id="run-card-slot"', 1)[1]
+    assert slot.startswith(' class="run-card-slot" hx-swap-oob="true">')
+    new_card = slot.split(f'data-run-id="{new.run_id}"', 1)[1].split("</article>", 1)[0]
+    assert "Completed" in new_card and "hx-trigger" not in new_card
+
+
+def test_a_run_never_retried_has_its_card_alone(world, client_as):
+    run_id = world.add_run(status="failed")
+    html = client_as(world.viewer).get(detail_url(run_id)).content.decode()
+    slot = html.split('<div id="run-card-slot"', 1)[1].split("</div>", 1)[0]
+    assert slot.count("<article ") == 1
+
+
 def test_lineage_stays_within_the_team(world, client_as):
     """A run whose parent belongs to another team shows no link into that team."""
     mine = world.add_run(status="failed")
@@ -480,14 +522,14 @@ def test_the_refresh_fragment_brings_news_and_the_card_along(world, client_as):
     assert "status-failed" in card and ">Retry</button>" in card
     # Finished: the details stop refreshing themselves, except after a click on Retry.
     details = html.split('<div id="run-card-slot"', 1)[0]
-    assert 'hx-trigger="submit from:#run-card-slot delay:1s"' in details
+    assert f'hx-trigger="{ALWAYS_REFRESH_ON}"' in details
 
 
 def test_a_run_still_going_keeps_refreshing(world, client_as):
     run_id = world.add_run(status="queued")
     world.simulator.state.set_status(run_id, "running")
     html = client_as(world.viewer).get(refresh_url(run_id), **HTMX).content.decode()
-    assert 'hx-trigger="load delay:5s, submit from:#run-card-slot delay:1s"' in html
+    assert f'hx-trigger="load delay:5s, {ALWAYS_REFRESH_ON}"' in html
     assert "Running" in html and cached(run_id).status == "running"
 
 
@@ -495,9 +537,7 @@ def test_a_retry_being_sent_keeps_the_details_refreshing(world, client_as):
     run_id = world.add_run(status="failed")
     Retry.objects.create(run=cached(run_id), number=1, requested_by=world.operator)
     response = client_as(world.viewer).get(refresh_url(run_id), **HTMX)
-    assert 'hx-trigger="load delay:5s, submit from:#run-card-slot delay:1s"' in (
-        response.content.decode()
-    )
+    assert f'hx-trigger="load delay:5s, {ALWAYS_REFRESH_ON}"' in response.content.decode()
     assert re.search(r"1 acme-operator \S+ \S+ UTC Sending to Skyvern", page_text(response))
 
 
