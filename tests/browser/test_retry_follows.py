@@ -53,6 +53,34 @@ def test_typing_a_run_id_then_clicking_retry_keeps_the_retrys_answer(page, world
     console_watch.assert_clean()
 
 
+def test_a_search_on_its_way_when_retry_is_clicked_is_not_drawn_over_it(
+    page, world, console_watch
+):
+    sim = world.simulator
+    sim.state.configure(failure_rate=0)
+    failed = world.add_run(status="failed", failure_reason="Login failed: invalid credentials")
+    world.add_run(status="failed", failure_reason="Carrier portal is down")
+
+    sign_in(page, world.operator, PASSWORD, then=RUNS)
+    original = card(page, failed)
+    searches = []
+    page.on("request", lambda r: searches.append(r.url) if "reason=" in r.url else None)
+
+    # A text filter searches when it loses focus: here, to the Retry button.
+    page.get_by_text("More filters").click()
+    page.get_by_label("Failure reason contains").fill("invalid credentials")
+    original.get_by_role("button", name="Retry").click()
+
+    new_id = new_run_id_from(original)
+    expect(card(page, new_id)).to_be_visible()
+    page.wait_for_timeout(1_500)
+    assert searches, "the search did go out"
+    expect(original.locator(".retried")).to_contain_text(f"Retried → {new_id}")
+    expect(card(page, new_id)).to_be_visible()
+    assert sim.state.retry_count(failed) == 1
+    console_watch.assert_clean()
+
+
 def test_retrying_from_the_detail_page_follows_the_new_run_to_its_end(page, world, console_watch):
     sim = world.simulator
     sim.state.configure(queued_after=0.5, running_after=1, finished_after=4, failure_rate=0)
