@@ -38,13 +38,17 @@ class RetryOutcome:
 
     `retry` is the recorded intent (None when nothing was recorded);
     `sent` is False when another click already owned this retry, so this one
-    made no Skyvern call; `error` is Skyvern's answer when it failed.
+    made no Skyvern call; `error` is Skyvern's answer when it failed;
+    `refresh_error` says why the run could not be refreshed after Skyvern
+    refused it as not retryable (the cached copy is then unchanged).
     """
 
     run: Run
     retry: Retry | None
     sent: bool
     error: SkyvernError | None = None
+    #: Why the run couldn't be refreshed after Skyvern refused it as unfinished.
+    refresh_error: SkyvernError | None = None
 
     @property
     def new_run(self) -> Run | None:
@@ -205,11 +209,12 @@ def run_retry(
         return RetryOutcome(run=run, retry=latest_retry(run), sent=False)
     error = retry_intent_send(retry=retry, user=user, max_steps_override=max_steps_override)
     _audit_retry(run=run, retry=retry, user=user, request=request, error=error)
+    refresh_error = None
     if isinstance(error, NotRetryable):
         # Skyvern refuses a run it doesn't have as finished: the cache is
         # behind (Skyvern retrying the run itself, say). Show what Skyvern has.
-        run_refresh(run=run, force=True)
-    return RetryOutcome(run=run, retry=retry, sent=True, error=error)
+        refresh_error = run_refresh(run=run, force=True)
+    return RetryOutcome(run=run, retry=retry, sent=True, error=error, refresh_error=refresh_error)
 
 
 def _audit_retry(*, run: Run, retry: Retry, user, request, error) -> None:

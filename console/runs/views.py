@@ -230,17 +230,22 @@ def run_retry(request: HtmxHttpRequest, team_slug: str, run_id: str):
     if outcome and outcome.sent and outcome.new_run is not None:
         new_run = _team_run(request, team, outcome.new_run.run_id)
 
+    refresh_error = outcome.refresh_error if outcome else None
     if request.htmx:
         return render(
             request,
             "runs/run_retry_result.html",
             {
-                **_card_context(request, team, run, card_error=error_message),
+                **_card_context(
+                    request, team, run, card_error=error_message, refresh_error=refresh_error
+                ),
                 "new_run": new_run,
             },
         )
     if error_message:
         messages.error(request, f"{run.run_id}: {error_message}")
+    if refresh_error:
+        messages.warning(request, f"{run.run_id}: couldn't refresh from Skyvern: {refresh_error}")
     elif new_run is not None:
         messages.success(request, f"Retried {run.run_id} as {new_run.run_id}.")
     # Not redirect(): it would take a `next` without "/" or "." for a view name.

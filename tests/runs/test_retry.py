@@ -208,6 +208,20 @@ def test_a_run_skyvern_still_has_running_without_javascript(world, client_as, fa
     assert world.simulator.state.retry_count(failed_run) == 0
 
 
+def test_a_run_skyvern_refuses_and_cant_be_refreshed_says_so(world, client_as, failed_run):
+    world.simulator.state.set_status(failed_run, "running")
+    world.simulator.state.configure(error_rates={502: 1.0}, fault_endpoints=["get_run"])
+    client = client_as(world.operator)
+
+    response = post_retry(client, world, failed_run)
+
+    text = page_text(response)
+    assert "Skyvern says this run can't be retried" in text
+    assert "Couldn't refresh from Skyvern" in text and "Showing the cached copy" in text
+    assert Run.objects.get(run_id=failed_run).status == "failed"  # unchanged
+    assert world.simulator.state.retry_count(failed_run) == 0
+
+
 def test_a_run_skyvern_never_retries_keeps_skyverns_answer(world, client_as, failed_run):
     # Refused although finished at Skyvern too: its own answer is shown.
     world.simulator.state.configure(error_rates={400: 1.0}, fault_endpoints=["retry"])
