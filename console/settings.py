@@ -93,7 +93,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     # Before django_tasks_db: its `db_worker` command replaces that one.
-    "console.worker",
+    "console.background",
     "django_tasks_db",
     "axes",
     "django_otp",

@@ -9,12 +9,21 @@ from datetime import timedelta
 from django.conf import settings
 from django.tasks import task
 
+from console.background.chains import Chain
 from console.teams.models import Connection
-from console.worker.chains import chain_beat, chain_book, chain_ensure
 
 from .services import connection_sync
 
 log = logging.getLogger(__name__)
+
+#: Every connection synced every SYNC_INTERVAL_SECONDS: one chain of rounds,
+#: kept going by every db_worker; a round that shows no sign of life for
+#: SYNC_ROUND_STALE_SECONDS is taken for dead and the next one is booked.
+PERIODIC_SYNC = Chain(
+    "periodic sync",
+    every=lambda: timedelta(seconds=settings.SYNC_INTERVAL_SECONDS),
+    stale_after=lambda: timedelta(seconds=settings.SYNC_ROUND_STALE_SECONDS),
+)
 
 
 @task
@@ -25,36 +34,18 @@ def sync_connection(connection_id: int, full: bool = False) -> str:
     return connection_sync(connection=connection, full=full).summary()
 
 
+@PERIODIC_SYNC.bind
 @task
 def sync_all_connections() -> int:
-    """Sync every connection incrementally, then book the next round.
-
-    One chain of these runs, kept going by every db_worker
-    (`console.worker.chains`): a round that shows no sign of life for
-    SYNC_ROUND_STALE_SECONDS is taken for dead and the next one is booked.
-    """
+    """Sync every connection incrementally, then book the next round."""
     try:
-        chain_beat(sync_all_connections)
+        PERIODIC_SYNC.beat()
         for connection in Connection.objects.all():
             try:
                 connection_sync(connection=connection)
             except Exception:
                 log.exception("periodic sync of connection %s failed", connection.pk)
-            chain_beat(sync_all_connections)
+            PERIODIC_SYNC.beat()
         return Connection.objects.count()
     finally:
-        schedule_periodic_sync(delay=timedelta(seconds=settings.SYNC_INTERVAL_SECONDS))
-
-
-def schedule_periodic_sync(*, delay: timedelta = timedelta(0)) -> bool:
-    """Book the next periodic sync round unless one is waiting; True when booked.
-    Two callers at once book one round."""
-    return chain_book(sync_all_connections, delay=delay)
-
-
-def periodic_sync_ensure() -> str:
-    """Start the periodic sync if it isn't going, or replace a round whose
-    worker died (what every db_worker does); see `chain_ensure`."""
-    return chain_ensure(
-        sync_all_connections, stale_after=timedelta(seconds=settings.SYNC_ROUND_STALE_SECONDS)
-    )
+        PERIODIC_SYNC.book_next()

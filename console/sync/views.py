@@ -1,11 +1,11 @@
 from django.contrib import messages
-from django.db import transaction
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from console.audit.models import Action
 from console.audit.services import audit_record
+from console.background.queue import enqueue_on_commit
 from console.teams.access import can_retry, team_for
 from console.teams.models import Role
 
@@ -50,7 +50,7 @@ def sync_now(request, team_slug):
     started = []
     for state in states:
         if not state.is_running:
-            transaction.on_commit(lambda pk=state.connection_id: sync_connection.enqueue(pk))
+            enqueue_on_commit(sync_connection, state.connection_id)
             started.append(state.connection.label)
     audit_record(
         action=Action.SYNC_NOW,

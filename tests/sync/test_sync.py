@@ -23,7 +23,7 @@ from console.runs.models import Run
 from console.sync import services
 from console.sync.models import ConnectionSync
 from console.sync.services import connection_sync
-from console.sync.tasks import schedule_periodic_sync, sync_all_connections, sync_connection
+from console.sync.tasks import PERIODIC_SYNC, sync_all_connections, sync_connection
 from console.teams.models import Connection
 from tests.helpers import page_text
 
@@ -320,8 +320,8 @@ def test_viewers_cannot_start_a_sync(seeded, client_as):
 
 
 def test_periodic_sync_books_exactly_one_next_round(seeded):
-    assert schedule_periodic_sync()
-    assert not schedule_periodic_sync()  # one is already waiting
+    assert PERIODIC_SYNC.book()
+    assert not PERIODIC_SYNC.book()  # one is already waiting
     DBTaskResult.objects.all().delete()
 
     sync_all_connections.call()

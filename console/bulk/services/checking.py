@@ -8,8 +8,7 @@ from console.runs.checking import RetryCheck, retry_check
 from console.runs.services import RetryRefused, counted_retries
 
 from ..models import BulkRetryItem, BulkRetryJob, ItemState, JobState
-from .common import BulkRetryRefused, _audit, _require_operator, log
-from .jobs import _enqueue_on_commit
+from .common import BulkRetryRefused, _audit, _book_worker_on_commit, _require_operator, log
 
 #: What a check of an unknown item found (the runs app's check of its retry).
 CheckResult = RetryCheck
@@ -82,7 +81,7 @@ def bulk_item_retry_anyway(*, item: BulkRetryItem, user, request=None) -> BulkRe
             BulkRetryJob.objects.filter(pk=job.pk, state=JobState.FINISHED).update(
                 state=JobState.RUNNING, finished_at=None
             )
-        _enqueue_on_commit(job.pk)
+        _book_worker_on_commit(job.pk)
         _audit(
             "bulk_item_retry_anyway",
             job=job,

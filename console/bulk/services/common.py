@@ -1,13 +1,19 @@
 """What the bulk retry modules share: the refusal support staff see when the
 console won't do something, the check that the user is an operator in the
-team, the audit row about a bulk retry job, and the package's logger."""
+team, the audit row about a bulk retry job, the background tasks they book,
+and the package's logger."""
 
 import logging
+from datetime import timedelta
 
 from django.core.exceptions import PermissionDenied
 
+from console.background.chains import Chain
+from console.background.queue import TaskSlot, enqueue_on_commit
 from console.teams.access import can_retry
 from console.teams.models import Team
+
+from ..models import BulkRetryJob, JobState
 
 # One logger for the whole package, named as before the split into modules,
 # so log lines and any logging set up for it stay the same.
@@ -38,3 +44,28 @@ def _audit(action, *, job, user=None, request=None, target=None, outcome="ok", *
 def _require_operator(team: Team, user) -> None:
     if not can_retry(team.role_of(user)):
         raise PermissionDenied(f"This needs the operator role in {team.name}.")
+
+
+def bulk_jobs_active() -> bool:
+    """Whether a job is queued or running (one its worker may have lost)."""
+    return BulkRetryJob.objects.filter(state__in=[JobState.QUEUED, JobState.RUNNING]).exists()
+
+
+#: A worker pass over one job's due items (`console.bulk.tasks.bulk_retry_work`).
+JOB_PASS = TaskSlot("bulk retry job pass")
+#: Picks up jobs whose worker died (`bulk_jobs_revive`), every 30 s while any
+#: job is queued or running (`console.bulk.tasks.bulk_retry_watchdog`); a round
+#: (a few queries) still running after 5 minutes has lost its worker.
+WATCHDOG = Chain(
+    "bulk retry watchdog",
+    every=lambda: timedelta(seconds=30),
+    stale_after=lambda: timedelta(minutes=5),
+    needed=bulk_jobs_active,
+)
+
+
+def _book_worker_on_commit(job_id: int) -> None:
+    """Once the job's changes commit: a worker pass for it (unless one is
+    waiting already), and the watchdog that picks it up if that worker dies."""
+    enqueue_on_commit(JOB_PASS, job_id, once=True)
+    WATCHDOG.book_on_commit()

@@ -27,7 +27,7 @@ from ..models import (
     JobState,
     SkipReason,
 )
-from .common import BulkRetryRefused, _audit, _require_operator, log
+from .common import BulkRetryRefused, _audit, _book_worker_on_commit, _require_operator, log
 from .preview import _classified
 
 
@@ -111,19 +111,9 @@ def bulk_retry_create(
             job.save(update_fields=["state", "finished_at"])
             _audit("bulk_job_finish", job=job, skipped=skipped)
         else:
-            _enqueue_on_commit(job.pk)
+            _book_worker_on_commit(job.pk)
     log.info("bulk retry #%s created by %s for team %s: %s runs", job.pk, user, team.pk, len(rows))
     return job
-
-
-def _enqueue_on_commit(job_id: int) -> None:
-    from ..tasks import bulk_job_enqueue, bulk_watchdog_schedule
-
-    def book():
-        bulk_job_enqueue(job_id)
-        bulk_watchdog_schedule()
-
-    transaction.on_commit(book)
 
 
 def _set_state(job: BulkRetryJob, user, *, from_states, to_state, **extra) -> bool:
@@ -163,7 +153,7 @@ def bulk_retry_resume(*, job: BulkRetryJob, user, request=None) -> BulkRetryJob:
             raise BulkRetryRefused(
                 f"This job is {job.get_state_display().lower()}; only a paused job can resume."
             )
-        _enqueue_on_commit(job.pk)
+        _book_worker_on_commit(job.pk)
         _audit("bulk_job_resume", job=job, user=user, request=request)
     job.refresh_from_db()
     log.info("bulk retry #%s resumed by %s", job.pk, user)

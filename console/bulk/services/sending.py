@@ -32,6 +32,7 @@ from django.db import connection as db_connection
 from django.db.models import F, Min, Q
 from django.utils import timezone
 
+from console.background.queue import enqueue_once, waiting_args
 from console.runs.models import Retry, RetryState, Run
 from console.runs.services import latest_retry, retry_intent_record, retry_intent_send
 from console.skyvern import (
@@ -51,7 +52,7 @@ from ..models import (
     JobState,
     SkipReason,
 )
-from .common import _audit, log
+from .common import JOB_PASS, _audit, log
 from .jobs import _skip_canceled, item_counts, throttle_for
 
 #: A worker sleeps in place for a due time closer than this; later, it books
@@ -408,10 +409,8 @@ def bulk_job_work(*, job_id: int) -> str:
     comebacks = [r for r in results if isinstance(r, datetime)]
     job.refresh_from_db(fields=["state"])
     if comebacks and job.state in (JobState.QUEUED, JobState.RUNNING):
-        from ..tasks import bulk_job_enqueue
-
         when = min(comebacks)
-        bulk_job_enqueue(job_id, run_after=when)
+        enqueue_once(JOB_PASS, job_id, run_after=when)
         return f"Waiting; booked again for {when.isoformat()}."
     return f"Stopped ({job.get_state_display().lower()})."
 
@@ -424,11 +423,9 @@ def bulk_jobs_revive() -> list[int]:
     the sending lease (a SIGKILLed worker's task never finishes). Also turns
     dead workers' `sending` items into `unknown`. Returns the revived job ids.
     """
-    from ..tasks import bulk_job_enqueue, waiting_job_ids
-
     bulk_items_give_up_stale()
     cutoff = timezone.now() - sending_lease()
-    waiting = waiting_job_ids()
+    waiting = {args[0] for args in waiting_args(JOB_PASS) if args}
     revived = []
     for job in BulkRetryJob.objects.filter(state__in=[JobState.QUEUED, JobState.RUNNING]):
         if job.pk in waiting:
@@ -439,7 +436,7 @@ def bulk_jobs_revive() -> list[int]:
             continue
         if _finish_if_done(job.pk):
             continue
-        bulk_job_enqueue(job.pk)
+        enqueue_once(JOB_PASS, job.pk)
         revived.append(job.pk)
     if revived:
         log.warning("bulk retry: revived stalled job(s) %s", revived)

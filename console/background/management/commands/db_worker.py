@@ -3,7 +3,7 @@ console's periodic tasks going (the periodic sync, the bulk retry watchdog).
 
 Starting any number of these is all production needs: each books the
 periodic sync when none is waiting or running, at start and then every few
-seconds, and replaces a round whose worker was killed (`console.worker.keeper`).
+seconds, and replaces a round whose worker was killed (`console.background.keeper`).
 This app comes before django_tasks_db in INSTALLED_APPS so that this command
 is the one `manage.py db_worker` runs.
 """
@@ -13,7 +13,7 @@ import os
 from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
 from django_tasks_db.management.commands import db_worker
 
-from console.worker.keeper import keeper_start
+from console.background.keeper import keeper_start
 
 
 class Command(db_worker.Command):

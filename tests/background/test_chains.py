@@ -17,6 +17,7 @@ from django_tasks_db.backend import DatabaseBackend
 from django_tasks_db.models import DBTaskResult
 
 from console.bulk import tasks as bulk_tasks
+from console.bulk.services.common import WATCHDOG
 from console.sync import tasks
 from console.sync.models import ConnectionSync
 from tests.bulk.conftest import make_job
@@ -75,7 +76,7 @@ def killed_round(task_path=SYNC, *, started=timedelta(hours=1)):
 
 @pytest.mark.django_db(transaction=True)
 def test_two_bookings_at_once_make_one_round(slow_bookings):
-    results = at_once(tasks.schedule_periodic_sync, tasks.schedule_periodic_sync)
+    results = at_once(tasks.PERIODIC_SYNC.book, tasks.PERIODIC_SYNC.book)
 
     assert results == [False, True]
     assert rounds("READY").count() == 1
@@ -83,7 +84,7 @@ def test_two_bookings_at_once_make_one_round(slow_bookings):
 
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_starting_at_once_start_one_chain(slow_bookings):
-    results = at_once(tasks.periodic_sync_ensure, tasks.periodic_sync_ensure)
+    results = at_once(tasks.PERIODIC_SYNC.ensure, tasks.PERIODIC_SYNC.ensure)
 
     assert results == ["booked", "waiting"]
     assert rounds("READY").count() == 1
@@ -94,7 +95,7 @@ def test_two_workers_starting_at_once_start_one_chain(slow_bookings):
 def test_a_round_ending_while_a_worker_revives_its_chain_leaves_one_chain(slow_bookings, settings):
     killed_round(started=timedelta(seconds=settings.SYNC_ROUND_STALE_SECONDS + 1))
 
-    results = at_once(tasks.periodic_sync_ensure, tasks.schedule_periodic_sync)
+    results = at_once(tasks.PERIODIC_SYNC.ensure, tasks.PERIODIC_SYNC.book)
 
     assert results in ([False, "revived"], [True, "waiting"])
     assert rounds("READY").count() == 1
@@ -102,22 +103,22 @@ def test_a_round_ending_while_a_worker_revives_its_chain_leaves_one_chain(slow_b
 
 @pytest.mark.django_db
 def test_a_round_whose_worker_was_killed_is_replaced(settings):
-    from console.worker.models import TaskChain
+    from console.background.models import TaskChain
 
     dead = killed_round(started=timedelta(seconds=settings.SYNC_ROUND_STALE_SECONDS + 1))
 
-    assert tasks.periodic_sync_ensure() == "revived"
+    assert tasks.PERIODIC_SYNC.ensure() == "revived"
 
     dead.refresh_from_db()
     assert dead.status == "FAILED" and dead.finished_at is not None
-    assert dead.exception_class_path == "console.worker.chains.RoundLost"
+    assert dead.exception_class_path == "console.background.chains.RoundLost"
     assert "its worker was stopped without finishing it" in dead.traceback
     assert DBTaskResult.objects.ready().filter(task_path=SYNC).exists()  # starts at once
     chain = TaskChain.objects.get(task_path=SYNC)
     assert chain.revivals == 1 and chain.revived_at is not None
     # Every other worker's next look finds the new round: one chain.
-    assert tasks.periodic_sync_ensure() == "waiting"
-    assert not tasks.schedule_periodic_sync()
+    assert tasks.PERIODIC_SYNC.ensure() == "waiting"
+    assert not tasks.PERIODIC_SYNC.book()
     assert rounds("READY").count() == 1
 
 
@@ -125,25 +126,25 @@ def test_a_round_whose_worker_was_killed_is_replaced(settings):
 def test_a_round_within_its_limit_is_left_to_finish(settings):
     killed_round(started=timedelta(seconds=settings.SYNC_ROUND_STALE_SECONDS - 5))
 
-    assert tasks.periodic_sync_ensure() == "running"
+    assert tasks.PERIODIC_SYNC.ensure() == "running"
     assert not rounds("READY").exists()
 
 
 @pytest.mark.django_db
 def test_a_long_round_that_shows_progress_is_left_to_finish(settings):
     long_ago = timedelta(seconds=settings.SYNC_ROUND_STALE_SECONDS * 3)
-    tasks.schedule_periodic_sync()  # the chain's row, as any booking makes it
+    tasks.PERIODIC_SYNC.book()  # the chain's row, as any booking makes it
     rounds("READY").delete()
     killed_round(started=long_ago)
-    tasks.chain_beat(tasks.sync_all_connections)  # a connection synced just now
+    tasks.PERIODIC_SYNC.beat()  # a connection synced just now
 
-    assert tasks.periodic_sync_ensure() == "running"
+    assert tasks.PERIODIC_SYNC.ensure() == "running"
     assert not rounds("READY").exists()
 
 
 @pytest.mark.django_db
 def test_a_round_books_its_successor_after_syncing(world, settings):
-    assert tasks.periodic_sync_ensure() == "booked"
+    assert tasks.PERIODIC_SYNC.ensure() == "booked"
     rounds("READY").delete()
 
     tasks.sync_all_connections.call()
@@ -156,15 +157,15 @@ def test_a_round_books_its_successor_after_syncing(world, settings):
 @pytest.mark.django_db(transaction=True)
 def test_the_bulk_watchdog_is_kept_while_a_job_is_active_even_after_a_kill(world):
     watchdog = bulk_tasks.bulk_retry_watchdog.module_path
-    assert bulk_tasks.bulk_watchdog_ensure() == "idle"  # no job: no watchdog needed
+    assert WATCHDOG.ensure() == "idle"  # no job: no watchdog needed
 
     world.add_run(status="failed")
     make_job(world)  # books the job's worker and the watchdog, on commit
-    assert bulk_tasks.bulk_watchdog_ensure() == "waiting"
+    assert WATCHDOG.ensure() == "waiting"
     rounds("READY", watchdog).delete()
     dead = killed_round(watchdog)
 
-    assert bulk_tasks.bulk_watchdog_ensure() == "revived"
+    assert WATCHDOG.ensure() == "revived"
     assert rounds("READY", watchdog).count() == 1
     dead.refresh_from_db()
     assert dead.status == "FAILED"

@@ -1,5 +1,5 @@
 """What every `manage.py db_worker` does beside running tasks: keep the
-console's task chains going (`console.worker.chains`).
+console's task chains going (`console.background.chains`).
 
 A thread, not a task: a task can't notice that the chain it belongs to has
 stopped, and the thread goes on while the worker runs a long task. It dies
@@ -9,27 +9,19 @@ with its worker, so several workers, or none for a while, are both fine.
 import logging
 import threading
 
-from django.conf import settings
 from django.db import connection as db_connection
+
+from .chains import CHAINS, chains_keep
 
 log = logging.getLogger(__name__)
 
 
 def check_every() -> float:
-    """Seconds between two looks; a broken chain is noticed this late at most
-    (after its round's own limit)."""
-    return float(max(1, min(30, settings.SYNC_INTERVAL_SECONDS)))
-
-
-def chains_keep() -> dict[str, str]:
-    """One look at every chain, booking what is missing; what each one was."""
-    from console.bulk.tasks import bulk_watchdog_ensure
-    from console.sync.tasks import periodic_sync_ensure
-
-    return {
-        "periodic sync": periodic_sync_ensure(),
-        "bulk retry watchdog": bulk_watchdog_ensure(),
-    }
+    """Seconds between two looks (at most 30, and no more than the shortest
+    chain's interval); a broken chain is noticed this late at most (after its
+    round's own limit)."""
+    shortest = min((chain.every().total_seconds() for chain in CHAINS), default=30)
+    return float(max(1, min(30, shortest)))
 
 
 def _keep(stop: threading.Event) -> None:

@@ -8,7 +8,7 @@ class TaskChain(models.Model):
     Its row is the lock under which a round is booked, so that there is never
     more than one chain, and it holds the running round's last sign of life,
     by which a round whose worker was killed is told from a slow one
-    (`console.worker.chains`).
+    (`console.background.chains`).
     """
 
     task_path = models.CharField(max_length=200, unique=True)
