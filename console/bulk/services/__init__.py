@@ -8,11 +8,14 @@ One module per part of the work:
   which it would skip, and why;
 - `jobs`: creating a bulk retry job; pausing, resuming and canceling it; its
   progress;
-- `sending`: the worker that sends each run's retry through its connection's
-  throttle, at most once;
+- `throttle`: per connection, which item goes out next and when, shared by
+  every job and worker; the claim that lets each item out once;
+- `sending`: the worker that sends each claimed item's retry, at most once,
+  and picks up jobs whose worker died;
 - `checking`: a run whose retry outcome is unknown: check at Skyvern, or
   retry anyway;
-- `common`: what they share (the refusal, the operator check, the audit row).
+- `common`: what they share (the refusal, the operator check, the audit row,
+  the background tasks they book).
 
 Callers import from here (`from console.bulk.services import bulk_retry_create`).
 The names here are copies: to patch one in a test, patch the module that looks
@@ -30,7 +33,6 @@ from .jobs import (
     bulk_retry_pause,
     bulk_retry_resume,
     item_counts,
-    throttle_for,
 )
 from .preview import (
     Breakdown,
@@ -39,15 +41,8 @@ from .preview import (
     bulk_retry_preview,
     failing_connections,
 )
-from .sending import (
-    Claim,
-    bulk_item_claim,
-    bulk_item_send,
-    bulk_items_give_up_stale,
-    bulk_job_work,
-    bulk_jobs_revive,
-    sending_lease,
-)
+from .sending import bulk_item_send, bulk_items_give_up_stale, bulk_job_work, bulk_jobs_revive
+from .throttle import Claim, bulk_item_claim, sending_lease, throttle_for
 
 __all__ = [
     "Breakdown",

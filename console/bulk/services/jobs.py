@@ -29,11 +29,7 @@ from ..models import (
 )
 from .common import BulkRetryRefused, _audit, _book_worker_on_commit, _require_operator, log
 from .preview import _classified
-
-
-def throttle_for(connection_id: int) -> ConnectionThrottle:
-    throttle, _ = ConnectionThrottle.objects.get_or_create(connection_id=connection_id)
-    return throttle
+from .throttle import throttle_for
 
 
 def bulk_retry_create(

@@ -1,0 +1,187 @@
+"""The per-connection throttle of bulk retries: which item goes out next,
+and when, so that every job and worker together don't hammer Skyvern.
+
+Guarantees:
+- per connection, every job and worker together keep at most C requests in
+  flight and send at most R per second (the connection's `ConnectionThrottle`
+  row; `BULK_RETRY_MAX_IN_FLIGHT`, `BULK_RETRY_PER_SECOND`, or the
+  connection's own); a 429 or a busy Skyvern holds the whole connection back
+  (`throttle_hold`);
+- an item is claimed by one conditional UPDATE (pending → sending) inside a
+  transaction that holds its connection's throttle row, so two workers, in
+  threads or processes, on SQLite or PostgreSQL, never send it twice;
+- the claim records the same retry intent as a single-run retry
+  (`retry_intent_record`): a bulk item and a Retry click on the same run at
+  the same moment make one Skyvern call;
+- an item counts as in flight for its lease (`sending_lease`): the client's
+  longest possible call plus a margin; after that its worker is dead.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection as db_connection
+from django.db import transaction
+from django.db.models import F, Min, Q
+from django.utils import timezone
+
+from console.runs.models import Run
+from console.runs.services import latest_retry, retry_intent_record
+
+from ..models import (
+    BulkRetryItem,
+    BulkRetryJob,
+    ConnectionThrottle,
+    ItemState,
+    JobState,
+    SkipReason,
+)
+
+
+def throttle_for(connection_id: int) -> ConnectionThrottle:
+    throttle, _ = ConnectionThrottle.objects.get_or_create(connection_id=connection_id)
+    return throttle
+
+
+def throttle_hold(connection_id: int, *, until: datetime, reason: str) -> None:
+    """Send nothing more through the connection until `until` (Skyvern asked
+    to wait); a longer hold already set stays."""
+    ConnectionThrottle.objects.filter(connection_id=connection_id).filter(
+        Q(paused_until__isnull=True) | Q(paused_until__lt=until)
+    ).update(paused_until=until, pause_reason=reason[:300])
+
+
+def sending_lease() -> timedelta:
+    """How long an item may stay `sending`: the client's longest possible call
+    (connect + read timeout) plus a margin. Older means its worker died."""
+    return timedelta(seconds=settings.SKYVERN_CONNECT_TIMEOUT + settings.SKYVERN_READ_TIMEOUT + 15)
+
+
+@dataclass
+class Claim:
+    """One look for work: an item to send now, or when to look again, or stop."""
+
+    item: BulkRetryItem | None = None
+    wait_until: datetime | None = None
+    stop: bool = False
+
+
+def _due(job_id: int, now: datetime):
+    return BulkRetryItem.objects.filter(job_id=job_id, state=ItemState.PENDING).filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
+
+
+def bulk_item_claim(*, job_id: int) -> Claim:
+    """Take the job's next due item for sending, if the throttle allows.
+
+    The item moves pending → sending by a conditional UPDATE inside a
+    transaction that holds the connection's throttle row, with its Retry
+    intent recorded in the same transaction: at most one claimer ever gets an
+    item, and the in-flight count and rate it checked can't change under it.
+    An item whose run was retried meanwhile (by a person or another job) is
+    skipped here, with no Skyvern call.
+    """
+    now = timezone.now()
+    job_state = BulkRetryJob.objects.filter(pk=job_id).values_list("state", flat=True).first()
+    if job_state not in (JobState.QUEUED, JobState.RUNNING):
+        return Claim(stop=True)
+    connection_ids = list(
+        _due(job_id, now).order_by().values_list("connection_id", flat=True).distinct()[:20]
+    )
+    if not connection_ids:
+        later = BulkRetryItem.objects.filter(job_id=job_id, state=ItemState.PENDING).aggregate(
+            at=Min("next_attempt_at")
+        )["at"]
+        if later is None:
+            return Claim(stop=True)  # nothing pending: the job is (nearly) done
+        return Claim(wait_until=later)
+    earliest = None
+    for connection_id in connection_ids:
+        claim = _claim_on_connection(job_id, connection_id)
+        if claim.item is not None or claim.stop:
+            return claim
+        if claim.wait_until and (earliest is None or claim.wait_until < earliest):
+            earliest = claim.wait_until
+    return Claim(wait_until=earliest or timezone.now())
+
+
+def _claim_on_connection(job_id: int, connection_id: int) -> Claim:
+    try:
+        return _claim_holding_throttle(job_id, connection_id)
+    except ConnectionThrottle.DoesNotExist:
+        # A job makes its connections' throttle rows when it is created; an
+        # item of any other connection gets one here, committed on its own
+        # before the claim locks it, so that claimers only ever queue on a
+        # row every one of them can see.
+        throttle_for(connection_id)
+        return _claim_holding_throttle(job_id, connection_id)
+
+
+def _claim_holding_throttle(job_id: int, connection_id: int) -> Claim:
+    skip_locked = db_connection.features.has_select_for_update_skip_locked
+    with transaction.atomic():
+        # PostgreSQL: every claimer of this connection queues here. SQLite:
+        # the IMMEDIATE transaction already holds the database's write lock.
+        throttle = ConnectionThrottle.objects.select_for_update().get(connection_id=connection_id)
+        now = timezone.now()
+        # Then the job row (a sign of life, and the lock that orders this claim
+        # with pause and cancel: always throttle, then job, then items).
+        if not BulkRetryJob.objects.filter(
+            pk=job_id, state__in=[JobState.QUEUED, JobState.RUNNING]
+        ).update(heartbeat_at=now):
+            return Claim(stop=True)
+        # With the person who started it: the retry is recorded, and sent, as theirs.
+        job = (
+            BulkRetryJob.objects.select_related("created_by")
+            .only("state", "created_by", "max_steps_override")
+            .get(pk=job_id)
+        )
+        if throttle.paused_until and throttle.paused_until > now:
+            return Claim(wait_until=throttle.paused_until)
+        if throttle.next_send_at and throttle.next_send_at > now:
+            return Claim(wait_until=throttle.next_send_at)
+        in_flight = BulkRetryItem.objects.filter(
+            connection_id=connection_id, state=ItemState.SENDING, sent_at__gt=now - sending_lease()
+        ).count()
+        if in_flight >= throttle.effective_max_in_flight:
+            return Claim(wait_until=now + timedelta(seconds=0.1))
+        candidates = _due(job_id, now).filter(connection_id=connection_id).order_by("id")
+        if skip_locked:
+            candidates = candidates.select_for_update(skip_locked=True)
+        item = candidates.first()
+        if item is None:
+            return Claim(wait_until=now)
+        claimed = BulkRetryItem.objects.filter(pk=item.pk, state=ItemState.PENDING).update(
+            state=ItemState.SENDING,
+            sent_at=now,
+            attempts=F("attempts") + 1,
+            next_attempt_at=None,
+        )
+        if not claimed:
+            return Claim(wait_until=now)
+        run = Run.objects.select_related("connection", "team").get(pk=item.run_id)
+        retry = retry_intent_record(run=run, number=item.seen_retries + 1, user=job.created_by)
+        if retry is None:
+            owner = latest_retry(run)
+            BulkRetryItem.objects.filter(pk=item.pk).update(
+                state=ItemState.SKIPPED,
+                skip_reason=SkipReason.RETRIED_MEANWHILE,
+                retry=owner,
+                new_run=owner.new_run if owner else None,
+                finished_at=now,
+            )
+            return Claim(wait_until=now)
+        BulkRetryItem.objects.filter(pk=item.pk).update(retry=retry)
+        throttle.next_send_at = now + timedelta(seconds=1 / throttle.effective_per_second)
+        throttle.save(update_fields=["next_send_at"])
+        if job.state == JobState.QUEUED:
+            BulkRetryJob.objects.filter(pk=job_id, state=JobState.QUEUED).update(
+                state=JobState.RUNNING, started_at=now
+            )
+    item.refresh_from_db()
+    item.run = run
+    item.retry = retry
+    item.job = job
+    return Claim(item=item)
