@@ -6,12 +6,10 @@ On SQLite and on PostgreSQL (DATABASE_URL): the race only bites on
 PostgreSQL, where two transactions can both see "no round waiting".
 """
 
-import threading
 import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection as db_connection
 from django.utils import timezone
 from django_tasks_db.backend import DatabaseBackend
 from django_tasks_db.models import DBTaskResult
@@ -21,6 +19,7 @@ from console.bulk.services.common import WATCHDOG
 from console.sync import tasks
 from console.sync.models import ConnectionSync
 from tests.bulk.conftest import make_job
+from tests.bulk.test_concurrency import run_in_threads
 
 SYNC = tasks.sync_all_connections.module_path
 
@@ -30,25 +29,7 @@ def rounds(status, task_path=SYNC):
 
 
 def at_once(*targets):
-    barrier = threading.Barrier(len(targets))
-    results, errors = [], []
-
-    def wrapped(target):
-        try:
-            barrier.wait()
-            results.append(target())
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-        finally:
-            db_connection.close()
-
-    threads = [threading.Thread(target=wrapped, args=(t,)) for t in targets]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert not errors, errors
-    return sorted(results, key=str)
+    return sorted(run_in_threads(*targets), key=str)
 
 
 @pytest.fixture
