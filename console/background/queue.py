@@ -15,7 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.tasks import Task
 from django.utils import timezone
-from django_tasks_db.models import DBTaskResult
+from django_tasks_db.models import DBTaskResult, get_date_max
 
 WAITING, RUNNING, FAILED = "READY", "RUNNING", "FAILED"
 
@@ -75,7 +75,8 @@ def enqueue_once(task: Task | TaskSlot, *args, run_after: datetime | None = None
         booked = task_results(task).filter(status=WAITING).values_list("args_kwargs", "run_after")
         for args_kwargs, at in booked:
             same = isinstance(args_kwargs, dict) and args_kwargs.get("args") == list(args)
-            if same and (at is None or at <= due):
+            # django-tasks-db stores "no run_after" (start at once) as its far-future date.
+            if same and (at is None or at == get_date_max() or at <= due):
                 return False
         if run_after is not None and run_after > timezone.now():
             task = task.using(run_after=run_after)

@@ -337,6 +337,21 @@ def test_check_finding_nothing_then_retry_anyway_sends_once_more(
     assert job.state == JobState.FINISHED
 
 
+def test_a_job_whose_worker_pass_waits_is_not_booked_again(
+    world, failed_runs, django_capture_on_commit_callbacks
+):
+    """Pausing and resuming a job whose worker pass is still waiting adds no
+    second pass to the queue."""
+    with django_capture_on_commit_callbacks(execute=True):
+        job = make_job(world)
+    bulk_retry_pause(job=job, user=world.operator)
+    with django_capture_on_commit_callbacks(execute=True):
+        bulk_retry_resume(job=job, user=world.operator)
+
+    waiting = DBTaskResult.objects.filter(task_path=bulk_retry_work.module_path, status="READY")
+    assert waiting.count() == 1
+
+
 def test_viewers_can_watch_but_not_steer(world, failed_runs):
     job = make_job(world)
     for action in (bulk_retry_pause, bulk_retry_resume, bulk_retry_cancel):
