@@ -100,7 +100,7 @@ def fresh_team(sim: Simulator):
 def cache_failed_runs(sim: Simulator, team, conn, n: int, label: str) -> list:
     """N failed runs at the simulator, cached in the console as a sync would."""
     from console.runs.models import Run
-    from console.runs.services import run_fields_from_detail
+    from console.runs.store import run_fields_from_detail
     from console.teams.clients import client_for
 
     client = client_for(conn)

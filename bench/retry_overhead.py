@@ -51,7 +51,7 @@ def main() -> None:
     from django.test import Client
 
     from console.runs.models import Run
-    from console.runs.services import run_fields_from_detail
+    from console.runs.store import run_fields_from_detail
     from console.simulator import SimulatorServer
     from console.skyvern import SkyvernClient
     from console.teams.models import Connection, Membership, Role, Team

@@ -219,14 +219,15 @@ class Probe:
     def installed(self):
         from django.db import connection
 
+        from console.runs import store
         from console.skyvern import client as client_module
         from console.skyvern import types as types_module
         from console.sync import services
 
         saved = [(services, name, getattr(services, name)) for name in self.STEPS]
         saved += [
-            (services, "runs_upsert", services.runs_upsert),
-            (services, "runs_insert", services.runs_insert),
+            (store, "_runs_upsert", store._runs_upsert),
+            (store, "_runs_insert", store._runs_insert),
             (services, "client_for", services.client_for),
             (client_module.SkyvernClient, "_parse", client_module.SkyvernClient._parse),
             (types_module.RunSummary, "from_json", types_module.RunSummary.__dict__["from_json"]),
@@ -234,8 +235,8 @@ class Probe:
         ]
         for name in self.STEPS:
             setattr(services, name, self.timed(name.strip("_"), getattr(services, name)))
-        services.runs_upsert = self.timed("runs_upsert", services.runs_upsert)
-        services.runs_insert = self.timed("runs_insert", services.runs_insert)
+        store._runs_upsert = self.timed("runs_upsert", store._runs_upsert)
+        store._runs_insert = self.timed("runs_insert", store._runs_insert)
         original_client_for = services.client_for
 
         def client_for(conn):
@@ -350,9 +351,9 @@ def each_page(url: str):
 
 def built_rows(conn, summaries) -> list:
     """The Run objects runs_upsert builds for these summaries (same fields)."""
-    from console.sync.services import runs_from_listing
+    from console.runs.store import _runs_from_listing
 
-    return runs_from_listing(connection=conn, summaries=summaries)
+    return _runs_from_listing(connection=conn, summaries=summaries)
 
 
 def listing_and_bulk_insert(conn, url: str) -> tuple[dict, dict]:
@@ -392,7 +393,7 @@ def bare_upsert(conn, url: str) -> dict:
     from django.db import connection
 
     from console.runs.models import Run
-    from console.sync.services import runs_upsert
+    from console.runs.store import _runs_upsert as runs_upsert
 
     probe = Probe()
     upsert_s = 0.0

@@ -69,7 +69,7 @@ class World:
 
     def cache_run(self, connection, run_id):
         from console.runs.models import Run
-        from console.runs.services import run_fields_from_detail
+        from console.runs.store import run_fields_from_detail
 
         detail = SkyvernClient(connection.base_url, connection.api_key()).get_run(run_id)
         summary = next(

@@ -19,13 +19,17 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
+from console.audit.models import Action, Outcome
+from console.audit.services import audit_record
 from console.skyvern import InvalidRunId, RunDetail, SkyvernError, validate_run_id
 from console.teams.access import can_retry
 from console.teams.clients import client_for
 from console.teams.secrets import ApiKeyUnreadable
 
 from .models import Retry, RetryState, Run
-from .services import RetryRefused, retry_lineage_store, runs_write_lock
+from .services import RetryRefused
+from .signals import retry_linked
+from .store import LineageRefused, retry_lineage_link
 
 log = logging.getLogger(__name__)
 
@@ -278,9 +282,6 @@ def _candidate(summary, detail: RunDetail | None, attempted, original, *, of: Ru
 
 def _record(retry: Retry, run: Run, user, request, audit_as, check: RetryCheck) -> RetryCheck:
     """Keep what the check found on the retry, and audit it once."""
-    from console.audit.models import Action, Outcome
-    from console.audit.services import audit_record
-
     if not check.failed:  # a failed check leaves the last one's findings
         Retry.objects.filter(pk=retry.pk).update(
             checked_at=timezone.now(),
@@ -317,16 +318,13 @@ def retry_link(*, retry: Retry, run_id: str, user, request=None) -> Run:
     of the `unknown` retry.
 
     The run is read from Skyvern first (it must exist and be of the same
-    workflow). Then, under the connection's runs_write_lock, the lineage is
-    recorded exactly as a successful retry records it (the new run cached
+    workflow). Then the lineage is recorded (console/runs/store.py,
+    under the connection's runs lock) exactly as a successful retry records it (the new run cached
     with retried_from/by/at, the retry 'retried'; a bulk retry item of it
     'retried' too). A run already some retry's result is refused, as is a
     retry that isn't unknown any more; linking the same run twice is
     harmless. Needs the operator role; one audit row.
     """
-    from console.audit.models import Action
-    from console.audit.services import audit_record
-
     run = Run.objects.select_related("connection", "team").get(pk=retry.run_id)
     _require_operator(run, user)
     try:
@@ -373,39 +371,12 @@ def retry_link(*, retry: Retry, run_id: str, user, request=None) -> Run:
 def _link(*, retry: Retry, run: Run, detail: RunDetail) -> Run:
     """The lineage of a retry whose new run is now known, as a successful
     send records it; refused when the run already is another retry's."""
-    from console.bulk.models import BulkRetryItem, ItemState  # bulk items follow their retry
-
     now = timezone.now()
     with transaction.atomic():
-        runs_write_lock(run.connection)
-        current = Retry.objects.select_for_update().get(pk=retry.pk)
-        if current.state != RetryState.UNKNOWN:
-            raise RetryRefused("Someone settled this retry meanwhile; nothing was linked.")
-        owner = (
-            Retry.objects.filter(new_run__connection=run.connection, new_run__run_id=detail.run_id)
-            .select_related("run")
-            .first()
-        )
-        if owner is not None:
-            raise RetryRefused(
-                f"{detail.run_id} is already the new run of retry #{owner.number} of "
-                f"{owner.run.run_id}; it can't be this retry too."
-            )
-        cached_origin = (
-            Run.objects.filter(connection=run.connection, run_id=detail.run_id)
-            .exclude(retried_from__isnull=True)
-            .exclude(retried_from=run)
-            .values_list("retried_from__run_id", flat=True)
-            .first()
-        )
-        if cached_origin:
-            raise RetryRefused(
-                f"{detail.run_id} is already recorded as a retry of {cached_origin}; "
-                "it can't be this retry too."
-            )
-        new_run = retry_lineage_store(
-            run=run, detail=detail, user=current.requested_by, when=current.requested_at
-        )
+        try:
+            new_run = retry_lineage_link(retry=retry, run=run, detail=detail)
+        except LineageRefused as refused:
+            raise RetryRefused(str(refused)) from None
         note = f"{new_run.run_id} linked as this retry's new run."
         Retry.objects.filter(pk=retry.pk).update(
             state=RetryState.RETRIED,
@@ -415,14 +386,8 @@ def _link(*, retry: Retry, run: Run, detail: RunDetail) -> Run:
             proposed_runs="",
             check_note=note,
         )
-        BulkRetryItem.objects.filter(retry=retry, state=ItemState.UNKNOWN).update(
-            state=ItemState.RETRIED,
-            new_run=new_run,
-            error="",
-            check_note=note,
-            checked_at=now,
-            finished_at=now,
-        )
+        # What else follows the retry (a bulk retry item of it), in this transaction.
+        retry_linked.send(sender=Retry, retry=retry, new_run=new_run, note=note, when=now)
     retry.refresh_from_db()
     return new_run
 

@@ -7,6 +7,23 @@ from console.skyvern import TERMINAL_STATUSES
 from console.teams.models import Connection, Team
 
 
+class WriteLock(models.Model):
+    """The right to write one connection's cached runs (console/runs/store.py).
+
+    One row per connection, made with the connection. Every writer of
+    Skyvern's view of the connection's runs locks it (select_for_update)
+    before it reads or writes any run row, so two writers never interleave
+    and never deadlock. It holds nothing else.
+    """
+
+    connection = models.OneToOneField(
+        Connection, on_delete=models.CASCADE, primary_key=True, related_name="write_lock"
+    )
+
+    def __str__(self):
+        return f"runs lock of {self.connection_id}"
+
+
 class Status(models.TextChoices):
     CREATED = "created", "Created"
     QUEUED = "queued", "Queued"

@@ -11,13 +11,15 @@ from datetime import timedelta
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from console.skyvern import RunDetail, SkyvernError
+from console.audit.models import Action, Outcome
+from console.audit.services import audit_record
+from console.skyvern import SkyvernError
 from console.skyvern.errors import NotRetryable
-from console.sync.models import ConnectionSync
 from console.teams.clients import client_for
 from console.teams.secrets import ApiKeyUnreadable
 
 from .models import COUNTED_RETRY_STATES, Retry, RetryState, Run
+from .store import retry_lineage_store, run_store_refresh
 
 log = logging.getLogger(__name__)
 
@@ -53,101 +55,6 @@ class RetryOutcome:
     @property
     def new_run(self) -> Run | None:
         return self.retry.new_run if self.retry else None
-
-
-def run_fields_from_detail(detail: RunDetail) -> dict:
-    """The cached columns of a Run, from Skyvern's full view of it."""
-    fields = {
-        "status": detail.status,
-        "failure_reason": detail.failure_reason or "",
-        "modified_at": detail.modified_at,
-        "queued_at": detail.queued_at,
-        "started_at": detail.started_at,
-        "finished_at": detail.finished_at,
-        "app_url": detail.app_url or "",
-        "recording_url": detail.recording_url or "",
-        "screenshot_urls": detail.screenshot_urls,
-        "output": detail.output,
-        # The output has its own column: don't store it twice.
-        "raw": {key: value for key, value in detail.raw.items() if key != "output"},
-        "synced_at": timezone.now(),
-    }
-    if detail.created_at:
-        fields["created_at"] = detail.created_at
-    if detail.workflow_permanent_id:
-        fields["workflow_permanent_id"] = detail.workflow_permanent_id
-    if detail.workflow_title:
-        fields["workflow_title"] = detail.workflow_title
-    return fields
-
-
-def is_older(incoming, cached) -> bool:
-    """Is what Skyvern just said (its modified_at) older than what is cached?
-
-    A view without a time can't be placed, so it is taken as current.
-    """
-    return incoming is not None and cached is not None and incoming < cached
-
-
-def runs_write_lock(connection) -> None:
-    """Hold the right to write `connection`'s cached runs until the transaction ends.
-
-    Every writer of Skyvern's view of a run (the webhook, the sync's listing
-    pages, run_upsert_detail, run_refresh, retry_lineage_store) takes it
-    before it reads the cached run it compares that view with, and writes
-    before the transaction ends: so no view judged newer is replaced by an
-    older one in between. It is the connection's ConnectionSync row, locked
-    (select_for_update) before any run row in every path, so these writers
-    never deadlock. On SQLite it is a no-op: the IMMEDIATE transaction
-    already holds the database's write lock. Call it inside transaction.atomic().
-    """
-    if not transaction.get_connection().in_atomic_block:
-        raise RuntimeError("runs_write_lock() holds only inside transaction.atomic()")
-    locked = ConnectionSync.objects.select_for_update().filter(connection=connection)
-    if not list(locked.values_list("pk", flat=True)):
-        # Every connection gets its row when it is made (console.sync.apps);
-        # one that came without (loaded raw) gets it here, then it is locked.
-        ConnectionSync.objects.get_or_create(connection=connection)
-        list(locked.values_list("pk", flat=True))
-
-
-def _cached_under_lock(connection, run_id: str) -> Run | None:
-    """Take runs_write_lock, then read the cached run (its modified_at only)
-    that Skyvern's view is to be compared with; None if it isn't cached."""
-    runs_write_lock(connection)
-    return Run.objects.filter(connection=connection, run_id=run_id).only("modified_at").first()
-
-
-def run_upsert_detail(*, connection, detail: RunDetail) -> tuple[Run, bool]:
-    """Store Skyvern's full view of one run; returns (run, created).
-
-    Lineage fields are never touched: only the console sets them. A view of
-    the run older than the cached one (a webhook got there first) is ignored;
-    compared and written under runs_write_lock, so a newer one can't land
-    in between.
-    """
-    with transaction.atomic():
-        cached = _cached_under_lock(connection, detail.run_id)
-        if cached is not None and is_older(detail.modified_at, cached.modified_at):
-            return cached, False
-        return run_store_detail(connection=connection, detail=detail)
-
-
-def run_store_detail(*, connection, detail: RunDetail) -> tuple[Run, bool]:
-    """Store Skyvern's full view of one run, whatever the cached one says;
-    returns (run, created).
-
-    For a caller that has just compared the view with the cached run itself,
-    in the same transaction and under runs_write_lock (the webhook does);
-    everyone else wants run_upsert_detail. Lineage fields are never touched.
-    """
-    fields = run_fields_from_detail(detail)
-    return Run.objects.update_or_create(
-        connection=connection,
-        run_id=detail.run_id,
-        defaults=fields,
-        create_defaults={"team_id": connection.team_id, "created_at": timezone.now(), **fields},
-    )
 
 
 def counted_retries(run: Run):
@@ -218,9 +125,6 @@ def run_retry(
 
 
 def _audit_retry(*, run: Run, retry: Retry, user, request, error) -> None:
-    from console.audit.models import Action, Outcome
-    from console.audit.services import audit_record
-
     details = {"number": retry.number, "connection": run.connection.label}
     if error is None:
         details["new_run"] = retry.new_run.run_id if retry.new_run else ""
@@ -311,31 +215,6 @@ def retry_intent_send(
     return None
 
 
-def retry_lineage_store(*, run: Run, detail: RunDetail, user, when) -> Run:
-    """Store (or update) the new run Skyvern made from `run`, with its lineage.
-
-    A webhook or sync may have stored the new run already: the lineage is
-    added, and Skyvern's view replaces the cached one only if it is not older.
-    """
-    lineage = {"retried_from": run, "retried_by": user, "retried_at": when}
-    seen = {
-        **run_fields_from_detail(detail),
-        "team_id": run.team_id,
-        "workflow_permanent_id": detail.workflow_permanent_id or run.workflow_permanent_id,
-        "workflow_title": detail.workflow_title or run.workflow_title,
-    }
-    with transaction.atomic():
-        cached = _cached_under_lock(run.connection, detail.run_id)
-        newer_cached = cached is not None and is_older(detail.modified_at, cached.modified_at)
-        new_run, _ = Run.objects.update_or_create(
-            connection=run.connection,
-            run_id=detail.run_id,
-            defaults=lineage if newer_cached else {**seen, **lineage},
-            create_defaults={"created_at": when, **seen, **lineage},
-        )
-    return new_run
-
-
 def latest_retry(run: Run) -> Retry | None:
     return (
         counted_retries(run).select_related("requested_by", "new_run").order_by("-number").first()
@@ -345,7 +224,8 @@ def latest_retry(run: Run) -> Retry | None:
 def run_refresh(*, run: Run, force: bool = False) -> SkyvernError | None:
     """Bring a cached run up to date from Skyvern; returns the error, if any.
 
-    On error the cached copy is left exactly as it was.
+    On error the cached copy is left exactly as it was; otherwise `run` shows
+    the newest view (see run_store_refresh).
     """
     if not force and run.synced_at and timezone.now() - run.synced_at < REFRESH_AT_MOST_EVERY:
         return None
@@ -355,18 +235,7 @@ def run_refresh(*, run: Run, force: bool = False) -> SkyvernError | None:
         return error
     except ApiKeyUnreadable as error:
         return SkyvernError(str(error))
-    fields = run_fields_from_detail(detail)
-    with transaction.atomic():
-        cached = _cached_under_lock(run.connection, run.run_id)
-        if cached is None:
-            return None  # gone from the cache meanwhile
-        if is_older(detail.modified_at, cached.modified_at):
-            # A webhook or sync brought newer news meanwhile: show that.
-            deferred = run.get_deferred_fields()
-            run.refresh_from_db(fields=[name for name in fields if name not in deferred])
-            return None
-        for name, value in fields.items():
-            setattr(run, name, value)
-        # Only what Skyvern said: a lineage written meanwhile must survive.
-        run.save(update_fields=list(fields))
+    # Stored only if no newer news came meanwhile (a webhook, a sync): then
+    # the card shows that instead.
+    run_store_refresh(run=run, detail=detail)
     return None

@@ -8,9 +8,11 @@ class SyncConfig(AppConfig):
     verbose_name = "Run history sync and webhooks"
 
     def ready(self):
-        from console.teams.models import Connection
-
-        post_save.connect(give_connection_a_sync_state, sender=Connection)
+        post_save.connect(
+            give_connection_a_sync_state,
+            sender="teams.Connection",
+            dispatch_uid="give_connection_a_sync_state",
+        )
 
 
 def give_connection_a_sync_state(sender, instance, created, raw=False, **kwargs):

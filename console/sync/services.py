@@ -5,14 +5,10 @@
 - at most one sync of a connection runs at a time (a lease on its
   ConnectionSync row, renewed after every page; a sync that died lets go
   after LEASE_EXPIRES_AFTER);
-- running it twice, or concurrently, never duplicates a run (per page, one
-  upsert of the runs already cached and one insert of the others, both on
-  the unique (connection, run_id));
-- one lock for every writer of a connection's cached runs (its sync's
-  listing pages and detail fetches, its webhook deliveries, card refreshes
-  and retries): each holds `runs_write_lock` while it reads the cached run,
-  compares and writes, in one transaction, so a newer view of a run is never
-  overwritten by an older one read before it;
+- running it twice, or concurrently, never duplicates a run, and a newer
+  view of a run (a webhook's) is never overwritten by an older one: every
+  page and detail is stored by console/runs/store.py, under the
+  connection's runs lock, like every other writer of the cached runs;
 - memory stays flat: one page of runs is held at a time;
 - a full sync cut off mid-way resumes at the page where it stopped;
 - when Skyvern fails, the cached runs are left as they were and the error is
@@ -31,13 +27,9 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from console.runs.checking import retry_proposals_update
-from console.runs.models import Run, search_text_for
-from console.runs.services import is_older, run_upsert_detail, runs_write_lock
-from console.skyvern import (
-    RunNotFound,
-    RunSummary,
-    SkyvernError,
-)
+from console.runs.models import Run
+from console.runs.store import run_upsert_detail, runs_store_listing
+from console.skyvern import RunNotFound, SkyvernError
 from console.teams.clients import client_for
 from console.teams.models import Connection
 from console.teams.secrets import ApiKeyUnreadable
@@ -47,76 +39,6 @@ from .models import ConnectionSync
 log = logging.getLogger(__name__)
 
 SYNC_PAGE_SIZE = 100
-# Columns a listing may change; lineage and run details are never overwritten by it.
-LISTED_FIELDS = [
-    "status",
-    "workflow_permanent_id",
-    "workflow_title",
-    "failure_reason",
-    "created_at",
-    "modified_at",
-    "queued_at",
-    "started_at",
-    "finished_at",
-    "search_text",
-    "synced_at",
-]
-
-
-def runs_from_listing(*, connection: Connection, summaries: list[RunSummary]) -> list[Run]:
-    """Unsaved Run rows for one page of Skyvern's run list."""
-    now = timezone.now()
-    return [
-        Run(
-            team_id=connection.team_id,
-            connection=connection,
-            run_id=summary.run_id,
-            status=summary.status,
-            workflow_permanent_id=summary.workflow_permanent_id or "",
-            workflow_title=summary.workflow_title or "",
-            failure_reason=summary.failure_reason or "",
-            created_at=summary.created_at or now,
-            modified_at=summary.modified_at,
-            queued_at=summary.queued_at,
-            started_at=summary.started_at,
-            finished_at=summary.finished_at,
-            raw=summary.raw,
-            search_text=search_text_for(
-                summary.run_id, summary.workflow_permanent_id, summary.workflow_title
-            ),
-            synced_at=now,
-        )
-        for summary in summaries
-    ]
-
-
-def runs_upsert(*, connection: Connection, summaries: list[RunSummary]) -> int:
-    """Insert or update one page of listed runs in a single statement.
-
-    Whatever the cached rows say: for runs the caller has compared with the
-    cache under runs_write_lock.
-    """
-    rows = runs_from_listing(connection=connection, summaries=summaries)
-    Run.objects.bulk_create(
-        rows,
-        update_conflicts=True,
-        unique_fields=["connection", "run_id"],
-        update_fields=LISTED_FIELDS,
-    )
-    return len(rows)
-
-
-def runs_insert(*, connection: Connection, summaries: list[RunSummary]) -> int:
-    """Insert listed runs the cache didn't have, in a single statement.
-
-    A run stored meanwhile all the same is left as it is: the next sync
-    compares it.
-    """
-    rows = runs_from_listing(connection=connection, summaries=summaries)
-    Run.objects.bulk_create(rows, ignore_conflicts=True)
-    return len(rows)
-
-
 LEASE_EXPIRES_AFTER = timedelta(minutes=2)
 # Per pass, so that one sync never turns into thousands of calls at once.
 REFRESH_LIMIT = 200
@@ -248,27 +170,9 @@ def _sync_listing(client, connection, state, owner, *, full, result):
         if not summaries:
             break
         # The page and the resume point are one step: a sync killed between
-        # them would otherwise resume at the wrong page. And the page is
-        # compared with the cache and written under the connection's runs
-        # lock, so a webhook can't store a newer view in between.
+        # them would otherwise resume at the wrong page.
         with transaction.atomic():
-            runs_write_lock(connection)
-            cached = {
-                run_id: (status, modified_at)
-                for run_id, status, modified_at in Run.objects.filter(
-                    connection=connection, run_id__in=[s.run_id for s in summaries]
-                ).values_list("run_id", "status", "modified_at")
-            }
-            # A run the cache knows from a later moment (a webhook) keeps that.
-            fresher = [
-                s
-                for s in summaries
-                if s.run_id in cached and not is_older(s.modified_at, cached[s.run_id][1])
-            ]
-            runs_upsert(connection=connection, summaries=fresher)
-            runs_insert(
-                connection=connection, summaries=[s for s in summaries if s.run_id not in cached]
-            )
+            stored = runs_store_listing(connection=connection, summaries=summaries)
             _renew_lease(
                 state,
                 owner,
@@ -277,14 +181,11 @@ def _sync_listing(client, connection, state, owner, *, full, result):
             )
         result.pages += 1
         result.checked += len(summaries)
-        result.created += sum(1 for s in summaries if s.run_id not in cached)
-        result.updated += sum(
-            1 for s in fresher if s.run_id in cached and cached[s.run_id][0] != s.status
-        )
+        result.created += stored.created
+        result.updated += stored.changed
         # Unfinished runs that haven't changed are refreshed one by one below:
         # they must not keep the listing reading back to the oldest page.
-        nothing_new = all(s.run_id in cached and cached[s.run_id][0] == s.status for s in summaries)
-        if not full and nothing_new:
+        if not full and stored.unchanged:
             result.stopped_early = True
             break
         if len(summaries) < SYNC_PAGE_SIZE:

@@ -27,10 +27,9 @@ Guarantees:
   Skyvern's re-deliveries (up to 3, same body) and replays of a captured
   body change nothing (not even `synced_at`); a delivery older than the
   cached run (by `modified_at`, else by `attempt`) never overwrites it.
-  The comparison and the write happen holding the connection's runs lock
-  (`runs_write_lock`, a row lock on its ConnectionSync), the one a sync's
-  listing pages and run_upsert_detail take too: another delivery or a sync
-  can't store in between.
+  The comparison and the write are console.runs.store.run_store_delivery,
+  under the connection's runs lock that every writer of the cached runs
+  takes: another delivery or a sync can't store in between.
 - A database that fails for a moment (a lock timeout, a lost connection)
   answers 503 with Retry-After, so that Skyvern re-delivers; nothing is
   half-stored (one transaction).
@@ -56,18 +55,16 @@ from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.db import DatabaseError, DataError, transaction
+from django.db import DatabaseError, DataError
 from django.http import HttpResponseNotAllowed, JsonResponse, UnreadablePostError
 from django.views.decorators.csrf import csrf_exempt
 
+from console.audit.models import Action, AuditEntry, Outcome
+from console.audit.services import audit_record
 from console.runs.models import Run, Status
-from console.runs.services import (
-    is_older,
-    run_fields_from_detail,
-    run_store_detail,
-    runs_write_lock,
-)
+from console.runs.store import run_store_delivery
 from console.skyvern import BadResponse, InvalidRunId, RunDetail, validate_run_id
+from console.teams.models import Connection
 from console.teams.secrets import ApiKeyUnreadable
 
 from .models import ConnectionSync
@@ -116,10 +113,6 @@ def _reject(request, status: int, reason: str, connection_id=None) -> JsonRespon
 
 
 def _audit_rejection(request, status: int, reason: str, connection_id) -> None:
-    from console.audit.models import Action, Outcome
-    from console.audit.services import audit_record
-    from console.teams.models import Connection
-
     # A delivery to no connection of ours belongs to no team and could be sent
     # by anyone, as often as they like: it gets the log line, not an audit row.
     found = (
@@ -258,52 +251,6 @@ def _parse(body: bytes) -> RunDetail:
     return detail
 
 
-def _attempt(raw) -> int | None:
-    """Skyvern's own attempt number of the run (its automatic retries keep the run id)."""
-    value = raw.get("attempt") if isinstance(raw, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _apply(sync: ConnectionSync, detail: RunDetail) -> str:
-    """Store the delivered run unless it is a repeat or older; says which."""
-    connection = sync.connection
-    with transaction.atomic():
-        # One writer of this connection's runs at a time (another delivery, a
-        # sync), so that none can pass its checks below and then be
-        # overwritten by, or overwrite, the other.
-        runs_write_lock(connection)
-        cached = (
-            Run.objects.filter(connection=connection, run_id=detail.run_id)
-            .only("status", "app_url", "raw", "output", "modified_at")
-            .first()
-        )
-        if cached is not None:
-            incoming_attempt, cached_attempt = _attempt(detail.raw), _attempt(cached.raw)
-            # The same news about the run, in a full view already stored: a
-            # re-delivery, a replay, or the same moment fetched by a sync.
-            if (
-                cached.app_url
-                and detail.modified_at is not None
-                and (detail.status, detail.modified_at, incoming_attempt)
-                == (cached.status, cached.modified_at, cached_attempt)
-            ):
-                return "unchanged (already applied: same status, modified_at and attempt)"
-            # Compared as stored: the cached raw is the payload minus what has
-            # a column of its own (the output).
-            stored = run_fields_from_detail(detail)
-            if cached.raw == stored["raw"] and cached.output == stored["output"]:
-                return "unchanged (same payload)"
-            if is_older(detail.modified_at, cached.modified_at):
-                return "ignored (older than the cached run)"
-            if detail.modified_at == cached.modified_at and is_older(
-                incoming_attempt, cached_attempt
-            ):
-                return "ignored (an earlier attempt than the cached run)"
-        # Checked just above: no need for run_upsert_detail to look it up again.
-        _, created = run_store_detail(connection=connection, detail=detail)
-        return "created" if created else "updated"
-
-
 @dataclass(frozen=True)
 class Refusal:
     """One refused delivery, as a connection's admins see it."""
@@ -318,8 +265,6 @@ def webhook_refusals(connection, *, limit: int = REFUSALS_SHOWN) -> list[Refusal
     """The connection's newest refused deliveries (from the audit log, in the
     connection's own team): when, why, from where. Never the body or the key:
     the audit rows hold neither."""
-    from console.audit.models import Action, AuditEntry
-
     rows = AuditEntry.objects.filter(
         team=connection.team_id,
         action=Action.WEBHOOK_REJECTED,
@@ -357,7 +302,7 @@ def skyvern_webhook(request, token):
         body = _read_body(request, max_body_bytes())
         _verify(request, sync.connection, body)
         detail = _parse(body)
-        outcome = _apply(sync, detail)
+        outcome = run_store_delivery(connection=sync.connection, detail=detail)
     except Rejected as rejected:
         return _reject(request, rejected.status, rejected.reason, connection_id)
     except DataError:

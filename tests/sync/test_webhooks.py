@@ -17,6 +17,7 @@ import pytest
 from django.test import Client, RequestFactory
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from console.runs import store
 from console.runs.models import Retry, Run
 from console.simulator import render
 from console.sync import webhooks
@@ -566,12 +567,12 @@ def test_a_database_hiccup_asks_skyvern_to_redeliver(world, client, finished, mo
 
     from console.audit.models import AuditEntry
 
-    real_store = webhooks.run_store_detail
+    real_store = store._write_detail
 
     def locked(**kwargs):
         raise OperationalError("database is locked")
 
-    monkeypatch.setattr(webhooks, "run_store_detail", locked)
+    monkeypatch.setattr(store, "_write_detail", locked)
     body = payload(world, finished)
     headers = signed(body)
     url = webhook_url(world.connection_a)
@@ -588,7 +589,7 @@ def test_a_database_hiccup_asks_skyvern_to_redeliver(world, client, finished, mo
     [line] = [r.getMessage() for r in caplog.records if r.name == LOGGER]
     assert "will re-deliver" in line and "OperationalError" in line
 
-    monkeypatch.setattr(webhooks, "run_store_detail", real_store)
+    monkeypatch.setattr(store, "_write_detail", real_store)
     assert deliver(client, url, body, headers).status_code == 200
     assert Run.objects.get(run_id=finished).status == "failed"
 
@@ -784,7 +785,7 @@ def test_a_delivery_the_console_answered_503_is_redelivered_and_applied_once(
 ):
     from django.db import OperationalError
 
-    real_store = webhooks.run_store_detail
+    real_store = store._write_detail
     calls = []
 
     def store_unless_first(**kwargs):
@@ -793,7 +794,7 @@ def test_a_delivery_the_console_answered_503_is_redelivered_and_applied_once(
             raise OperationalError("database is locked")
         return real_store(**kwargs)
 
-    monkeypatch.setattr(webhooks, "run_store_detail", store_unless_first)
+    monkeypatch.setattr(store, "_write_detail", store_unless_first)
     state = world.simulator.state
     url = live_server.url + webhook_url(world.connection_a)
     state.add_org(KEY_A, webhook_url=url)

@@ -2,7 +2,7 @@
 that stores a newer view of a run while a sync is comparing an older one
 with the cache keeps its view.
 
-The webhook here is the real one (`webhooks._apply`) on a database
+The webhook here is the real one (`run_store_delivery`) on a database
 connection of its own, in another thread, arriving right after the sync (or
 run_upsert_detail) has read the cached runs it compares with. It is told
 not to wait for a lock: when it would have to, it says so and is delivered
@@ -19,15 +19,15 @@ import pytest
 from django.db import OperationalError, transaction
 from django.db import connection as db_connection
 
-from console.runs.models import Run
-from console.runs.services import (
+from console.runs.models import Run, WriteLock
+from console.runs.services import run_refresh
+from console.runs.store import (
     retry_lineage_store,
-    run_refresh,
-    run_store_detail,
+    run_store_delivery,
     run_upsert_detail,
 )
 from console.skyvern import SkyvernClient
-from console.sync import services, webhooks
+from console.sync import services
 from console.sync.models import ConnectionSync
 from console.sync.services import connection_sync, sync_state_for
 
@@ -64,7 +64,7 @@ def deliver_without_waiting(sync: ConnectionSync, detail) -> str:
                 else:
                     cursor.execute("SET lock_timeout = '200ms'")
             try:
-                outcome.append(webhooks._apply(sync, detail))
+                outcome.append(run_store_delivery(connection=sync.connection, detail=detail))
             except OperationalError:  # "database is locked" / lock timeout
                 outcome.append("waited")
         except BaseException as error:  # noqa: BLE001 - reported to the test
@@ -116,7 +116,7 @@ class LateWebhook:
     def after_waiting(self):
         """The delivery that had to wait goes through once the lock is free."""
         if self.outcome == "waited":
-            webhooks._apply(self.sync, self.detail)
+            run_store_delivery(connection=self.sync.connection, detail=self.detail)
 
     def assert_kept(self):
         run = Run.objects.get(connection=self.world.connection_a, run_id=self.run_id)
@@ -172,7 +172,7 @@ def test_a_run_stored_meanwhile_outside_the_lock_is_not_overwritten_by_the_listi
     def store_newer():
         world.simulator.state.set_status(run_id, "completed")
         stored["detail"] = skyvern_view(world, run_id)
-        run_store_detail(connection=world.connection_a, detail=stored["detail"])
+        run_upsert_detail(connection=world.connection_a, detail=stored["detail"])
 
     with right_after_the_first_runs_read(store_newer):
         result = connection_sync(connection=world.connection_a)
@@ -207,14 +207,14 @@ def test_run_upsert_detail_ignores_an_older_view_and_stores_a_newer_one(world):
     assert created and run.team == world.team_a and run.status == "failed"
 
 
-def test_run_upsert_detail_makes_the_sync_row_it_locks_when_there_is_none(world):
-    ConnectionSync.objects.filter(connection=world.connection_a).delete()  # as if loaded raw
+def test_run_upsert_detail_makes_the_lock_row_it_locks_when_there_is_none(world):
+    WriteLock.objects.filter(connection=world.connection_a).delete()  # as if loaded raw
     uncached = world.add_run(cache=False, status="failed")
 
     run_upsert_detail(connection=world.connection_a, detail=skyvern_view(world, uncached))
 
     assert Run.objects.filter(connection=world.connection_a, run_id=uncached).exists()
-    assert ConnectionSync.objects.filter(connection=world.connection_a).count() == 1
+    assert WriteLock.objects.filter(connection=world.connection_a).count() == 1
 
 
 @pytest.mark.django_db(transaction=True)
@@ -271,7 +271,7 @@ def test_a_retrys_new_run_stored_first_by_a_webhook_keeps_its_newer_view(world):
     answer = skyvern_view(world, new_run_id)
     world.simulator.state.set_status(new_run_id, "completed")
     finished = skyvern_view(world, new_run_id)
-    run_store_detail(connection=world.connection_a, detail=finished)
+    run_upsert_detail(connection=world.connection_a, detail=finished)
 
     new_run = retry_lineage_store(run=original, detail=answer, user=world.operator, when=WHEN)
 
@@ -339,7 +339,7 @@ def test_a_sync_page_waits_for_a_webhook_in_progress_and_keeps_its_newer_view(
         world.simulator.state.set_status(run_id, "completed")
         detail = skyvern_view(world, run_id)
         with transaction.atomic():
-            assert webhooks._apply(sync, detail) == "updated"
+            assert run_store_delivery(connection=sync.connection, detail=detail) == "updated"
             go.set()
             wait_until_blocked_by_us(sync_pid[0])
     finally:

@@ -94,3 +94,16 @@ def bulk_item_retry_anyway(*, item: BulkRetryItem, user, request=None) -> BulkRe
     item.refresh_from_db()
     log.info("bulk retry #%s: %s sent again by %s", job.pk, item.run_id, user)
     return item
+
+
+def bulk_item_follow_link(sender, *, retry, new_run, note, when, **kwargs) -> None:
+    """A bulk item whose retry was linked to its new run (console.runs.signals
+    .retry_linked, from a single run's check as well) is retried too."""
+    BulkRetryItem.objects.filter(retry=retry, state=ItemState.UNKNOWN).update(
+        state=ItemState.RETRIED,
+        new_run=new_run,
+        error="",
+        check_note=note,
+        checked_at=when,
+        finished_at=when,
+    )
