@@ -9,7 +9,6 @@ from django_htmx.http import trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
 from console.skyvern.errors import NotRetryable
-from console.sync.views import sync_context
 from console.teams.access import can_retry, team_for
 from console.teams.models import Role
 
@@ -67,7 +66,7 @@ def run_list(request: HtmxHttpRequest, team_slug: str):
     }
     if request.htmx and request.htmx.target == "run-results":
         return render(request, "runs/run_list.html#run-results", context)
-    return render(request, "runs/run_list.html", {**context, **sync_context(request, team)})
+    return render(request, "runs/run_list.html", context)
 
 
 def _filter_query(request) -> str:
