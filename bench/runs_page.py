@@ -23,6 +23,7 @@ A database already holding exactly N benchmark runs is reused as it is.
 """
 
 import argparse
+import importlib
 import json
 import os
 import random
@@ -155,7 +156,8 @@ def load_data(n_runs: int) -> dict:
     from django.db import connection, transaction
 
     from console.runs.models import Retry, Run, search_text_for
-    from console.runs.search import POSTGRES_CREATE, POSTGRES_DROP
+    # The statements live in the migration that creates the index.
+    search_index = importlib.import_module("console.runs.migrations.0002_search_index")
     from console.teams.models import Connection, Membership, Role, Team
 
     rng = random.Random(SEED)
@@ -200,7 +202,7 @@ def load_data(n_runs: int) -> dict:
         with connection.cursor() as cursor:
             cursor.execute("SET maintenance_work_mem = '512MB'")
             # The trigram GIN index is built once after the load, not row by row.
-            for statement in POSTGRES_DROP:
+            for statement in search_index.POSTGRES_DROP:
                 cursor.execute(statement)
 
     chunk = 50_000
@@ -301,7 +303,7 @@ def load_data(n_runs: int) -> dict:
     if connection.vendor == "postgresql":
         index_started = time.perf_counter()
         with connection.cursor() as cursor:
-            for statement in POSTGRES_CREATE:
+            for statement in search_index.POSTGRES_CREATE:
                 cursor.execute(statement)
         index_s = time.perf_counter() - index_started
     total_s = time.perf_counter() - started

@@ -6,7 +6,7 @@ for common ones).
 SQLite: an FTS5 table with the trigram tokenizer mirrors `search_text`
 (kept in step by triggers); GLOB (or LIKE without ESCAPE) on it uses the
 trigram index.
-Both are created by migration 0002.
+Both are created by migration 0002 (which names FTS_TABLE itself).
 
 SQLite's planner can't weigh the FTS table against the newest-first index,
 so `search_filter` asks the FTS index first how many runs (in any team)
@@ -105,51 +105,3 @@ def _fts_phrase_count(connection, term: str, limit: int) -> int | None:
             return cursor.fetchone()[0]
     except DatabaseError:
         return None  # a phrase FTS5 can't parse: choose by the GLOB probe alone
-
-
-SQLITE_CREATE = [
-    f"CREATE VIRTUAL TABLE {FTS_TABLE} USING fts5("
-    "search_text, content='runs_run', content_rowid='id', tokenize='trigram')",
-    f"INSERT INTO {FTS_TABLE}(rowid, search_text) SELECT id, search_text FROM runs_run",
-    f"CREATE TRIGGER runs_run_search_ai AFTER INSERT ON runs_run BEGIN "
-    f"INSERT INTO {FTS_TABLE}(rowid, search_text) VALUES (new.id, new.search_text); END",
-    f"CREATE TRIGGER runs_run_search_ad AFTER DELETE ON runs_run BEGIN "
-    f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, search_text) "
-    f"VALUES ('delete', old.id, old.search_text); END",
-    f"CREATE TRIGGER runs_run_search_au AFTER UPDATE OF search_text ON runs_run BEGIN "
-    f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, search_text) "
-    f"VALUES ('delete', old.id, old.search_text); "
-    f"INSERT INTO {FTS_TABLE}(rowid, search_text) VALUES (new.id, new.search_text); END",
-]
-SQLITE_DROP = [
-    "DROP TRIGGER IF EXISTS runs_run_search_au",
-    "DROP TRIGGER IF EXISTS runs_run_search_ad",
-    "DROP TRIGGER IF EXISTS runs_run_search_ai",
-    f"DROP TABLE IF EXISTS {FTS_TABLE}",
-]
-POSTGRES_CREATE = [
-    "CREATE EXTENSION IF NOT EXISTS pg_trgm",
-    "CREATE INDEX IF NOT EXISTS run_search_trgm ON runs_run USING gin (search_text gin_trgm_ops)",
-]
-POSTGRES_DROP = ["DROP INDEX IF EXISTS run_search_trgm"]
-
-
-def _run_all(schema_editor, statements):
-    for statement in statements:
-        schema_editor.execute(statement)
-
-
-def create_search_index(apps, schema_editor):
-    vendor = schema_editor.connection.vendor
-    if vendor == "sqlite":
-        _run_all(schema_editor, SQLITE_CREATE)
-    elif vendor == "postgresql":
-        _run_all(schema_editor, POSTGRES_CREATE)
-
-
-def drop_search_index(apps, schema_editor):
-    vendor = schema_editor.connection.vendor
-    if vendor == "sqlite":
-        _run_all(schema_editor, SQLITE_DROP)
-    elif vendor == "postgresql":
-        _run_all(schema_editor, POSTGRES_DROP)
