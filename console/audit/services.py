@@ -79,23 +79,24 @@ def _where_from(request) -> tuple[str | None, str]:
 
 
 def audit_target(obj) -> tuple[str, str, str]:
-    """(type, id, label) naming an object in the log — never a key."""
-    from console.bulk.models import BulkRetryJob
-    from console.runs.models import Run
-    from console.teams.models import Connection, Membership, Team
+    """(type, id, label) naming an object in the log — never a key.
 
+    Known by their model's label, so that the audit log, which every app
+    writes to, imports none of them.
+    """
     if isinstance(obj, tuple):
         kind, ident, label = obj
         return str(kind), str(ident), str(label)
-    if isinstance(obj, Run):
+    model = getattr(getattr(obj, "_meta", None), "label_lower", "")
+    if model == "runs.run":
         return "run", obj.run_id, obj.workflow_title or obj.run_id
-    if isinstance(obj, BulkRetryJob):
+    if model == "bulk.bulkretryjob":
         return "bulk_job", str(obj.pk), f"Bulk retry #{obj.pk}"
-    if isinstance(obj, Connection):
+    if model == "teams.connection":
         return "connection", str(obj.pk), obj.label
-    if isinstance(obj, Membership):
+    if model == "teams.membership":
         return "user", str(obj.user_id), obj.user.get_username()
-    if isinstance(obj, Team):
+    if model == "teams.team":
         return "team", str(obj.pk), obj.name
     if hasattr(obj, "get_username"):
         return "user", str(obj.pk), obj.get_username()
@@ -169,19 +170,14 @@ def audit_record(
 def audit_entries_for(target, *, limit: int = 50) -> list[AuditEntry]:
     """The newest rows about a run or a bulk job (a job's include its items'
     checks and retries), in the target's own team only."""
-    from console.bulk.models import BulkRetryJob
-    from console.runs.models import Run
-
-    if isinstance(target, Run):
-        rows = AuditEntry.objects.filter(
-            team=target.team_id, target_type="run", target_id=target.run_id
-        )
-    elif isinstance(target, BulkRetryJob):
+    kind, ident, _ = audit_target(target)
+    if kind == "run":
+        rows = AuditEntry.objects.filter(team=target.team_id, target_type="run", target_id=ident)
+    elif kind == "bulk_job":
         rows = AuditEntry.objects.filter(team=target.team_id).filter(
-            Q(target_type="bulk_job", target_id=str(target.pk)) | Q(details__job=target.pk)
+            Q(target_type="bulk_job", target_id=ident) | Q(details__job=target.pk)
         )
     else:
-        kind, ident, _ = audit_target(target)
         rows = AuditEntry.objects.filter(target_type=kind, target_id=ident)
     # The rows name who acted by their own username column: no join.
     return list(rows.order_by("-id")[:limit])

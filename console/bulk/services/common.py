@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from django.core.exceptions import PermissionDenied
 
+from console.audit.services import audit_record
 from console.background.chains import Chain
 from console.background.queue import TaskSlot, enqueue_on_commit
 from console.teams.access import can_retry
@@ -26,8 +27,6 @@ class BulkRetryRefused(Exception):
 
 def _audit(action, *, job, user=None, request=None, target=None, outcome="ok", **details):
     """One audit row about `job` (or one of its runs, as `target`)."""
-    from console.audit.services import audit_record
-
     if target is not None:
         details = {"job": job.pk, **details}
     audit_record(

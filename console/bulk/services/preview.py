@@ -10,6 +10,7 @@ from django.db.models.functions import Coalesce
 
 from console.runs.models import COUNTED_RETRY_STATES, Retry, Run
 from console.skyvern import TERMINAL_STATUSES, KeyRejected
+from console.sync.models import ConnectionSync
 from console.teams.models import Connection, Team
 from console.teams.secrets import ApiKeyUnreadable
 
@@ -72,8 +73,6 @@ def failing_connections(team: Team) -> dict[int, str]:
     Skyvern rejected the key, or (3) a bulk retry got 403 for it after the
     last successful sync. Sending those runs could only fail.
     """
-    from console.sync.models import ConnectionSync
-
     failing: dict[int, str] = {}
     syncs = {s.connection_id: s for s in ConnectionSync.objects.filter(connection__team=team)}
     throttles = {
