@@ -217,6 +217,10 @@ def test_run_upsert_detail_makes_the_lock_row_it_locks_when_there_is_none(world)
     assert WriteLock.objects.filter(connection=world.connection_a).count() == 1
 
 
+def test_a_new_connection_has_its_lock_row_from_the_start(world):
+    assert WriteLock.objects.filter(connection=world.connection_a).exists()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_webhook_between_run_upsert_details_read_and_write_keeps_its_newer_view(world):
     run_id = world.add_run(status="running")
