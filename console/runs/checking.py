@@ -318,12 +318,13 @@ def retry_link(*, retry: Retry, run_id: str, user, request=None) -> Run:
     of the `unknown` retry.
 
     The run is read from Skyvern first (it must exist and be of the same
-    workflow). Then the lineage is recorded (console/runs/store.py,
-    under the connection's runs lock) exactly as a successful retry records it (the new run cached
-    with retried_from/by/at, the retry 'retried'; a bulk retry item of it
-    'retried' too). A run already some retry's result is refused, as is a
-    retry that isn't unknown any more; linking the same run twice is
-    harmless. Needs the operator role; one audit row.
+    workflow). Then the lineage is recorded (console/runs/store.py, under
+    the connection's runs lock) exactly as a successful retry records it
+    (the new run cached with retried_from/by/at, the retry 'retried'; a bulk
+    retry item of it 'retried' too, through the retry_linked signal). A run
+    already some retry's result is refused, as is a retry that isn't unknown
+    any more; linking the same run twice is harmless. Needs the operator
+    role; one audit row.
     """
     run = Run.objects.select_related("connection", "team").get(pk=retry.run_id)
     _require_operator(run, user)
