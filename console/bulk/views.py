@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -21,15 +21,15 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseStopPolling
 from django_htmx.middleware import HtmxDetails
 
-from console.runs.listing import filtered
-from console.runs.models import Run, Status
+from console.runs.models import Run
 from console.spreadsheets import csv_safe
 from console.teams.access import can_retry, team_for
 from console.teams.models import Role
 
 from . import services
-from .forms import FILTER_PREFIX, BulkRetryForm, ItemFilterForm, RetryAnywayForm, SelectionForm
+from .forms import BulkRetryForm, ItemFilterForm, RetryAnywayForm
 from .models import BulkRetryItem, BulkRetryJob, ItemState, JobState, SkipReason
+from .selection import Selection, SelectionForm, describe_stored, stored_scope
 from .services import BulkRetryRefused
 
 
@@ -82,101 +82,19 @@ def _team_item(request, team, job_id: int, item_id: int) -> BulkRetryItem:
 # --- choosing and previewing --------------------------------------------------------
 
 
-class Selection:
-    """The runs a selection form names, within this team only."""
-
-    def __init__(self, request, team, form: SelectionForm):
-        self.form = form
-        self.scope = form.cleaned_data["scope"]
-        team_runs = _team_runs(request, team)
-        if self.scope == "filter":
-            self.filters = form.filters()
-            self.upto = form.cleaned_data.get("upto")
-            if self.upto is None:
-                self.upto = team_runs.aggregate(newest=Max("pk"))["newest"] or 0
-            self.runs = filtered(team_runs, **self.filters).filter(pk__lte=self.upto)
-            self.ids, self.ignored = [], 0
-        else:
-            asked = form.ids()
-            self.runs = team_runs.filter(pk__in=asked)
-            self.ids = sorted(self.runs.values_list("pk", flat=True))
-            self.ignored = len(asked) - len(self.ids)
-            self.filters, self.upto = {}, None
-
-    def hidden_fields(self) -> list[tuple[str, object]]:
-        """What the preview form carries forward: only this team's runs."""
-        fields = [("scope", self.scope)]
-        if self.scope == "filter":
-            fields += self.form.filter_fields()
-            fields.append(("upto", self.upto))
-        else:
-            # Under the name this same form reads them from when confirming.
-            fields += [(self.form.ids_field(), pk) for pk in self.ids]
-        return fields
-
-    def describe(self) -> list[tuple[str, str]]:
-        """The filter in words, as (label, value) pairs."""
-        return describe_filters(self.filters)
-
-    def as_json(self, count: int) -> dict:
-        """Kept with the job, for display: how the runs were chosen."""
-        data = {"scope": self.scope, "count": count}
-        if self.scope == "filter":
-            data["filter"] = {
-                name: (value.isoformat() if hasattr(value, "isoformat") else value)
-                for name, value in self.filters.items()
-                if value
-            }
-            data["filter"]["statuses"] = list(self.filters.get("statuses") or [])
-            data["upto_run_pk"] = self.upto
-        else:
-            data["run_pks"] = self.ids
-        return data
-
-
-FILTER_LABELS = {
-    "statuses": "Status",
-    "search": "Search",
-    "workflow": "Workflow",
-    "created_from": "Created from",
-    "created_to": "Created to",
-    "reason": "Failure reason contains",
-    "error_code": "Error code",
-}
-
-
-def describe_filters(filters: dict) -> list[tuple[str, str]]:
-    labels = dict(Status.choices)
-    described = []
-    for name, label in FILTER_LABELS.items():
-        value = filters.get(name)
-        if not value:
-            continue
-        if name == "statuses":
-            value = ", ".join(labels.get(s, s) for s in value)
-        elif hasattr(value, "isoformat"):
-            value = value.isoformat()
-        described.append((label, str(value)))
-    return described
-
-
-def _runs_page_url(team, form: SelectionForm) -> str:
-    prefix = f"{FILTER_PREFIX}-"
-    query = urlencode([(name[len(prefix) :], value) for name, value in form.filter_fields()])
-    url = reverse("runs:run_list", kwargs={"team_slug": team.slug})
-    return f"{url}?{query}" if query else url
-
-
 def _selection_refused(request, team, form: SelectionForm):
-    for error in form.non_field_errors() or ["That selection is not valid."]:
-        messages.error(request, error)
-    return _see_other(_runs_page_url(team, form))
+    """Back to the runs page the selection came from, saying why."""
+    for problem in form.problems():
+        messages.error(request, problem)
+    url = reverse("runs:run_list", kwargs={"team_slug": team.slug})
+    query = form.runs_page_query()
+    return _see_other(f"{url}?{query}" if query else url)
 
 
 def _render_preview(request, team, selection: Selection, options: BulkRetryForm, *, status=200):
     include = bool(options.is_bound and options["include_already_retried"].value())
     preview = services.bulk_retry_preview(
-        team=team, runs=selection.runs, include_already_retried=include
+        team=team, runs=selection.runs(_team_runs(request, team)), include_already_retried=include
     )
     return render(
         request,
@@ -201,7 +119,7 @@ def bulk_retry_preview(request: HtmxHttpRequest, team_slug: str):
     form = SelectionForm(request.POST)
     if not form.is_valid():
         return _selection_refused(request, team, form)
-    selection = Selection(request, team, form)
+    selection = form.selection().within(_team_runs(request, team))
     options = BulkRetryForm(request.POST if "options" in request.POST else None)
     if options.is_bound:
         options.is_valid()  # show a bad max-steps value inline; the reason may wait
@@ -216,20 +134,21 @@ def bulk_retry_create(request: HtmxHttpRequest, team_slug: str):
     form = SelectionForm(request.POST)
     if not form.is_valid():
         return _selection_refused(request, team, form)
-    selection = Selection(request, team, form)
+    selection = form.selection().within(_team_runs(request, team))
     options = BulkRetryForm(request.POST, confirming=True)
     if not options.is_valid():
         return _render_preview(request, team, selection, options)
     data = options.cleaned_data
+    runs = selection.runs(_team_runs(request, team))
     try:
         job = services.bulk_retry_create(
             team=team,
             user=request.user,
-            runs=selection.runs,
+            runs=runs,
             reason=data["reason"],
             include_already_retried=data["include_already_retried"],
             max_steps_override=data["max_steps_override"],
-            selection=selection.as_json(count=selection.runs.count()),
+            selection=selection.as_json(count=runs.count()),
         )
     except BulkRetryRefused as refused:
         options.add_error(None, str(refused))
@@ -334,15 +253,11 @@ def bulk_job_detail(request: HtmxHttpRequest, team_slug: str, job_id: int):
     team = team_for(request, team_slug)
     job = _team_job(request, team, job_id)
     context = _live_context(request, team, job, request.GET)
-    context["selection_text"] = describe_filters(_stored_filters(job.selection))
+    context["selection_scope"] = stored_scope(job.selection)
+    context["selection_text"] = describe_stored(job.selection)
     if request.htmx and request.htmx.target == "job-live":
         return render(request, LIVE, context)
     return render(request, PAGE, context)
-
-
-def _stored_filters(selection: dict) -> dict:
-    stored = dict((selection or {}).get("filter") or {})
-    return stored
 
 
 @require_GET

@@ -23,7 +23,7 @@ document.addEventListener("change", (event) => {
   const all = event.target.closest("input[data-select-all]");
   if (!all) return;
   const formId = all.getAttribute("data-select-all");
-  for (const box of document.querySelectorAll(`input[type=checkbox][name=run][form="${formId}"]`)) {
+  for (const box of document.querySelectorAll(`input.bulk-pick[form="${formId}"]`)) {
     box.checked = all.checked;
   }
 });

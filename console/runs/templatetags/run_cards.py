@@ -6,8 +6,6 @@ optional `card_error` and `refresh_error`.
 """
 
 from django import template
-from django.utils.html import escape
-from django.utils.safestring import mark_safe
 
 from console.runs.cards import render_cards
 
@@ -32,16 +30,6 @@ def run_cards(context, runs):
 @register.simple_tag(takes_context=True)
 def run_card(context, run):
     return run_cards(context, [run])
-
-
-@register.simple_tag
-def hidden_run_inputs(name, runs):
-    """A hidden input named `name` per run, holding its pk: the runs page
-    sends its 50 runs along with the bulk retry form."""
-    name = escape(name)
-    return mark_safe(  # noqa: S308 (name escaped, pks are integers)
-        "".join(f'<input type="hidden" name="{name}" value="{int(run.pk)}">' for run in runs)
-    )
 
 
 def _back_here(request) -> str:

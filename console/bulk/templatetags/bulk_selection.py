@@ -1,0 +1,51 @@
+"""The runs page's side of a bulk retry's selection, under the names
+`console.bulk.selection` defines (the preview and the confirmation read them):
+
+- `{% bulk_pick run %}`: a card's checkbox, which joins the bulk bar's form;
+- `{% bulk_bar form.data page.runs as bar %}`: the bulk bar's form id, the
+  scope its buttons name and its hidden inputs (the filter, the page's runs);
+- `{{ selection.fields|hidden_inputs }}`: a selection carried forward.
+"""
+
+from dataclasses import dataclass
+
+from django import template
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from console.bulk.selection import FORM_ID, IDS_FIELDS, SCOPE_FIELD, Scope, runs_page_fields
+
+register = template.Library()
+
+
+@register.filter
+def hidden_inputs(fields) -> SafeString:
+    """A hidden input per (name, value) pair, values escaped."""
+    return format_html_join("", '<input type="hidden" name="{}" value="{}">', fields)
+
+
+@register.simple_tag
+def bulk_pick(run) -> SafeString:
+    return format_html(
+        '<input type="checkbox" class="bulk-pick" form="{}" name="{}" value="{}"'
+        ' aria-label="Select {} for bulk retry">',
+        FORM_ID,
+        IDS_FIELDS[Scope.PICKED],
+        int(run.pk),
+        run.run_id,
+    )
+
+
+@dataclass(frozen=True)
+class BulkBar:
+    hidden_inputs: SafeString
+    form_id: str = FORM_ID
+    scope_field: str = SCOPE_FIELD
+    picked: str = Scope.PICKED.value
+    page: str = Scope.PAGE.value
+    all_matching: str = Scope.ALL_MATCHING.value
+
+
+@register.simple_tag
+def bulk_bar(filter_data, page_runs) -> BulkBar:
+    return BulkBar(hidden_inputs=hidden_inputs(runs_page_fields(filter_data, page_runs)))
