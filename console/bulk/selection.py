@@ -258,7 +258,8 @@ class SelectionForm(forms.Form):
         data = super().clean()
         scope = data.get(SCOPE_FIELD)
         ids_field = IDS_FIELDS.get(scope)
-        if ids_field and not data.get(ids_field):
+        # Ids that are not ids were refused as such: they were not "no runs".
+        if ids_field and ids_field not in self.errors and not data.get(ids_field):
             raise forms.ValidationError(EMPTY[scope])
         if scope == Scope.ALL_MATCHING and not self.filter_form.is_valid():
             raise forms.ValidationError("The filter is not valid: " + _errors(self.filter_form))
@@ -277,7 +278,10 @@ class SelectionForm(forms.Form):
 
     def problems(self) -> list[str]:
         """Why the selection was refused, in words."""
-        return list(self.non_field_errors()) or [NOT_VALID]
+        found = list(self.non_field_errors())
+        for name in IDS_FIELDS.values():
+            found += [error for error in self.errors.get(name, ()) if error not in found]
+        return found or [NOT_VALID]
 
     def runs_page_query(self) -> str:
         """The runs page's query that this selection came from: its filter."""
