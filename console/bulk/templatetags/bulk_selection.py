@@ -10,8 +10,8 @@
 from dataclasses import dataclass
 
 from django import template
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.html import escape, format_html
+from django.utils.safestring import SafeString, mark_safe
 
 from console.bulk.selection import FORM_ID, IDS_FIELDS, SCOPE_FIELD, Scope, runs_page_fields
 
@@ -20,8 +20,17 @@ register = template.Library()
 
 @register.filter
 def hidden_inputs(fields) -> SafeString:
-    """A hidden input per (name, value) pair, values escaped."""
-    return format_html_join("", '<input type="hidden" name="{}" value="{}">', fields)
+    """A hidden input per (name, value) pair, names and values escaped. The
+    runs page sends 50 ids under one name: the name is escaped once, and ids,
+    being integers, need no escaping."""
+    names: dict[str, str] = {}
+    inputs = []
+    for name, value in fields:
+        if name not in names:
+            names[name] = escape(name)
+        shown = value if type(value) is int else escape(value)
+        inputs.append(f'<input type="hidden" name="{names[name]}" value="{shown}">')
+    return mark_safe("".join(inputs))  # noqa: S308 (every name and value escaped, or an int)
 
 
 @register.simple_tag
