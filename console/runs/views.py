@@ -139,6 +139,9 @@ def run_detail_refresh(request: HtmxHttpRequest, team_slug: str, run_id: str):
         "runs/run_detail.html#refresh",
         refresh_state="error" if error else "ok",
         skyvern_error=str(error).rstrip(". ") if error else "",
+        # Cards on the page that show the answer to the person's own action
+        # (they say so: run_card.html) are kept as they are, not redrawn.
+        answered=set(request.GET.getlist("answered")),
     )
 
 
@@ -174,8 +177,8 @@ def run_card(request: HtmxHttpRequest, team_slug: str, run_id: str):
     """One run's card; a card that is not finished yet polls this to update itself.
 
     The card says which status it shows (`shown`); when the run has moved on,
-    the answer also triggers `run-changed` on the page, which the run detail
-    page follows (its retries table, its details): one mechanism on both pages.
+    the answer also tells the page, once drawn (`run-changed`, see
+    _tell_the_page): one mechanism on both pages.
     """
     team = team_for(request, team_slug)
     run = _team_run(request, team, run_id)
@@ -186,8 +189,19 @@ def run_card(request: HtmxHttpRequest, team_slug: str, run_id: str):
         refresh_error = run_refresh(run=run)
     response = render(request, CARD, _card_context(request, team, run, refresh_error=refresh_error))
     if request.GET.get("shown", run.status) != run.status:
-        trigger_client_event(response, "run-changed", {"run_id": run.run_id})
+        _tell_the_page(response, run)
     return response
+
+
+def _tell_the_page(response, run):
+    """Trigger `run-changed` on the page once this answer has been drawn
+    (after the swap has settled, never before): the run detail page then
+    redraws its details (the retries table...), so they never land in the
+    middle of the answer. Every answer to Retry, Check or "This is the retry"
+    does, even one that changed nothing: what it found may be news to the
+    page (a colleague's retry, a retry settled meanwhile). The runs page
+    doesn't listen."""
+    return trigger_client_event(response, "run-changed", {"run_id": run.run_id}, after="settle")
 
 
 @require_POST
@@ -231,7 +245,7 @@ def run_retry(request: HtmxHttpRequest, team_slug: str, run_id: str):
 
     refresh_error = outcome.refresh_error if outcome else None
     if request.htmx:
-        return render(
+        response = render(
             request,
             "runs/run_retry_result.html",
             {
@@ -241,6 +255,7 @@ def run_retry(request: HtmxHttpRequest, team_slug: str, run_id: str):
                 "new_run": new_run,
             },
         )
+        return _tell_the_page(response, run)
     if error_message:
         messages.error(request, f"{run.run_id}: {error_message}")
     if refresh_error:
@@ -316,7 +331,8 @@ def retry_link(request: HtmxHttpRequest, team_slug: str, run_id: str, number: in
 def _after_retry_change(request, team, run, *, error, notice):
     if request.htmx:
         run = _team_run(request, team, run.run_id)  # as it is now
-        return render(request, CARD, _card_context(request, team, run, card_error=error))
+        response = render(request, CARD, _card_context(request, team, run, card_error=error))
+        return _tell_the_page(response, run)
     if error:
         messages.error(request, f"{run.run_id}: {error}")
     else:

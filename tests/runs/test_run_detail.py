@@ -28,8 +28,9 @@ SECTIONS = [
     "h-parameters",
     "h-lineage",
 ]
-# What redraws the details whatever the run's state: a click on Retry, a card's news.
-ALWAYS_REFRESH_ON = "submit from:#run-card-slot delay:1s, run-changed from:body"
+# What redraws the details whatever the run's state: news from a card, once drawn (the
+# answer to Retry, Check or a link; a card's poll that found its run moved on).
+ALWAYS_REFRESH_ON = "run-changed from:body"
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
 
@@ -467,7 +468,7 @@ def test_the_page_follows_the_run_its_retry_made(world, client_as):
     world.simulator.state.set_status(new.run_id, "completed")
     Run.objects.filter(pk=new.pk).update(synced_at=new.synced_at.replace(year=2000))
     polled = operator.get(card_url, {"shown": "created"}, HTTP_HX_REQUEST="true")
-    assert "run-changed" in polled.headers["HX-Trigger"]
+    assert "run-changed" in polled.headers["HX-Trigger-After-Settle"]
 
     # ...and the refreshed details show it finished, its card (out of band) too.
     response = operator.get(refresh_url(original), **HTMX)
@@ -569,6 +570,142 @@ def test_the_refresh_url_without_htmx_goes_to_the_page(world, client_as):
     assert response.status_code == 302
     assert response["Location"] == detail_url(run_id)
     assert snapshot(run_id) == before  # nothing asked of Skyvern
+
+
+# --- answers on the page's cards -------------------------------------------------------------
+# The answer to Retry, Check or "This is the retry" is drawn first; then the page hears
+# `run-changed` and redraws its details, keeping any card that shows the person a message.
+
+SETTLED = "HX-Trigger-After-Settle"
+
+
+def told_the_page(response, run_id) -> bool:
+    """The answer triggers `run-changed` once drawn, and nothing before."""
+    assert "HX-Trigger" not in response.headers  # never before the answer is drawn
+    return json.loads(response.headers.get(SETTLED, "{}")) == {"run-changed": {"run_id": run_id}}
+
+
+def check_url(run_id, number=1, name="runs:retry_check"):
+    return reverse(name, kwargs={"team_slug": "acme", "run_id": run_id, "number": number})
+
+
+def answered_marker(run_id) -> str:
+    return f'<input type="hidden" name="answered" value="{run_id}" form="card-answers">'
+
+
+def test_the_details_follow_the_cards_answers_not_a_timer(world, client_as):
+    run_id = world.add_run(status="failed")
+    html = client_as(world.operator).get(detail_url(run_id)).content.decode()
+    details = html.split('<div id="run-details"', 1)[1].split(">", 1)[0]
+    assert 'hx-trigger="load, run-changed from:body"' in details
+    assert "submit" not in details  # no redraw a while after a click, whatever came of it
+    # A refresh asked for later replaces one still on its way; it sends the cards
+    # showing an answer (they join this form).
+    assert 'hx-sync="this:replace"' in details and 'hx-include="#card-answers"' in details
+    assert '<form id="card-answers" hidden></form>' in html
+
+
+def test_every_answer_to_a_retry_tells_the_page_once_drawn(world, client_as):
+    run_id = world.add_run(status="failed")
+    operator = client_as(world.operator)
+
+    done = retry(operator, run_id)
+    assert told_the_page(done, run_id)
+    assert 'role="alert"' not in done.content.decode()
+    assert 'name="answered"' not in done.content.decode()  # nothing to keep: a redraw is the same
+
+    # Skyvern is busy: the card says so, and says it shows the person an answer.
+    world.simulator.state.configure(busy=True)
+    busy = retry(operator, run_id, seen=1, again=True)
+    html = busy.content.decode()
+    assert told_the_page(busy, run_id)
+    assert "created no run" in page_text(busy) and answered_marker(run_id) in html
+
+    # Not sent: the page was behind a colleague's retry; the page catches up too.
+    world.simulator.state.configure(busy=False)
+    behind = retry(operator, run_id, seen=0)
+    assert told_the_page(behind, run_id)
+    assert "Not sent again" in page_text(behind)
+    assert answered_marker(run_id) in behind.content.decode()
+
+
+def test_a_retry_without_javascript_comes_back_to_the_page_with_its_message(world, client_as):
+    run_id = world.add_run(status="failed")
+    world.simulator.state.configure(busy=True)
+    url = reverse("runs:run_retry", kwargs={"team_slug": "acme", "run_id": run_id})
+    operator = client_as(world.operator)
+    response = operator.post(url, {"seen_retries": "0", "next": detail_url(run_id)})
+    assert response.status_code == 302 and response["Location"] == detail_url(run_id)
+    assert SETTLED not in response.headers
+    page = operator.get(detail_url(run_id))
+    assert "created no run" in page_text(page)
+    assert 'name="answered"' not in page.content.decode()  # a message above, not on the card
+
+
+def test_check_and_link_answers_tell_the_page_once_drawn(world, client_as):
+    run_id = world.add_run(status="failed", workflow_title="Download carrier invoices")
+    world.simulator.state.configure(drop_connection=True)
+    retry(client_as(world.operator), run_id)
+    world.simulator.state.configure(drop_connection=False)
+    assert Retry.objects.get().state == RetryState.UNKNOWN
+    operator = client_as(world.operator)
+
+    checked = operator.post(check_url(run_id), HTTP_HX_REQUEST="true")
+    assert checked.status_code == 200 and told_the_page(checked, run_id)
+    assert 'name="answered"' not in checked.content.decode()  # what it found is kept anyway
+
+    refused = operator.post(
+        check_url(run_id, name="runs:retry_link"), {"run_id": "wr_nowhere"}, HTTP_HX_REQUEST="true"
+    )
+    assert told_the_page(refused, run_id)
+    assert answered_marker(run_id) in refused.content.decode()
+
+    # Without JavaScript: back to the page, nothing to trigger.
+    plain = operator.post(check_url(run_id), {"next": detail_url(run_id)})
+    assert plain.status_code == 302 and SETTLED not in plain.headers
+
+
+def test_a_refresh_keeps_the_card_that_shows_an_answer(world, client_as):
+    original = world.add_run(status="failed")
+    operator = client_as(world.operator)
+    retry(operator, original)
+    new = cached(Run.objects.get(retried_from__run_id=original).run_id)
+    first = cached(original)
+
+    plain = operator.get(refresh_url(original), **HTMX).content.decode()
+    slot = plain.split('<div id="run-card-slot"', 1)[1]
+    assert f'data-run-id="{original}"' in slot and f'data-run-id="{new.run_id}"' in slot
+    assert "hx-preserve" not in slot
+
+    # The run's card on the page shows the person an answer: only its place is sent,
+    # for htmx to keep the page's own card there; the other card is drawn as ever.
+    kept = operator.get(refresh_url(original), {"answered": original}, **HTMX).content.decode()
+    slot = kept.split('<div id="run-card-slot"', 1)[1]
+    assert f'<article id="run-{first.pk}" class="run-card" hx-preserve></article>' in slot
+    assert f'data-run-id="{original}"' not in slot
+    assert f'data-run-id="{new.run_id}"' in slot
+    details = kept.split('<div id="run-card-slot"', 1)[0]
+    assert "Retries of this run" in details
+
+    # The new run's card shows an answer instead: that one is kept.
+    kept = operator.get(refresh_url(original), {"answered": new.run_id}, **HTMX)
+    slot = kept.content.decode().split('<div id="run-card-slot"', 1)[1]
+    assert f'<article id="run-{new.pk}" class="run-card" hx-preserve></article>' in slot
+    assert f'data-run-id="{original}"' in slot and f'data-run-id="{new.run_id}"' not in slot
+
+
+def test_answered_names_only_ever_match_cards(world, client_as):
+    run_id = world.add_run(status="failed")
+    response = client_as(world.viewer).get(
+        refresh_url(run_id), {"answered": ["wr_elsewhere", HOSTILE]}, **HTMX
+    )
+    html = response.content.decode()
+    assert response.status_code == 200 and "hx-preserve" not in html
+    assert f'data-run-id="{run_id}"' in html and "wr_elsewhere" not in html
+    no_script_injection(html)
+    # The full page draws its cards whatever is asked.
+    page = client_as(world.viewer).get(detail_url(run_id), {"answered": run_id})
+    assert "hx-preserve" not in page.content.decode()
 
 
 # --- not found ------------------------------------------------------------------------------
