@@ -28,42 +28,73 @@ document.addEventListener("change", (event) => {
   }
 });
 
-// A retry's answer must reach the person. A search, a filter or "Older runs"
-// redraws every card of the runs page (they all target #run-results), so such
-// results are not drawn over a retry: none is sent while a retry is being sent,
-// and results asked for before the latest retry started (typed, then Retry
-// clicked before the search went out, or answered late) are dropped rather
-// than drawn over the retried card. hx-sync can't say this: it gives each
+// An answer to what the person did on a card (Retry, Check, "This is the
+// retry") must reach them. Some requests redraw cards wholesale: the runs
+// page's results (a search, a filter, "Older runs": they replace #run-results),
+// a card's own poll, and the run page's details, which bring that page's cards
+// along (#run-card-slot, out of band). None of them is drawn over an answer:
+// results are not sent while an action is being sent, and a redraw asked for
+// before the latest action (typed, then Retry clicked before the search went
+// out), or sent before its answer came back (read in the middle of it), is not
+// drawn over the cards: results and polls are dropped, the details are drawn
+// without their cards. Once the answer is drawn, the server tells the run page
+// to redraw its details (`run-changed`). hx-sync can't say this: it gives each
 // element one queue, and searches must keep replacing one another while never
-// cutting a retry short, nor retries each other.
-let retriesSending = 0;
-let lastRetryAt = -Infinity;
+// cutting an action short, nor actions each other.
+let actionsSending = 0;
+let lastActionAt = -Infinity;
+let lastAnswerAt = -Infinity;
+const requests = new WeakMap(); // request -> {asked, sent}
+const CARDS = "#run-results, #run-card-slot, article.run-card";
 
 // The element that made the request (`detail.elt` is where the event fired).
-function isRetry(detail) {
+function isCardAction(detail) {
   const elt = detail.requestConfig?.elt ?? detail.elt;
-  return elt instanceof Element && elt.matches("form.retry-form");
+  return elt instanceof Element && elt.matches("article.run-card form");
 }
 
-function redrawsOverARetry(detail) {
-  if (!detail.target || detail.target.id !== "run-results") return false;
-  const asked = detail.requestConfig?.triggeringEvent?.timeStamp ?? performance.now();
-  return retriesSending > 0 || asked < lastRetryAt;
+function drawsOverAnAnswer(detail) {
+  const { asked, sent } = requests.get(detail.xhr) ?? { asked: Infinity, sent: Infinity };
+  return actionsSending > 0 || asked < lastActionAt || sent < lastAnswerAt;
+}
+
+// `html` without the cards it would swap in out of band.
+function withoutCards(html) {
+  const template = document.createElement("template");
+  template.innerHTML = html;
+  const cards = [...template.content.children].filter(
+    (elt) => elt.matches("[hx-swap-oob]") && elt.matches(CARDS),
+  );
+  for (const elt of cards) elt.remove();
+  return cards.length ? template.innerHTML : html;
 }
 
 document.addEventListener("htmx:beforeRequest", (event) => {
-  if (isRetry(event.detail)) {
-    retriesSending += 1;
-    lastRetryAt = performance.now();
-  } else if (redrawsOverARetry(event.detail)) {
+  const detail = event.detail;
+  const now = performance.now();
+  if (isCardAction(detail)) {
+    actionsSending += 1;
+    lastActionAt = now;
+  } else if (actionsSending > 0 && detail.target?.id === "run-results") {
     event.preventDefault();
+  } else {
+    const asked = detail.requestConfig?.triggeringEvent?.timeStamp ?? now;
+    requests.set(detail.xhr, { asked, sent: now });
   }
 });
 document.addEventListener("htmx:beforeSwap", (event) => {
-  if (redrawsOverARetry(event.detail)) event.detail.shouldSwap = false;
+  const detail = event.detail;
+  if (isCardAction(detail) || !drawsOverAnAnswer(detail)) return;
+  if (detail.target?.matches(CARDS)) {
+    detail.shouldSwap = false;
+  } else if (typeof detail.serverResponse === "string") {
+    detail.serverResponse = withoutCards(detail.serverResponse);
+  }
 });
 // Fired on the form, or on its nearest ancestor still in the page once its
 // card has been swapped; also after an error or an abort.
 document.addEventListener("htmx:afterRequest", (event) => {
-  if (isRetry(event.detail)) retriesSending = Math.max(0, retriesSending - 1);
+  if (!isCardAction(event.detail)) return;
+  actionsSending = Math.max(0, actionsSending - 1);
+  lastAnswerAt = performance.now();
 });

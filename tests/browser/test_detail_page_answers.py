@@ -160,3 +160,35 @@ def test_an_unknown_retry_is_checked_then_linked_on_the_detail_page(
     assert sim.state.retry_count(failed) == 1
     assert page_marker(page) == marker
     console_watch.assert_clean()
+
+
+def test_a_refresh_on_its_way_when_retry_is_clicked_is_not_drawn_over_it(
+    page, world, console_watch
+):
+    sim = world.simulator
+    # Both the page's own look at Skyvern and the retry take a while.
+    sim.state.configure(latency_ms=SLOW_MS, fault_endpoints=["retry", "get_run"], failure_rate=0)
+    failed = world.add_run(status="failed", workflow_title="Download carrier invoices")
+    marker = open_detail_page(page, world, failed, wait_for_skyvern=False)
+    original = card(page, failed)
+    expect(page.get_by_role("status")).to_contain_text("checking Skyvern for news")
+
+    # Retry while the page is still asking Skyvern about the run.
+    with page.expect_response(is_post_to("/retry/"), timeout=15_000) as answer:
+        original.get_by_role("button", name="Retry").click()
+    assert answer.value.status == 200
+
+    retried = original.locator(".retried")
+    expect(retried).to_contain_text(re.compile(r"Retried → wr_"), timeout=DRAWN_MS)
+    new_id = new_run_id_from(original)
+    expect(card(page, new_id)).to_be_visible(timeout=DRAWN_MS)
+    expect(retries_table(page).get_by_role("row").filter(has_text=new_id)).to_contain_text(
+        "Retried"
+    )
+    page.wait_for_timeout(1_000)
+    expect(retried).to_contain_text(f"Retried → {new_id}")
+    expect(card(page, new_id)).to_be_visible()
+    expect(page.get_by_role("status")).to_contain_text("Up to date with Skyvern")
+    assert sim.state.retry_count(failed) == 1
+    assert page_marker(page) == marker
+    console_watch.assert_clean()
