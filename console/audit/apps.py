@@ -8,10 +8,10 @@ class AuditConfig(AppConfig):
 
     def ready(self):
         # Sign-in, sign-out, failed sign-in and lockout are recorded by signal
-        # receivers (console/logins.py); the request's address and browser by
-        # the request_started receiver (services.py).
-        import console.logins  # noqa: F401
-
+        # receivers (receivers.py); the request's address and browser by the
+        # request_started receiver (services.py).
+        from .receivers import connect_sign_in_signals
         from .services import connect_request_signals
 
+        connect_sign_in_signals()
         connect_request_signals()

@@ -14,6 +14,8 @@ from django.core.signals import request_finished, request_started
 from django.db.models import Q
 from django.utils import timezone
 
+from console.logins import client_ip
+
 from .models import Action, AuditEntry, Outcome
 
 USER_AGENT_MAX = 300
@@ -60,8 +62,6 @@ class _Meta:
 
 def _where_from(request) -> tuple[str | None, str]:
     """(IP address, user agent) of the request, or of the current one."""
-    from console.logins import client_ip
-
     source = request
     if source is None:
         meta = _request_meta.get()
