@@ -16,7 +16,7 @@ urlpatterns = [
     path("t/<slug:team_slug>/sync/", include("console.sync.urls")),
     path("t/<slug:team_slug>/bulk/", include("console.bulk.urls")),
     path("t/<slug:team_slug>/members/", include((team_urls.member_patterns, "members"))),
-    path("", include("console.audit.urls")),  # /audit/, /t/<team>/audit/
+    path("", include((team_urls.audit_patterns, "audit"))),  # /audit/, /t/<team>/audit/
     path("teams/new/", team_views.team_create, name="team_create"),
     path(
         "welcome/<uidb64>/<token>/",

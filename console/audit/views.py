@@ -1,7 +1,10 @@
-"""The audit log pages: a team's log for its admins, everything for superusers.
+"""The audit log pages: everything for superusers, and a team's log.
 
 Newest first, filtered by person, action, target and dates, paged by keyset
-(`?before=<id>`), and exported as CSV with the same filters.
+(`?before=<id>`), and exported as CSV with the same filters. A team's log
+(`/t/<team>/audit/`, for its admins) is served by the teams app, which
+checks who may see the team and then draws it with `audit_log_page` and
+`audit_log_csv`: the audit log records for every app and imports none.
 """
 
 import csv
@@ -14,8 +17,6 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from console.spreadsheets import csv_safe
-from console.teams.access import team_for
-from console.teams.models import Role
 
 from .forms import AuditFilterForm
 from .models import AuditEntry
@@ -52,7 +53,10 @@ def _before(request) -> int | None:
     return int(value) if value.isdigit() and len(value) < 19 else None
 
 
-def _page(request, form, rows, *, team=None):
+def audit_log_page(request, *, team=None):
+    """The log page: the team's rows, or every row when `team` is None.
+    The caller has checked that the person may see them."""
+    form, rows = _rows(request, team=team)
     before = _before(request)
     if before is not None:
         rows = rows.filter(id__lt=before)
@@ -81,17 +85,9 @@ def _page(request, form, rows, *, team=None):
 
 
 @require_GET
-def audit_team_log(request, team_slug):
-    team = team_for(request, team_slug, needs=Role.ADMIN)
-    form, rows = _rows(request, team=team)
-    return _page(request, form, rows, team=team)
-
-
-@require_GET
 def audit_log(request):
     _superuser_only(request)
-    form, rows = _rows(request)
-    return _page(request, form, rows)
+    return audit_log_page(request)
 
 
 class _Echo:
@@ -99,7 +95,10 @@ class _Echo:
         return value
 
 
-def _csv(rows, filename: str) -> StreamingHttpResponse:
+def audit_log_csv(request, *, team=None) -> StreamingHttpResponse:
+    """The page's rows, every page of them, as CSV (see `audit_log_page`)."""
+    _, rows = _rows(request, team=team)
+    filename = f"audit-{team.slug if team else 'all'}-{timezone.now():%Y%m%d-%H%M%S}.csv"
     writer = csv.writer(_Echo())
 
     def lines():
@@ -131,14 +130,6 @@ def _csv(rows, filename: str) -> StreamingHttpResponse:
 
 
 @require_GET
-def audit_team_export(request, team_slug):
-    team = team_for(request, team_slug, needs=Role.ADMIN)
-    _, rows = _rows(request, team=team)
-    return _csv(rows, f"audit-{team.slug}-{timezone.now():%Y%m%d-%H%M%S}.csv")
-
-
-@require_GET
 def audit_export(request):
     _superuser_only(request)
-    _, rows = _rows(request)
-    return _csv(rows, f"audit-all-{timezone.now():%Y%m%d-%H%M%S}.csv")
+    return audit_log_csv(request)

@@ -1,5 +1,7 @@
 from django.urls import path
 
+from console.audit import urls as audit_urls
+
 from . import views
 
 app_name = "teams"
@@ -24,4 +26,13 @@ member_patterns = [
     path("invite/", views.member_invite, name="member_invite"),
     path("<int:pk>/role/", views.member_role_change, name="member_role_change"),
     path("<int:pk>/remove/", views.member_remove, name="member_remove"),
+]
+
+# Included at the root in the "audit" namespace (console/urls.py): the audit
+# app's pages of the whole log, and a team's log for its admins, served here
+# because who may see a team is the teams app's rule.
+audit_patterns = [
+    *audit_urls.urlpatterns,
+    path("t/<slug:team_slug>/audit/", views.audit_team_log, name="audit_team_log"),
+    path("t/<slug:team_slug>/audit/export/", views.audit_team_export, name="audit_team_export"),
 ]

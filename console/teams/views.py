@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from console.audit.models import Action
 from console.audit.services import audit_record
+from console.audit.views import audit_log_csv, audit_log_page
 from console.sync.models import new_webhook_token
 from console.sync.services import sync_state_for, team_sync_states
 from console.sync.webhooks import REFUSALS_SHOWN, webhook_refusals
@@ -438,3 +439,19 @@ class PasswordSetView(PasswordResetConfirmView):
         audit_record(action=Action.PASSWORD_SET, request=self.request, user=self.user)
         messages.success(self.request, "Your password is set. Sign in with it.")
         return response
+
+
+# --- the team's audit log (team admins) ------------------------------------------------------
+
+
+@require_GET
+def audit_team_log(request, team_slug):
+    """The team's audit log, for its admins (the page is the audit app's)."""
+    team = team_for(request, team_slug, needs=Role.ADMIN)
+    return audit_log_page(request, team=team)
+
+
+@require_GET
+def audit_team_export(request, team_slug):
+    team = team_for(request, team_slug, needs=Role.ADMIN)
+    return audit_log_csv(request, team=team)
