@@ -13,7 +13,8 @@ urlpatterns = [
     path("", include("console.twofactor.urls")),  # /login/code/, /account/two-factor/
     path("t/<slug:team_slug>/", include("console.runs.urls")),
     path("t/<slug:team_slug>/connections/", include("console.teams.urls")),
-    path("t/<slug:team_slug>/sync/", include("console.sync.urls")),
+    # /t/<team>/sync/…, and /t/<team>/connections/<pk>/webhook-url/
+    path("t/<slug:team_slug>/", include("console.sync.urls")),
     path("t/<slug:team_slug>/bulk/", include("console.bulk.urls")),
     path("t/<slug:team_slug>/members/", include((team_urls.member_patterns, "members"))),
     path("", include((team_urls.audit_patterns, "audit"))),  # /audit/, /t/<team>/audit/

@@ -307,7 +307,7 @@ ACCESS: dict[str, Entry] = {
         needs=Role.ADMIN,
         calls=(Call("POST", 302), Call("POST", 200, htmx=True, fragment=True)),
     ),
-    "teams:connection_new_webhook_url": Entry(
+    "sync:connection_new_webhook_url": Entry(
         kind="connection", needs=Role.ADMIN, calls=(Call("POST", 302),)
     ),
     # --- keeping the history in line with Skyvern ----------------------------------------

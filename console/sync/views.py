@@ -1,5 +1,6 @@
 from django.contrib import messages
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
@@ -7,10 +8,12 @@ from console.audit.models import Action
 from console.audit.services import audit_record
 from console.background.queue import enqueue_on_commit
 from console.teams.access import can_retry, team_for
-from console.teams.models import Role
+from console.teams.models import Connection, Role
 
-from .services import team_sync_states
+from .models import new_webhook_token
+from .services import sync_state_for, team_sync_states
 from .tasks import sync_connection
+from .webhooks import REFUSALS_SHOWN, webhook_refusals
 
 STATUS = "sync/includes/sync_status.html"
 
@@ -66,3 +69,50 @@ def sync_now(request, team_slug):
         return render(request, STATUS, context)
     messages.info(request, "Sync started; the runs page updates when it is done.")
     return redirect("runs:run_list", team_slug=team.slug)
+
+
+# --- webhooks, on the team's Connections page (team admins) ---------------------------------
+
+
+def webhooks_context(request, team) -> dict:
+    """What the Connections page's webhook section shows: each connection's
+    webhook URL and its newest refused deliveries. For team admins only: the
+    URL holds the token that routes deliveries to the connection."""
+    webhooks = [
+        {
+            "connection": state.connection,
+            "url": request.build_absolute_uri(
+                reverse("skyvern_webhook", args=[state.webhook_token])
+            ),
+            "refusals": webhook_refusals(state.connection),
+        }
+        for state in team_sync_states(team)
+    ]
+    return {"team": team, "webhooks": webhooks, "refusals_shown": REFUSALS_SHOWN}
+
+
+@require_POST
+def connection_new_webhook_url(request, team_slug, pk):
+    """Give the connection a new webhook URL; deliveries to the old one are refused.
+
+    For a URL that leaked: the signature still protects it, but nobody
+    should be able to make the console check signatures at will.
+    """
+    team = team_for(request, team_slug, needs=Role.ADMIN)
+    connection = get_object_or_404(Connection.objects.for_user(request.user), team=team, pk=pk)
+    state = sync_state_for(connection)
+    state.webhook_token = new_webhook_token()
+    state.save(update_fields=["webhook_token"])
+    audit_record(
+        action=Action.CONNECTION_EDIT,
+        request=request,
+        team=team,
+        target=connection,
+        details={"changed": "webhook URL"},
+    )
+    messages.success(
+        request,
+        f"“{connection.label}” has a new webhook URL; update it in Skyvern. "
+        "Deliveries to the old URL are refused from now on.",
+    )
+    return redirect("teams:connection_list", team_slug=team.slug)

@@ -12,11 +12,6 @@ urlpatterns = [
     path("<int:pk>/key/", views.connection_replace_key, name="connection_replace_key"),
     path("<int:pk>/delete/", views.connection_delete, name="connection_delete"),
     path("<int:pk>/test/", views.connection_test, name="connection_test"),
-    path(
-        "<int:pk>/webhook-url/",
-        views.connection_new_webhook_url,
-        name="connection_new_webhook_url",
-    ),
 ]
 
 # Included at /t/<team>/members/ in the "members" namespace (console/urls.py).

@@ -13,9 +13,6 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from console.audit.models import Action
 from console.audit.services import audit_record
 from console.audit.views import audit_log_csv, audit_log_page
-from console.sync.models import new_webhook_token
-from console.sync.services import sync_state_for, team_sync_states
-from console.sync.webhooks import REFUSALS_SHOWN, webhook_refusals
 
 from . import keys
 from . import services as member_services
@@ -48,19 +45,11 @@ def _connection(request, team, pk) -> Connection:
 
 @require_GET
 def connection_list(request, team_slug):
+    """The team's connections; the sync app draws their webhooks below them."""
     team = team_for(request, team_slug, needs=Role.ADMIN)
-    connections = []
-    for state in team_sync_states(team):
-        # Admins only: the URL holds the token that routes deliveries to this connection.
-        state.connection.webhook_url = request.build_absolute_uri(
-            reverse("skyvern_webhook", args=[state.webhook_token])
-        )
-        state.connection.webhook_refusals = webhook_refusals(state.connection)
-        connections.append(state.connection)
+    connections = team.connections.order_by("label")
     return render(
-        request,
-        "teams/connection_list.html",
-        {"team": team, "connections": connections, "refusals_shown": REFUSALS_SHOWN},
+        request, "teams/connection_list.html", {"team": team, "connections": connections}
     )
 
 
@@ -230,33 +219,6 @@ def connection_test(request, team_slug, pk):
     if request.htmx:
         return render(request, "teams/connection_list.html#test-result", context)
     (messages.success if ok else messages.error)(request, f"{connection.label}: {message}")
-    return redirect("teams:connection_list", team_slug=team.slug)
-
-
-@require_POST
-def connection_new_webhook_url(request, team_slug, pk):
-    """Give the connection a new webhook URL; deliveries to the old one are refused.
-
-    For a URL that leaked: the signature still protects it, but nobody
-    should be able to make the console check signatures at will.
-    """
-    team = team_for(request, team_slug, needs=Role.ADMIN)
-    connection = _connection(request, team, pk)
-    state = sync_state_for(connection)
-    state.webhook_token = new_webhook_token()
-    state.save(update_fields=["webhook_token"])
-    audit_record(
-        action=Action.CONNECTION_EDIT,
-        request=request,
-        team=team,
-        target=connection,
-        details={"changed": "webhook URL"},
-    )
-    messages.success(
-        request,
-        f"“{connection.label}” has a new webhook URL; update it in Skyvern. "
-        "Deliveries to the old URL are refused from now on.",
-    )
     return redirect("teams:connection_list", team_slug=team.slug)
 
 

@@ -849,7 +849,7 @@ def test_an_admin_can_give_a_connection_a_new_webhook_url(world, client_as):
     old_token = sync_state_for(world.connection_a).webhook_token
     admin = client_as(world.admin)
     response = admin.post(
-        reverse("teams:connection_new_webhook_url", args=["acme", world.connection_a.pk]),
+        reverse("sync:connection_new_webhook_url", args=["acme", world.connection_a.pk]),
         follow=True,
     )
     new_token = sync_state_for(world.connection_a).webhook_token
