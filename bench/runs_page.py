@@ -404,7 +404,7 @@ def explain(url_params: dict, team, member) -> None:
 
     with CaptureQueriesContext(connection) as ctx:
         run_page(
-            Run.objects.for_user(member).filter(team=team),
+            Run.objects.restrict(member).filter(team=team),
             statuses=url_params.get("status", ()),
             search=url_params.get("q", ""),
             after=url_params.get("after"),

@@ -713,7 +713,7 @@ def test_each_person_gets_their_own_role_in_each_of_their_teams(world):
     Membership.objects.create(team=world.team_b, user=world.viewer, role=Role.ADMIN)
     seen = {
         person.username: [
-            (team.slug, team.my_role) for team in Team.objects.for_user_with_role(person)
+            (team.slug, team.my_role) for team in Team.objects.roles_of(person)
         ]
         for person in (world.viewer, world.operator, world.admin, world.outsider)
     }
@@ -723,5 +723,5 @@ def test_each_person_gets_their_own_role_in_each_of_their_teams(world):
         "acme-admin": [("acme", "admin")],
         "globex-operator": [("globex", "operator")],
     }
-    every = [(team.slug, team.my_role) for team in Team.objects.for_user_with_role(world.superuser)]
+    every = [(team.slug, team.my_role) for team in Team.objects.roles_of(world.superuser)]
     assert every == [("acme", "admin"), ("globex", "admin")]

@@ -12,7 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from console.runs.models import Retry, Run
-from console.teams.models import Connection, Team
+from console.teams.models import Connection, RestrictedQuerySet, Team
 
 
 class JobState(models.TextChoices):
@@ -50,10 +50,10 @@ class SkipReason(models.TextChoices):
     JOB_CANCELED = "job_canceled", "Job canceled"
 
 
-class BulkRetryJobQuerySet(models.QuerySet):
-    def for_user(self, user):
-        """Jobs of the teams this person may see; every view starts here."""
-        return self.filter(team__in=Team.objects.for_user(user))
+class BulkRetryJobQuerySet(RestrictedQuerySet):
+    """Every view starts from `BulkRetryJob.objects.restrict(user)`."""
+
+    team_path = "team"
 
     def active(self):
         return self.filter(state__in=ACTIVE_JOB_STATES)
@@ -109,6 +109,10 @@ class BulkRetryJob(models.Model):
         return self.state in ACTIVE_JOB_STATES
 
 
+class BulkRetryItemQuerySet(RestrictedQuerySet):
+    team_path = "job__team"
+
+
 class BulkRetryItem(models.Model):
     """One run of a job and what became of its retry.
 
@@ -141,6 +145,8 @@ class BulkRetryItem(models.Model):
     # What the last "check" of an unknown item found, in words.
     check_note = models.CharField(max_length=500, blank=True, default="")
     checked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = BulkRetryItemQuerySet.as_manager()
 
     class Meta:
         ordering = ["id"]

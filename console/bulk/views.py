@@ -3,7 +3,7 @@
 Every view works without JavaScript (plain forms, 303 after a POST); with
 htmx the job page's live part polls itself while the job is active and the
 action buttons swap only that part. Every query starts from the person's own
-teams (`for_user`) and the team in the URL; roles are checked here, in the
+teams (`restrict`) and the team in the URL; roles are checked here, in the
 view, and again by the services.
 """
 
@@ -23,8 +23,8 @@ from django_htmx.middleware import HtmxDetails
 
 from console.runs.models import Run
 from console.spreadsheets import csv_safe
-from console.teams.access import can_retry, team_for
-from console.teams.models import Role
+from console.teams.access import team_for
+from console.teams.models import RETRY
 
 from . import services
 from .forms import BulkRetryForm, ItemFilterForm, RetryAnywayForm
@@ -52,12 +52,12 @@ def _see_other(url: str) -> HttpResponseRedirect:
 
 
 def _team_runs(request, team):
-    return Run.objects.for_user(request.user).filter(team=team)
+    return Run.objects.restrict(request.user).filter(team=team)
 
 
 def _team_job(request, team, job_id: int) -> BulkRetryJob:
     job = (
-        BulkRetryJob.objects.for_user(request.user)
+        BulkRetryJob.objects.restrict(request.user)
         .filter(team=team, pk=job_id)
         .select_related("team", "created_by", "state_changed_by")
         .first()
@@ -115,7 +115,7 @@ def _render_preview(request, team, selection: Selection, options: BulkRetryForm,
 @require_POST
 def bulk_retry_preview(request: HtmxHttpRequest, team_slug: str):
     """What a bulk retry of the selection would do; nothing is sent."""
-    team = team_for(request, team_slug, needs=Role.OPERATOR)
+    team = team_for(request, team_slug, action=RETRY)
     form = SelectionForm(request.POST)
     if not form.is_valid():
         return _selection_refused(request, team, form)
@@ -130,7 +130,7 @@ def bulk_retry_preview(request: HtmxHttpRequest, team_slug: str):
 def bulk_retry_create(request: HtmxHttpRequest, team_slug: str):
     """Confirm: create the job over the selection as it is now, then watch it.
     Returns at once; a background worker sends the retries."""
-    team = team_for(request, team_slug, needs=Role.OPERATOR)
+    team = team_for(request, team_slug, action=RETRY)
     form = SelectionForm(request.POST)
     if not form.is_valid():
         return _selection_refused(request, team, form)
@@ -172,7 +172,7 @@ def bulk_job_list(request: HtmxHttpRequest, team_slug: str):
         f"n_{state}": Count("items", filter=Q(items__state=state)) for state in ItemState.values
     }
     jobs = (
-        BulkRetryJob.objects.for_user(request.user)
+        BulkRetryJob.objects.restrict(request.user)
         .filter(team=team)
         .select_related("created_by")
         .annotate(**counts)
@@ -182,7 +182,7 @@ def bulk_job_list(request: HtmxHttpRequest, team_slug: str):
     return render(
         request,
         "bulk/job_list.html",
-        {"team": team, "page": page, "can_act": can_retry(request.team_role)},
+        {"team": team, "page": page, "can_act": team.may[RETRY]},
     )
 
 
@@ -219,7 +219,7 @@ def _live_context(request, team, job: BulkRetryJob, source, **extra) -> dict:
         "item_state": state,
         "items": page,
         "item_query": urlencode(query),
-        "can_act": can_retry(request.team_role),
+        "can_act": team.may[RETRY],
         "poll_seconds": POLL_SECONDS,
         **extra,
     }
@@ -371,7 +371,7 @@ def _item_query(source) -> str:
 
 
 def _steer(request, team_slug, job_id, service, done: str):
-    team = team_for(request, team_slug, needs=Role.OPERATOR)
+    team = team_for(request, team_slug, action=RETRY)
     job = _team_job(request, team, job_id)
     try:
         job = service(job=job, user=request.user)
@@ -415,7 +415,7 @@ def bulk_item_check(request: HtmxHttpRequest, team_slug: str, job_id: int, item_
     """Look at Skyvern for the new run an unknown item may have made. The item
     then shows what was found, with "This is the retry" on each candidate;
     a run is linked by the check itself only when Skyvern names its origin."""
-    team = team_for(request, team_slug, needs=Role.OPERATOR)
+    team = team_for(request, team_slug, action=RETRY)
     item = _team_item(request, team, job_id, item_id)
     try:
         result = services.bulk_item_check(item=item, user=request.user, request=request)
@@ -431,7 +431,7 @@ def bulk_item_check(request: HtmxHttpRequest, team_slug: str, job_id: int, item_
 def bulk_item_retry_anyway(request: HtmxHttpRequest, team_slug: str, job_id: int, item_id: int):
     """Send an unknown item again, after the person confirms on this page that
     Skyvern may already have made the run."""
-    team = team_for(request, team_slug, needs=Role.OPERATOR)
+    team = team_for(request, team_slug, action=RETRY)
     item = _team_item(request, team, job_id, item_id)
     form = RetryAnywayForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():

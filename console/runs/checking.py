@@ -15,15 +15,15 @@ import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
 from console.audit.models import Action, Outcome
 from console.audit.services import audit_record
 from console.skyvern import InvalidRunId, RunDetail, SkyvernError, validate_run_id
-from console.teams.access import can_retry
+from console.teams.access import require
 from console.teams.clients import client_for
+from console.teams.models import RETRY
 from console.teams.secrets import ApiKeyUnreadable
 
 from .models import Retry, RetryState, Run
@@ -100,11 +100,6 @@ def _duration(seconds: int) -> str:
     return f"{seconds // 3600} h"
 
 
-def _require_operator(run: Run, user) -> None:
-    if not can_retry(run.team.role_of(user)):
-        raise PermissionDenied(f"This needs the operator role in {run.team.name}.")
-
-
 def _parameters(raw: dict):
     request = raw.get("run_request")
     if isinstance(request, dict) and "parameters" in request:
@@ -149,7 +144,7 @@ def retry_check(
     `audit_as`'s action with its details added: a bulk item's check).
     """
     run = Run.objects.select_related("connection", "team").get(pk=retry.run_id)
-    _require_operator(run, user)
+    require(user, RETRY, run.team)
     retry.refresh_from_db()
     if retry.state != RetryState.UNKNOWN:
         raise RetryRefused(
@@ -327,7 +322,7 @@ def retry_link(*, retry: Retry, run_id: str, user, request=None) -> Run:
     role; one audit row.
     """
     run = Run.objects.select_related("connection", "team").get(pk=retry.run_id)
-    _require_operator(run, user)
+    require(user, RETRY, run.team)
     try:
         run_id = validate_run_id(run_id)
     except InvalidRunId:

@@ -91,7 +91,7 @@ def _output_size_and_head(run: Run) -> tuple[int | None, str | None]:
 
 def detail_queryset(user, team, run_id):
     return (
-        with_card_data(Run.objects.for_user(user).filter(team=team, run_id=run_id))
+        with_card_data(Run.objects.restrict(user).filter(team=team, run_id=run_id))
         .select_related("connection")
         .defer(*DETAIL_DEFERRED)
         .annotate(raw_parts=_RawParts("raw", RAW_PARTS, without="output"))

@@ -4,7 +4,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from console.skyvern import TERMINAL_STATUSES
-from console.teams.models import Connection, Team
+from console.teams.models import Connection, RestrictedQuerySet, Team
 
 
 class WriteLock(models.Model):
@@ -36,10 +36,10 @@ class Status(models.TextChoices):
     TIMED_OUT = "timed_out", "Timed out"
 
 
-class RunQuerySet(models.QuerySet):
-    def for_user(self, user):
-        """Runs of the teams this person may see; every view starts here."""
-        return self.filter(team__in=Team.objects.for_user(user))
+class RunQuerySet(RestrictedQuerySet):
+    """Every view starts from `Run.objects.restrict(user)`."""
+
+    team_path = "team"
 
     def search(self, text: str):
         """Runs whose id, workflow id or workflow title contain `text`.
@@ -155,6 +155,10 @@ class RetryState(models.TextChoices):
 COUNTED_RETRY_STATES = [RetryState.SENDING, RetryState.RETRIED, RetryState.UNKNOWN]
 
 
+class RetryQuerySet(RestrictedQuerySet):
+    team_path = "run__team"
+
+
 class Retry(models.Model):
     """One person's intent to retry a run, recorded before Skyvern is called.
 
@@ -183,6 +187,8 @@ class Retry(models.Model):
     checked_at = models.DateTimeField(null=True, blank=True)
     check_note = models.CharField(max_length=500, blank=True, default="")
     check_evidence = models.JSONField(default=list, blank=True)
+
+    objects = RetryQuerySet.as_manager()
 
     class Meta:
         ordering = ["-requested_at", "-id"]

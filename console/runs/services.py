@@ -15,7 +15,9 @@ from console.audit.models import Action, Outcome
 from console.audit.services import audit_record
 from console.skyvern import SkyvernError
 from console.skyvern.errors import NotRetryable
+from console.teams.access import require
 from console.teams.clients import client_for
+from console.teams.models import RETRY
 from console.teams.secrets import ApiKeyUnreadable
 
 from .models import COUNTED_RETRY_STATES, Retry, RetryState, Run
@@ -98,7 +100,9 @@ def run_retry(
     counts as a retry, so it is never re-sent without a person deciding to.
     Each retry sent is recorded once in the audit log (run_retry, or
     run_retry_failed with the outcome); a click that sent nothing is not.
+    Needs the operator role.
     """
+    require(user, RETRY, run)
     if not run.is_terminal:
         raise RetryRefused(
             f"This run {run.not_finished_because}; only finished runs can be retried."

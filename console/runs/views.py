@@ -9,8 +9,8 @@ from django_htmx.http import trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
 from console.skyvern.errors import NotRetryable
-from console.teams.access import can_retry, team_for
-from console.teams.models import Role
+from console.teams.access import team_for
+from console.teams.models import RETRY
 
 from . import checking, details, services
 from .cards import with_card_data
@@ -30,7 +30,7 @@ def _team_run(request, team, run_id) -> Run:
     # A card (polled every few seconds while its run is unfinished) and a retry
     # never read Skyvern's JSON, the bulk of a cached row.
     run = (
-        with_card_data(Run.objects.for_user(request.user).filter(team=team, run_id=run_id))
+        with_card_data(Run.objects.restrict(request.user).filter(team=team, run_id=run_id))
         .select_related("connection")
         .defer(*details.DETAIL_DEFERRED, "screenshot_urls")
         .first()
@@ -41,7 +41,7 @@ def _team_run(request, team, run_id) -> Run:
 
 
 def _card_context(request, team, run, **extra):
-    return {"team": team, "run": run, "can_retry": can_retry(request.team_role), **extra}
+    return {"team": team, "run": run, "can_retry": team.may[RETRY], **extra}
 
 
 @require_GET
@@ -52,7 +52,7 @@ def run_list(request: HtmxHttpRequest, team_slug: str):
     form.is_valid()
     data = form.cleaned_data
     page = run_page(
-        Run.objects.for_user(request.user).filter(team=team),
+        Run.objects.restrict(request.user).filter(team=team),
         after=data.get("after"),
         **form.filters(),
     )
@@ -60,7 +60,7 @@ def run_list(request: HtmxHttpRequest, team_slug: str):
         "team": team,
         "form": form,
         "page": page,
-        "can_retry": can_retry(request.team_role),
+        "can_retry": team.may[RETRY],
         "filter_query": _filter_query(request),
         "poll_seconds": settings.RUNS_PAGE_POLL_SECONDS,
     }
@@ -89,14 +89,14 @@ def run_list_updates(request: HtmxHttpRequest, team_slug: str):
     data = form.cleaned_data
     since = data.get("since")
     updates = run_updates(
-        Run.objects.for_user(request.user).filter(team=team),
+        Run.objects.restrict(request.user).filter(team=team),
         since=since,
         **form.filters(),
     )
     context = {
         "team": team,
         "updates": updates,
-        "can_retry": can_retry(request.team_role),
+        "can_retry": team.may[RETRY],
         "filter_query": _filter_query(request),
         "since": updates.newest_cursor or request.GET.get("since", "") if since else "",
         "poll_seconds": settings.RUNS_PAGE_POLL_SECONDS,
@@ -121,7 +121,7 @@ def run_detail_refresh(request: HtmxHttpRequest, team_slug: str, run_id: str):
     """
     team = team_for(request, team_slug)
     run = (
-        Run.objects.for_user(request.user)
+        Run.objects.restrict(request.user)
         .filter(team=team, run_id=run_id)
         .select_related("connection")
         .defer(*details.DETAIL_DEFERRED)
@@ -208,7 +208,7 @@ def _tell_the_page(response, run):
 def run_retry(request: HtmxHttpRequest, team_slug: str, run_id: str):
     """Retry one run. With htmx: the updated card plus the new run's card.
     Without JavaScript: back to where the person was, with a message."""
-    team = team_for(request, team_slug, needs=Role.OPERATOR)
+    team = team_for(request, team_slug, action=RETRY)
     run = _team_run(request, team, run_id)
     try:
         seen_retries = max(0, int(request.POST.get("seen_retries", "0")))
@@ -295,7 +295,7 @@ def retry_check(request: HtmxHttpRequest, team_slug: str, run_id: str, number: i
     """Ask Skyvern what it has that may be this unknown retry's new run. The
     card then shows what was found, with "This is the retry" on each
     candidate. With htmx: the card. Without JavaScript: back, with a message."""
-    team = team_for(request, team_slug, needs=Role.OPERATOR)
+    team = team_for(request, team_slug, action=RETRY)
     run = _team_run(request, team, run_id)
     retry = _team_retry(run, number)
     error, notice = None, None
@@ -313,7 +313,7 @@ def retry_check(request: HtmxHttpRequest, team_slug: str, run_id: str, number: i
 def retry_link(request: HtmxHttpRequest, team_slug: str, run_id: str, number: int):
     """Record, on the person's word, that a run Skyvern has is this retry's
     new run. With htmx: the card. Without JavaScript: back, with a message."""
-    team = team_for(request, team_slug, needs=Role.OPERATOR)
+    team = team_for(request, team_slug, action=RETRY)
     run = _team_run(request, team, run_id)
     retry = _team_retry(run, number)
     error, notice = None, None

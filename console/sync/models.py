@@ -3,16 +3,15 @@ from functools import partial
 
 from django.db import models
 
-from console.teams.models import Connection, Team
+from console.teams.models import Connection, RestrictedQuerySet
 
 #: A new webhook token: 32 URL-safe characters. A partial of the standard
 #: library's function, so that migrations name it without importing the app.
 new_webhook_token = partial(secrets.token_urlsafe, 24)
 
 
-class ConnectionSyncQuerySet(models.QuerySet):
-    def for_user(self, user):
-        return self.filter(connection__team__in=Team.objects.for_user(user))
+class ConnectionSyncQuerySet(RestrictedQuerySet):
+    team_path = "connection__team"
 
 
 class ConnectionSync(models.Model):

@@ -7,8 +7,8 @@ from django_htmx.http import HttpResponseStopPolling
 from console.audit.models import Action
 from console.audit.services import audit_record
 from console.background.queue import enqueue_on_commit
-from console.teams.access import can_retry, team_for
-from console.teams.models import Connection, Role
+from console.teams.access import team_for
+from console.teams.models import MANAGE, RETRY, Connection
 
 from .models import new_webhook_token
 from .services import sync_state_for, team_sync_states
@@ -26,7 +26,7 @@ def sync_context(request, team, states=None) -> dict:
         "team": team,
         "sync_states": states,
         "sync_running": any(state.is_running for state in states),
-        "can_sync": can_retry(request.team_role),
+        "can_sync": team.may[RETRY],
     }
 
 
@@ -48,7 +48,7 @@ def sync_status(request, team_slug):
 @require_POST
 def sync_now(request, team_slug):
     """Start a sync of every connection of the team in the background."""
-    team = team_for(request, team_slug, needs=Role.OPERATOR)
+    team = team_for(request, team_slug, action=RETRY)
     states = team_sync_states(team)
     started = []
     for state in states:
@@ -98,8 +98,10 @@ def connection_new_webhook_url(request, team_slug, pk):
     For a URL that leaked: the signature still protects it, but nobody
     should be able to make the console check signatures at will.
     """
-    team = team_for(request, team_slug, needs=Role.ADMIN)
-    connection = get_object_or_404(Connection.objects.for_user(request.user), team=team, pk=pk)
+    team = team_for(request, team_slug, action=MANAGE)
+    connection = get_object_or_404(
+        Connection.objects.restrict(request.user, MANAGE), team=team, pk=pk
+    )
     state = sync_state_for(connection)
     state.webhook_token = new_webhook_token()
     state.save(update_fields=["webhook_token"])

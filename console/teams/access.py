@@ -1,43 +1,63 @@
-"""Who may do what in a team: one small function per verb, used by every view.
+"""Who may do what in a team, for views and services, by the one rule in
+models.py (`LEAST_ROLE`, applied by `restrict()`).
 
 A team the person is not a member of does not exist for them (404); a team
-they belong to but with too small a role answers 403.
+they belong to but with too small a role answers 403 (PermissionDenied).
 """
+
+from functools import reduce
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
-from .models import ROLE_RANK, Role, Team
+from .models import LEAST_ROLE, VIEW, Team
 
 
-def my_teams(request) -> list[Team]:
+def my_teams(user) -> list[Team]:
     """The teams this person may see, each with `my_role`: the team switcher.
 
     Read once per request, and for a member it is also where team_for() finds
-    the team, so a page costs one query for both.
+    the team, so a page costs one query for both. Kept on the user object
+    that the request loaded, as Django's ModelBackend keeps permissions
+    (`_perm_cache`): never on the request, and never across requests.
     """
-    teams = getattr(request, "_my_teams", None)
+    teams = getattr(user, "_console_teams", None)
     if teams is None:
-        teams = list(Team.objects.for_user_with_role(request.user))
-        request._my_teams = teams
+        teams = list(Team.objects.roles_of(user))
+        user._console_teams = teams
     return teams
 
 
-def team_for(request, slug: str, *, needs: Role = Role.VIEWER) -> Team:
+def team_for(request, slug: str, *, action: str = VIEW) -> Team:
+    """The team in the URL, if the person may do `action` in it; it carries
+    their role (`my_role`) and what it allows (`team.may`) for the page."""
     user = request.user
     if user.is_superuser:
         # Every team is theirs, and there may be many: just this one.
-        team = Team.objects.for_user_with_role(user).filter(slug=slug).first()
+        team = Team.objects.roles_of(user).filter(slug=slug).first()
     else:
-        team = next((team for team in my_teams(request) if team.slug == slug), None)
+        team = next((team for team in my_teams(user) if team.slug == slug), None)
     if team is None:
         raise Http404("No team here with that name.")
-    role = Role(team.my_role) if team.my_role else None
-    if role is None or ROLE_RANK[role] < ROLE_RANK[needs]:
-        raise PermissionDenied(f"This needs the {needs.label.lower()} role in {team.name}.")
-    request.team_role = role
+    if not team.may[action]:
+        raise PermissionDenied(refusal(team, action))
     return team
 
 
-def can_retry(role: Role | None) -> bool:
-    return role is not None and ROLE_RANK[role] >= ROLE_RANK[Role.OPERATOR]
+def allowed(user, action: str, obj) -> bool:
+    """Whether the person may do `action` on `obj` (a team, or a row of one:
+    run, bulk retry job...) now, read fresh: what a service asks before it
+    acts. The same rule as every list: `restrict()`."""
+    return type(obj).objects.restrict(user, action).filter(pk=obj.pk).exists()
+
+
+def require(user, action: str, obj) -> None:
+    """Refuse (PermissionDenied) unless the person may do `action` on `obj`."""
+    if not allowed(user, action, obj):
+        path = type(obj).objects.all().team_path
+        team = reduce(getattr, path.split("__"), obj) if path else obj
+        raise PermissionDenied(refusal(team, action))
+
+
+def refusal(team: Team, action: str) -> str:
+    return f"This needs the {LEAST_ROLE[action].label.lower()} role in {team.name}."

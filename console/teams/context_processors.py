@@ -7,4 +7,4 @@ def teams(request):
     if user is None or not user.is_authenticated:
         return {}
     # A callable, so that fragments, which have no switcher, don't read it.
-    return {"my_teams": lambda: my_teams(request)}
+    return {"my_teams": lambda: my_teams(user)}

@@ -11,27 +11,65 @@ class Role(models.TextChoices):
     ADMIN = "admin", "Admin"
 
 
-# What each role may do, in one place. A role includes everything below it.
+# Who may do what in a team, in one place: each action and the least role
+# that may do it. A role includes everything below it; superusers act as
+# admins of every team. Read by `restrict()` (in SQL) and `role_allows()`
+# (for a role already read), so the two never disagree.
 ROLE_RANK = {Role.VIEWER: 1, Role.OPERATOR: 2, Role.ADMIN: 3}
+VIEW, RETRY, MANAGE = "view", "retry", "manage"
+LEAST_ROLE = {VIEW: Role.VIEWER, RETRY: Role.OPERATOR, MANAGE: Role.ADMIN}
 
 
-class TeamQuerySet(models.QuerySet):
-    def for_user(self, user):
-        """The teams this person may see: all of them for a superuser,
-        otherwise only those they are a member of."""
+def roles_allowed(action: str) -> list[Role]:
+    """The roles that may do `action` (view: read runs and jobs; retry:
+    retry, bulk retry, check, sync; manage: connections, members, audit)."""
+    least = ROLE_RANK[LEAST_ROLE[action]]
+    return [role for role in Role if ROLE_RANK[role] >= least]
+
+
+def role_allows(role: str | None, action: str) -> bool:
+    """Whether a member with `role` (None: not a member) may do `action`."""
+    return role is not None and Role(role) in roles_allowed(action)
+
+
+class RestrictedQuerySet(models.QuerySet):
+    """Rows of a model that belongs to a team, limited to what a person may
+    do: `.restrict(user, action)`, the one way any view, service or task
+    scopes team data (after NetBox's `RestrictedQuerySet.restrict`).
+
+    `team_path` is the lookup from the model to its team ("team",
+    "connection__team"); empty on Team itself.
+    """
+
+    team_path = "team"
+
+    def restrict(self, user, action: str = VIEW):
+        """The rows of the teams in which `user` may do `action`: none for an
+        anonymous or deactivated person, all for a superuser."""
+        roles = roles_allowed(action)
         if not user.is_authenticated or not user.is_active:
             return self.none()
         if user.is_superuser:
             return self
-        return self.filter(memberships__user=user)
+        if self.team_path:
+            # A semi-join on the person's teams: it leaves the index choice
+            # of the model's own query alone (docs/performance.md).
+            return self.filter(**{f"{self.team_path}__in": Team.objects.restrict(user, action)})
+        if len(roles) == len(Role):
+            return self.filter(memberships__user=user)  # every member may
+        return self.filter(memberships__user=user, memberships__role__in=roles)
 
-    def for_user_with_role(self, user):
-        """for_user(), each team annotated with `my_role`, the person's role
-        in it (admin everywhere for a superuser)."""
-        teams = self.for_user(user)
+
+class TeamQuerySet(RestrictedQuerySet):
+    team_path = ""
+
+    def roles_of(self, user):
+        """The teams this person may view, each annotated with `my_role`,
+        their role in it (admin everywhere for a superuser)."""
+        teams = self.restrict(user, VIEW)
         if user.is_authenticated and user.is_superuser:
             return teams.annotate(my_role=models.Value(Role.ADMIN.value))
-        # From the membership row for_user() joined (Django reuses the join;
+        # From the membership row restrict() joined (Django reuses the join;
         # tests/test_isolation.py fails if it stops): a subquery per team
         # cost twice as much to build, on every page.
         return teams.annotate(my_role=models.F("memberships__role"))
@@ -50,14 +88,13 @@ class Team(models.Model):
     def __str__(self):
         return self.name
 
-    def role_of(self, user) -> Role | None:
-        """The person's role in this team; superusers act as admins everywhere."""
-        if not user.is_authenticated or not user.is_active:
-            return None
-        if user.is_superuser:
-            return Role.ADMIN
-        membership = self.memberships.filter(user=user).only("role").first()
-        return Role(membership.role) if membership else None
+    @property
+    def may(self) -> dict[str, bool]:
+        """What the person this team was read for may do in it, by action:
+        `team.may.retry` in a template. Needs `my_role` (Team.objects.roles_of,
+        team_for); without it, nothing."""
+        role = getattr(self, "my_role", None)
+        return {action: role_allows(role, action) for action in LEAST_ROLE}
 
 
 class Membership(models.Model):
@@ -67,6 +104,8 @@ class Membership(models.Model):
     )
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = RestrictedQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -80,9 +119,8 @@ class Membership(models.Model):
         return f"{self.user} — {self.get_role_display()} of {self.team}"
 
 
-class ConnectionQuerySet(models.QuerySet):
-    def for_user(self, user):
-        return self.filter(team__in=Team.objects.for_user(user))
+class ConnectionQuerySet(RestrictedQuerySet):
+    team_path = "team"
 
 
 class Connection(models.Model):

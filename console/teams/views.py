@@ -16,7 +16,7 @@ from console.audit.views import audit_log_csv, audit_log_page
 
 from . import keys
 from . import services as member_services
-from .access import my_teams, team_for
+from .access import allowed, my_teams, team_for
 from .clients import forget_session
 from .forms import (
     ConnectionEditForm,
@@ -27,26 +27,26 @@ from .forms import (
     ReplaceKeyForm,
     TeamCreateForm,
 )
-from .models import Connection, Membership, Role
+from .models import MANAGE, VIEW, Connection, Membership, Role
 
 
 @require_GET
 def home(request):
     """Pick a team; someone in exactly one team goes straight to its runs."""
-    teams = my_teams(request)  # the switcher's list too: one query for both
+    teams = my_teams(request.user)  # the switcher's list too: one query for both
     if len(teams) == 1:
         return redirect("runs:run_list", team_slug=teams[0].slug)
     return render(request, "teams/home.html", {"teams": teams})
 
 
 def _connection(request, team, pk) -> Connection:
-    return get_object_or_404(Connection.objects.for_user(request.user), team=team, pk=pk)
+    return get_object_or_404(Connection.objects.restrict(request.user, MANAGE), team=team, pk=pk)
 
 
 @require_GET
 def connection_list(request, team_slug):
     """The team's connections; the sync app draws their webhooks below them."""
-    team = team_for(request, team_slug, needs=Role.ADMIN)
+    team = team_for(request, team_slug, action=MANAGE)
     connections = team.connections.order_by("label")
     return render(
         request, "teams/connection_list.html", {"team": team, "connections": connections}
@@ -87,7 +87,7 @@ def _vet_key(form, *, base_url, connection=None) -> bool | None:
 @require_http_methods(["GET", "POST"])
 def connection_create(request, team_slug):
     """Add a connection; its key is tested first (refused keys are never saved)."""
-    team = team_for(request, team_slug, needs=Role.ADMIN)
+    team = team_for(request, team_slug, action=MANAGE)
     form = ConnectionForm(request.POST or None, team=team)
     if (
         request.method == "POST"
@@ -119,7 +119,7 @@ def connection_create(request, team_slug):
 
 @require_http_methods(["GET", "POST"])
 def connection_edit(request, team_slug, pk):
-    team = team_for(request, team_slug, needs=Role.ADMIN)
+    team = team_for(request, team_slug, action=MANAGE)
     connection = _connection(request, team, pk)
     # The form edits a copy: a rejected form must not show its values as saved.
     form = ConnectionEditForm(request.POST or None, instance=copy(connection), team=team)
@@ -150,7 +150,7 @@ def connection_edit(request, team_slug, pk):
 @require_http_methods(["GET", "POST"])
 def connection_replace_key(request, team_slug, pk):
     """Replace the key once it is tested; a refused key leaves the old one in place."""
-    team = team_for(request, team_slug, needs=Role.ADMIN)
+    team = team_for(request, team_slug, action=MANAGE)
     connection = _connection(request, team, pk)
     form = ReplaceKeyForm(request.POST or None)
     if (
@@ -179,7 +179,7 @@ def connection_replace_key(request, team_slug, pk):
 
 @require_http_methods(["GET", "POST"])
 def connection_delete(request, team_slug, pk):
-    team = team_for(request, team_slug, needs=Role.ADMIN)
+    team = team_for(request, team_slug, action=MANAGE)
     connection = _connection(request, team, pk)
     if request.method == "POST":
         label = connection.label
@@ -205,7 +205,7 @@ def connection_delete(request, team_slug, pk):
 def connection_test(request, team_slug, pk):
     """Try the key with the cheapest Skyvern call, check it sees this
     connection's cached runs, and say what happened."""
-    team = team_for(request, team_slug, needs=Role.ADMIN)
+    team = team_for(request, team_slug, action=MANAGE)
     connection = _connection(request, team, pk)
     result = keys.connection_key_test(connection=connection, request=request)
     ok, message = result.ok, result.message
@@ -255,14 +255,14 @@ def _membership(team, pk) -> Membership:
 
 @require_GET
 def member_list(request, team_slug):
-    team = team_for(request, team_slug, needs=Role.ADMIN)
+    team = team_for(request, team_slug, action=MANAGE)
     return _members_page(request, team)
 
 
 @require_POST
 def member_add(request, team_slug):
     """Add an existing account by username or email."""
-    team = team_for(request, team_slug, needs=Role.ADMIN)
+    team = team_for(request, team_slug, action=MANAGE)
     form = MemberAddForm(request.POST)
     if form.is_valid():
         try:
@@ -287,7 +287,7 @@ def member_add(request, team_slug):
 @require_POST
 def member_invite(request, team_slug):
     """Create an account and show its one-time password-set link, once."""
-    team = team_for(request, team_slug, needs=Role.ADMIN)
+    team = team_for(request, team_slug, action=MANAGE)
     form = MemberInviteForm(request.POST)
     if form.is_valid():
         try:
@@ -315,7 +315,7 @@ def member_invite(request, team_slug):
 
 @require_POST
 def member_role_change(request, team_slug, pk):
-    team = team_for(request, team_slug, needs=Role.ADMIN)
+    team = team_for(request, team_slug, action=MANAGE)
     membership = _membership(team, pk)
     form = MemberRoleForm(request.POST)
     if not form.is_valid():
@@ -340,7 +340,7 @@ def member_role_change(request, team_slug, pk):
 
 @require_http_methods(["GET", "POST"])
 def member_remove(request, team_slug, pk):
-    team = team_for(request, team_slug, needs=Role.ADMIN)
+    team = team_for(request, team_slug, action=MANAGE)
     membership = _membership(team, pk)
     if request.method == "POST":
         try:
@@ -361,7 +361,7 @@ def member_remove(request, team_slug, pk):
 
 def _members_redirect(request, team):
     """Back to the members page; home if the person just left the team."""
-    if team.role_of(request.user) is None:
+    if not allowed(request.user, VIEW, team):
         return _see_other(reverse("home"))
     return _see_other(reverse("members:member_list", args=[team.slug]))
 
@@ -409,11 +409,11 @@ class PasswordSetView(PasswordResetConfirmView):
 @require_GET
 def audit_team_log(request, team_slug):
     """The team's audit log, for its admins (the page is the audit app's)."""
-    team = team_for(request, team_slug, needs=Role.ADMIN)
+    team = team_for(request, team_slug, action=MANAGE)
     return audit_log_page(request, team=team)
 
 
 @require_GET
 def audit_team_export(request, team_slug):
-    team = team_for(request, team_slug, needs=Role.ADMIN)
+    team = team_for(request, team_slug, action=MANAGE)
     return audit_log_csv(request, team=team)

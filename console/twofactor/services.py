@@ -13,7 +13,7 @@ from django.utils import timezone
 from django_otp.models import VerifyNotAllowed
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from console.teams.models import Membership, Role
+from console.teams.models import MANAGE, Team
 
 log = logging.getLogger("console.twofactor")
 
@@ -36,10 +36,11 @@ def has_confirmed_device(user) -> bool:
 
 
 def is_required_for(user) -> bool:
-    """With TWO_FACTOR_REQUIRED_FOR_ADMINS: superusers and admins of any team."""
+    """With TWO_FACTOR_REQUIRED_FOR_ADMINS: superusers and whoever may manage
+    a team (its admins)."""
     if not settings.TWO_FACTOR_REQUIRED_FOR_ADMINS or not user.is_authenticated:
         return False
-    return user.is_superuser or Membership.objects.filter(user=user, role=Role.ADMIN).exists()
+    return user.is_superuser or Team.objects.restrict(user, MANAGE).exists()
 
 
 def start_setup(user) -> TOTPDevice:

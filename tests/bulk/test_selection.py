@@ -174,7 +174,7 @@ def test_the_runs_page_sends_the_ticked_runs_or_its_page_or_its_filter(world, cl
     assert across == Selection(
         Scope.ALL_MATCHING, filter=(("status", "failed"), ("workflow", "Invoices"))
     )
-    team_runs = Run.objects.for_user(world.operator).filter(team=world.team_a)
+    team_runs = Run.objects.restrict(world.operator).filter(team=world.team_a)
     newest = Run.objects.filter(team=world.team_a).order_by("-pk").first().pk
     bounded = across.within(team_runs)
     assert bounded.upto == newest

@@ -6,9 +6,11 @@ from django.utils import timezone
 
 from console.runs.checking import RetryCheck, retry_check
 from console.runs.services import RetryRefused, counted_retries
+from console.teams.access import require
+from console.teams.models import RETRY
 
 from ..models import BulkRetryItem, BulkRetryJob, ItemState, JobState
-from .common import BulkRetryRefused, _audit, _book_worker_on_commit, _require_operator, log
+from .common import BulkRetryRefused, _audit, _book_worker_on_commit, log
 
 #: What a check of an unknown item found (the runs app's check of its retry).
 CheckResult = RetryCheck
@@ -26,7 +28,7 @@ def bulk_item_check(*, item: BulkRetryItem, user, request=None) -> RetryCheck:
     (bulk_item_check).
     """
     job = item.job
-    _require_operator(job.team, user)
+    require(user, RETRY, job.team)
     item.refresh_from_db()
     if item.state != ItemState.UNKNOWN:
         raise BulkRetryRefused("Only an item whose outcome is unknown can be checked.")
@@ -60,7 +62,7 @@ def bulk_item_retry_anyway(*, item: BulkRetryItem, user, request=None) -> BulkRe
     Needs the operator role. Recorded once in the audit log.
     """
     job = item.job
-    _require_operator(job.team, user)
+    require(user, RETRY, job.team)
     now = timezone.now()
     with transaction.atomic():
         job.refresh_from_db()

@@ -1,18 +1,14 @@
 """What the bulk retry modules share: the refusal support staff see when the
-console won't do something, the check that the user is an operator in the
-team, the audit row about a bulk retry job, the background tasks they book,
-and the package's logger."""
+console won't do something, the audit row about a bulk retry job, the
+background tasks they book, and the package's logger. (Who may act: the
+team's one rule, `console.teams.access.require`.)"""
 
 import logging
 from datetime import timedelta
 
-from django.core.exceptions import PermissionDenied
-
 from console.audit.services import audit_record
 from console.background.chains import Chain
 from console.background.queue import TaskSlot, enqueue_on_commit
-from console.teams.access import can_retry
-from console.teams.models import Team
 
 from ..models import BulkRetryJob, JobState
 
@@ -38,11 +34,6 @@ def _audit(action, *, job, user=None, request=None, target=None, outcome="ok", *
         target=job if target is None else target,
         details=details,
     )
-
-
-def _require_operator(team: Team, user) -> None:
-    if not can_retry(team.role_of(user)):
-        raise PermissionDenied(f"This needs the operator role in {team.name}.")
 
 
 def bulk_jobs_active() -> bool:

@@ -15,7 +15,8 @@ from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from console.teams.models import Team
+from console.teams.access import require
+from console.teams.models import RETRY, Team
 
 from ..models import (
     ACTIVE_JOB_STATES,
@@ -27,7 +28,7 @@ from ..models import (
     JobState,
     SkipReason,
 )
-from .common import BulkRetryRefused, _audit, _book_worker_on_commit, _require_operator, log
+from .common import BulkRetryRefused, _audit, _book_worker_on_commit, log
 from .preview import _classified
 from .throttle import throttle_for
 
@@ -52,7 +53,7 @@ def bulk_retry_create(
     log with the job (bulk_job_create; and bulk_job_finish when every run
     was skipped).
     """
-    _require_operator(team, user)
+    require(user, RETRY, team)
     reason = (reason or "").strip()
     if not reason:
         raise BulkRetryRefused("Say why these runs are being retried.")
@@ -124,7 +125,7 @@ def bulk_retry_pause(*, job: BulkRetryJob, user, request=None) -> BulkRetryJob:
     """Stop sending: workers take no new item once this commits (they look
     at the job before every claim, at least every POLL_SECONDS). Items
     already sent are recorded as they answer. Needs the operator role."""
-    _require_operator(job.team, user)
+    require(user, RETRY, job.team)
     if not _set_state(
         job, user, from_states=[JobState.QUEUED, JobState.RUNNING], to_state=JobState.PAUSED
     ):
@@ -140,7 +141,7 @@ def bulk_retry_pause(*, job: BulkRetryJob, user, request=None) -> BulkRetryJob:
 
 def bulk_retry_resume(*, job: BulkRetryJob, user, request=None) -> BulkRetryJob:
     """Carry on with a paused job: its worker is booked again. Needs the operator role."""
-    _require_operator(job.team, user)
+    require(user, RETRY, job.team)
     with transaction.atomic():
         job.refresh_from_db(fields=["started_at"])
         to_state = JobState.RUNNING if job.started_at else JobState.QUEUED
@@ -160,7 +161,7 @@ def bulk_retry_cancel(*, job: BulkRetryJob, user, request=None) -> BulkRetryJob:
     """End the job: every item still waiting becomes `skipped` ("job canceled");
     items already sent (or being sent) keep, or get, their real outcome.
     Needs the operator role."""
-    _require_operator(job.team, user)
+    require(user, RETRY, job.team)
     now = timezone.now()
     with transaction.atomic():
         if not _set_state(
