@@ -49,11 +49,6 @@ def glob_pattern(text: str) -> str:
     return f"*{escaped}*"
 
 
-def like_pattern(text: str) -> str:
-    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
 # Up to PROBE_LIMIT FTS matches SQLite searches by the ids, up to SUBQUERY_LIMIT
 # by the FTS table as a subquery, above it by scanning newest first.
 PROBE_LIMIT = 1000

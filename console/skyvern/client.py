@@ -154,11 +154,6 @@ class SkyvernClient:
             raise BadResponse(detail="run list is not a JSON array")
         return [RunSummary.from_json(item) for item in data]
 
-    def cancel_run(self, run_id: str) -> None:
-        """Cancel a run; cancelling a finished run changes nothing."""
-        validate_run_id(run_id)
-        self._request("POST", f"/v1/runs/{run_id}/cancel")
-
     def check_key(self) -> None:
         """The cheapest authenticated call: raises unless the key works."""
         self.list_runs(page=1, page_size=1)

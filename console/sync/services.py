@@ -19,7 +19,7 @@
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import transaction
@@ -58,7 +58,6 @@ class SyncResult:
     stopped_early: bool = False
     error: str = ""
     skipped: bool = False  # another sync of the connection was running
-    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         if self.skipped:

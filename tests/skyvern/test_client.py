@@ -71,15 +71,6 @@ def test_get_run_parses_a_finished_run(org, client):
     assert run.finished_at == naive.replace(tzinfo=UTC)
 
 
-def test_cancel(org, client):
-    finished = org.state.add_run(KEY, status="completed")
-    assert client.cancel_run(finished) is None
-    assert org.state.find_run(finished).status == "completed"
-    running = org.state.add_run(KEY, status="running")
-    assert client.cancel_run(running) is None
-    assert org.state.find_run(running).status == "canceled"
-
-
 def test_check_key(org, client):
     client.check_key()
     with pytest.raises(KeyRejected):
@@ -114,8 +105,6 @@ def test_another_organisations_run_is_not_found(org, client):
         client.retry_run(theirs)
     with pytest.raises(RunNotFound):
         client.get_run(theirs)
-    with pytest.raises(RunNotFound):
-        client.cancel_run(theirs)
     assert org.state.retry_count(theirs) == 0
 
 
@@ -265,7 +254,7 @@ def test_body_cut_short_means_the_run_may_exist(org, client):
 def test_invalid_run_ids_are_refused_before_any_request(bad_id):
     session = NoNetworkSession()
     client = SkyvernClient("http://skyvern.invalid", KEY, session=session)
-    for method in (client.retry_run, client.get_run, client.cancel_run):
+    for method in (client.retry_run, client.get_run):
         with pytest.raises(InvalidRunId):
             method(bad_id)
     assert session.calls == []
