@@ -155,9 +155,10 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(parents=True, exist_ok=True)
-    # Connections are kept (conn_max_age above) on SQLite too: opening one,
-    # with its pragmas and Django's SQL functions, cost ~0.85 ms a request
-    # (docs/performance.md). runserver and db_worker close theirs themselves.
+    # Connections are kept (conn_max_age above) on SQLite too, so that a
+    # request doesn't pay for opening one, running its pragmas and registering
+    # Django's SQL functions (docs/performance.md, change 12). runserver and
+    # db_worker close theirs themselves.
     # The web server and the worker write to the same file: take the write
     # lock up front and wait for it rather than failing with "database is locked".
     DATABASES["default"]["OPTIONS"] = {

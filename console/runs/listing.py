@@ -24,10 +24,10 @@ COUNT_CAP = 1000
 
 class DrawnInput:
     """Django's own <input> markup, drawn in Python rather than through the
-    widget templates: the runs page draws six on every view, at ~0.15 ms
-    apiece through the templates, and still ~0.06 ms through flatatt()'s
-    format_html per attribute. tests/runs/test_run_list.py holds the two to
-    the same markup."""
+    widget templates or flatatt()'s format_html per attribute: the runs page
+    draws six on every view, and those were a measurable part of it
+    (docs/performance.md, change 11). tests/runs/test_run_list.py holds the
+    two to the same markup."""
 
     def _render(self, template_name, context, renderer=None):
         widget = context["widget"]
@@ -143,7 +143,8 @@ class RunFilterForm(forms.Form):
     @property
     def status_options(self) -> list[tuple[str, str, bool]]:
         """(value, label, ticked) of each status, for the checkboxes the
-        template draws itself (nine widget templates cost about 1 ms a page)."""
+        template draws itself rather than through nine widget templates on
+        every view (docs/performance.md, change 15)."""
         ticked = set(self["status"].value() or ())
         return [(value, label, value in ticked) for value, label in Status.choices]
 
@@ -247,7 +248,8 @@ def run_page(queryset, *, statuses=(), search="", after=None, **more_filters) ->
         created_at, pk = after
         # The redundant `created_at <= …` is the index range bound: without it
         # PostgreSQL reads the index from the newest run and filters the OR row
-        # by row, so page 200 cost 10,000 skipped entries more than page 1.
+        # by row, so a deep page costs more than page 1 (docs/performance.md,
+        # change 3).
         page = page.filter(
             Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=pk),
             created_at__lte=created_at,

@@ -10,23 +10,21 @@ Both are created by migration 0002 (which names FTS_TABLE itself).
 
 SQLite's planner can't weigh the FTS table against the newest-first index,
 so `search_filter` asks the FTS index first how many runs (in any team)
-match, counting a trigram phrase up to SUBQUERY_LIMIT (~2 ms), and picks
-one of three forms:
+match, counting a trigram phrase up to SUBQUERY_LIMIT, and picks one of
+three forms:
 - a rare term (at most PROBE_LIMIT, fetched by GLOB, which is exact)
   becomes `id IN (those ids)`: the page and its count then touch only
   those rows;
 - a term of middling frequency (at most SUBQUERY_LIMIT) becomes
   `id IN (SELECT rowid FROM the FTS table WHERE ...)`: SQLite collects the
-  matches once and looks each up by id. Scanning instead cost 170 ms for
-  "1234" (1,500 matches in all, 761 in the big team), because the capped
-  count had to walk the team's whole history to find fewer than 1,001;
-  this form takes 17 ms;
+  matches once and looks each up by id, where a scan would make the capped
+  count walk the team's whole history when the team holds few of them;
 - a common term becomes `search_text LIKE '%term%'` on the runs table: the
   page walks the (team[, status], created_at, id) index newest first and
   stops after one page of matches, instead of collecting and sorting every
-  match (67,000 runs for "reconcil" in the benchmark: 1.3 s as a join on
-  the FTS table, 400 ms as the subquery, a few ms scanning).
-All forms select exactly the same runs. The probe runs when the filter is
+  match as a join on the FTS table or the subquery would.
+docs/performance.md (changes 1, 2 and 13) has the measurements behind each
+form. All forms select exactly the same runs. The probe runs when the filter is
 built, so a run stored in the instant between probe and query may be
 missed by that one request.
 """
@@ -42,8 +40,9 @@ def glob_pattern(text: str) -> str:
     """`*text*` for GLOB, with GLOB's special characters matched literally.
 
     GLOB, not LIKE ... ESCAPE: FTS5's trigram index serves LIKE only without
-    an ESCAPE clause (with one, SQLite scans the whole FTS table: ~1 s for a
-    run id at 1M runs). GLOB is case-sensitive; both sides are lowercase.
+    an ESCAPE clause; with one, SQLite scans the whole FTS table on every
+    search (docs/performance.md, change 1). GLOB is case-sensitive; both
+    sides are lowercase.
     """
     escaped = "".join(f"[{c}]" if c in "*?[" else c for c in text.lower())
     return f"*{escaped}*"
@@ -87,8 +86,8 @@ def search_filter(db_alias: str, text: str) -> Q:
 def _fts_phrase_count(connection, term: str, limit: int) -> int | None:
     """About how many runs hold `term`, counted up to `limit`, to choose how
     to search (never what is found). A trigram phrase MATCH reads the index
-    alone, where GLOB rechecks each candidate's text: ~2 ms for 3,000
-    matches, against ~3 ms for the 1,001 rows of the GLOB probe."""
+    alone, where GLOB rechecks each candidate's text, so counting this far
+    costs less than the GLOB probe (docs/performance.md, change 13)."""
     phrase = '"' + term.replace('"', '""') + '"'
     try:
         with connection.cursor() as cursor:

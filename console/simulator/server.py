@@ -324,7 +324,8 @@ def max_steps_header(value: str | None) -> int | None:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Headers and body go out in separate writes; without TCP_NODELAY a
-    # keep-alive client waits ~40 ms per request on delayed ACKs.
+    # keep-alive client waits for its delayed ACK on every request
+    # (docs/performance.md, "Nagle's algorithm in the simulator").
     disable_nagle_algorithm = True
     server: "_HTTPServer"
 

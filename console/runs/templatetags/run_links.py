@@ -1,9 +1,10 @@
 """`{% run_url "runs:run_detail" team.slug run.run_id %}`: `{% url %}` for run pages, fast.
 
-A runs page draws 50 cards with three run links each; `reverse()` costs
-~35 µs a call, a fifth of a card's rendering. The URL of a run page is the
-same string for every run of a team but for the run id, so it is reversed
-once per (URL name, team) with a placeholder id and filled in after.
+A runs page draws 50 cards with three run links each, and `reverse()` was a
+large share of drawing a card (docs/performance.md, "Run links").
+The URL of a run page is the same string for every run of a team but for the
+run id, so it is reversed once per (URL name, team) with a placeholder id
+and filled in after.
 """
 
 from functools import lru_cache
