@@ -1,7 +1,7 @@
 """Run cards, rendered once per version of the run and reused.
 
 A runs page draws 50 cards, and drawing them was most of the page's time
-(~0.27 ms a card with Django's templates). A card's markup depends only on
+(docs/performance.md, change 7). A card's markup depends only on
 the run as the console knows it, its retries, the team and whether the viewer
 may retry, so it is cached under a fingerprint of exactly those values: a
 run that changes gets a new fingerprint and so a new card, and nothing ever
@@ -186,7 +186,8 @@ def _counted_retries(run_pks: list[int]) -> dict[int, list[tuple]]:
     """Each run's counted retries, by run.
 
     Written out in SQL: the query never changes shape, and Django's query
-    compiler took three times as long as the database (~0.7 ms a page).
+    compiler took longer than the database to answer it (docs/performance.md,
+    change 16).
     tests/runs/test_cards.py holds it to what the ORM gives (card_values()).
     """
     sql = COUNTED_RETRIES_SQL.format(
