@@ -22,7 +22,7 @@ def org(simulator):
 
 
 @pytest.fixture
-def client(org):
+def skyvern(org):
     return SkyvernClient(org.url, KEY, connect_timeout=2, read_timeout=3)
 
 

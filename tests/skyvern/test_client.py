@@ -37,9 +37,9 @@ def runs_of(org, key=KEY):
 # --- success --------------------------------------------------------------------
 
 
-def test_retry_returns_the_new_run(org, client):
+def test_retry_returns_the_new_run(org, skyvern):
     original = org.state.add_run(KEY, status="failed", workflow_title="Book freight pickup")
-    new = client.retry_run(original)
+    new = skyvern.retry_run(original)
     assert isinstance(new, RunDetail)
     assert new.run_id != original and new.run_id.startswith("wr_")
     assert new.status == "created" and not new.is_terminal
@@ -51,15 +51,15 @@ def test_retry_returns_the_new_run(org, client):
     assert org.state.retry_count(original) == 1
 
 
-def test_max_steps_override_is_sent(org, client):
+def test_max_steps_override_is_sent(org, skyvern):
     original = org.state.add_run(KEY, status="failed")
-    new = client.retry_run(original, max_steps_override=12)
+    new = skyvern.retry_run(original, max_steps_override=12)
     assert org.state.find_run(new.run_id).max_steps_override == 12
 
 
-def test_get_run_parses_a_finished_run(org, client):
+def test_get_run_parses_a_finished_run(org, skyvern):
     run_id = org.state.add_run(KEY, status="completed", workflow_title="Download carrier invoices")
-    run = client.get_run(run_id)
+    run = skyvern.get_run(run_id)
     assert (run.run_id, run.status, run.run_type) == (run_id, "completed", "workflow_run")
     assert run.is_terminal
     assert run.recording_url and run.recording_url.startswith(org.url + "/recordings/")
@@ -71,8 +71,8 @@ def test_get_run_parses_a_finished_run(org, client):
     assert run.finished_at == naive.replace(tzinfo=UTC)
 
 
-def test_check_key(org, client):
-    client.check_key()
+def test_check_key(org, skyvern):
+    skyvern.check_key()
     with pytest.raises(KeyRejected):
         SkyvernClient(org.url, "sk-wrong").check_key()
 
@@ -80,37 +80,37 @@ def test_check_key(org, client):
 # --- one test per error -----------------------------------------------------------
 
 
-def test_not_retryable_400(org, client):
+def test_not_retryable_400(org, skyvern):
     run_id = org.state.add_run(KEY, status="running")
     with pytest.raises(NotRetryable) as caught:
-        client.retry_run(run_id)
+        skyvern.retry_run(run_id)
     assert caught.value.status_code == 400
     assert caught.value.detail == "Only terminal workflow runs can be retried"
     assert caught.value.run_may_exist is False
     assert org.state.retry_count(run_id) == 0
 
 
-def test_run_not_found_404(org, client):
+def test_run_not_found_404(org, skyvern):
     with pytest.raises(RunNotFound) as caught:
-        client.retry_run("wr_1234567890")
+        skyvern.retry_run("wr_1234567890")
     assert caught.value.detail == "Workflow run not found wr_1234567890"
     assert caught.value.run_may_exist is False
     with pytest.raises(RunNotFound):
-        client.get_run("wr_1234567890")
+        skyvern.get_run("wr_1234567890")
 
 
-def test_another_organisations_run_is_not_found(org, client):
+def test_another_organisations_run_is_not_found(org, skyvern):
     theirs = org.state.add_run(OTHER_KEY, status="failed")
     with pytest.raises(RunNotFound):
-        client.retry_run(theirs)
+        skyvern.retry_run(theirs)
     with pytest.raises(RunNotFound):
-        client.get_run(theirs)
+        skyvern.get_run(theirs)
     assert org.state.retry_count(theirs) == 0
 
 
-def test_validation_failed_422(org, client):
+def test_validation_failed_422(org, skyvern):
     with pytest.raises(ValidationFailed) as caught:
-        client.list_runs(page=0)
+        skyvern.list_runs(page=0)
     assert "greater than or equal to 1" in caught.value.detail
     assert "greater than or equal to 1" in str(caught.value)
     assert caught.value.run_may_exist is False
@@ -118,28 +118,28 @@ def test_validation_failed_422(org, client):
 
 def test_unknown_status_is_refused_before_any_request():
     session = NoNetworkSession()
-    client = SkyvernClient("http://skyvern.invalid", KEY, session=session)
+    skyvern = SkyvernClient("http://skyvern.invalid", KEY, session=session)
     with pytest.raises(ValidationFailed):
-        client.list_runs(statuses=["failed", "exploded"])
+        skyvern.list_runs(statuses=["failed", "exploded"])
     assert session.calls == []
 
 
-def test_rate_limited_429(org, client):
+def test_rate_limited_429(org, skyvern):
     org.state.configure(rate_limit_per_second=1, rate_limit_retry_after=2)
-    client.list_runs()
+    skyvern.list_runs()
     with pytest.raises(RateLimited) as caught:
-        client.list_runs()
+        skyvern.list_runs()
     assert caught.value.retry_after == 2 and isinstance(caught.value.retry_after, int)
     assert caught.value.status_code == 429
     assert caught.value.run_may_exist is False
     assert "2 s" in str(caught.value)
 
 
-def test_busy_503_with_retry_after_created_nothing(org, client):
+def test_busy_503_with_retry_after_created_nothing(org, skyvern):
     run_id = org.state.add_run(KEY, status="failed")
     org.state.configure(busy=True, busy_retry_after=4)
     with pytest.raises(SkyvernBusy) as caught:
-        client.retry_run(run_id)
+        skyvern.retry_run(run_id)
     assert caught.value.retry_after == 4
     assert caught.value.run_may_exist is False
     assert "No run was created" in caught.value.detail
@@ -157,21 +157,21 @@ def test_key_rejected_403(org):
         SkyvernClient(org.url, "").list_runs()
 
 
-def test_server_error_500_may_have_created_a_run(org, client):
+def test_server_error_500_may_have_created_a_run(org, skyvern):
     run_id = org.state.add_run(KEY, status="failed")
     org.state.configure(error_rates={500: 1.0})
     with pytest.raises(SkyvernServerError) as caught:
-        client.retry_run(run_id)
+        skyvern.retry_run(run_id)
     assert caught.value.status_code == 500
     assert caught.value.run_may_exist is True
     assert org.state.retry_count(run_id) == 1  # it did, and the client sent it only once
 
 
-def test_503_without_retry_after_is_a_server_error_not_busy(org, client):
+def test_503_without_retry_after_is_a_server_error_not_busy(org, skyvern):
     run_id = org.state.add_run(KEY, status="failed")
     org.state.configure(error_rates={503: 1.0})
     with pytest.raises(SkyvernServerError) as caught:
-        client.retry_run(run_id)
+        skyvern.retry_run(run_id)
     assert not isinstance(caught.value, SkyvernBusy)
     assert caught.value.status_code == 503
     assert caught.value.run_may_exist is True
@@ -180,50 +180,50 @@ def test_503_without_retry_after_is_a_server_error_not_busy(org, client):
 def test_timeout_may_have_created_a_run(org):
     run_id = org.state.add_run(KEY, status="failed")
     org.state.configure(hang_seconds=2)
-    client = SkyvernClient(org.url, KEY, read_timeout=0.3)
+    skyvern = SkyvernClient(org.url, KEY, read_timeout=0.3)
     with pytest.raises(SkyvernTimeout) as caught:
-        client.retry_run(run_id)
+        skyvern.retry_run(run_id)
     assert caught.value.run_may_exist is True
     assert org.state.retry_count(run_id) == 1
 
 
 def test_unreachable_when_nothing_listens(dead_url):
-    client = SkyvernClient(dead_url, KEY)
+    skyvern = SkyvernClient(dead_url, KEY)
     with pytest.raises(SkyvernUnreachable) as caught:
-        client.retry_run("wr_1")
+        skyvern.retry_run("wr_1")
     assert not isinstance(caught.value, ConnectionDropped)
     assert caught.value.run_may_exist is False
 
 
-def test_connection_dropped_may_have_created_a_run(org, client):
+def test_connection_dropped_may_have_created_a_run(org, skyvern):
     run_id = org.state.add_run(KEY, status="failed")
     org.state.configure(drop_connection=True)
     with pytest.raises(ConnectionDropped) as caught:
-        client.retry_run(run_id)
+        skyvern.retry_run(run_id)
     assert caught.value.run_may_exist is True
     assert org.state.retry_count(run_id) == 1  # never sent twice
 
 
 @pytest.mark.parametrize("call", ["retry", "get", "list"])
-def test_bad_response_for_malformed_json(org, client, call):
+def test_bad_response_for_malformed_json(org, skyvern, call):
     run_id = org.state.add_run(KEY, status="failed")
     org.state.configure(malformed_json=True)
     with pytest.raises(BadResponse) as caught:
         if call == "retry":
-            client.retry_run(run_id)
+            skyvern.retry_run(run_id)
         elif call == "get":
-            client.get_run(run_id)
+            skyvern.get_run(run_id)
         else:
-            client.list_runs()
+            skyvern.list_runs()
     assert caught.value.run_may_exist is True
 
 
-def test_body_cut_short_means_the_run_may_exist(org, client):
+def test_body_cut_short_means_the_run_may_exist(org, skyvern):
     """Headers arrived, then the body broke off: Skyvern did answer (and act)."""
     run_id = org.state.add_run(KEY, status="failed")
     org.state.configure(truncate_body=True)
     with pytest.raises(ConnectionDropped) as caught:
-        client.retry_run(run_id)
+        skyvern.retry_run(run_id)
     assert org.state.retry_count(run_id) == 1
     assert caught.value.run_may_exist is True
 
@@ -253,8 +253,8 @@ def test_body_cut_short_means_the_run_may_exist(org, client):
 )
 def test_invalid_run_ids_are_refused_before_any_request(bad_id):
     session = NoNetworkSession()
-    client = SkyvernClient("http://skyvern.invalid", KEY, session=session)
-    for method in (client.retry_run, client.get_run):
+    skyvern = SkyvernClient("http://skyvern.invalid", KEY, session=session)
+    for method in (skyvern.retry_run, skyvern.get_run):
         with pytest.raises(InvalidRunId):
             method(bad_id)
     assert session.calls == []
@@ -325,28 +325,28 @@ def test_records_without_meaning_are_bad_responses(data):
 
 def test_a_whole_seeded_history_parses(simulator):
     simulator.state.add_org(KEY, seed="history", seed_runs=80)
-    client = SkyvernClient(simulator.url, KEY)
-    runs = client.list_runs(page_size=100)
+    skyvern = SkyvernClient(simulator.url, KEY)
+    runs = skyvern.list_runs(page_size=100)
     assert len(runs) == 80
     for run in runs:
         assert run.created_at.tzinfo is UTC and run.workflow_title
-        assert client.get_run(run.run_id).status == run.status
+        assert skyvern.get_run(run.run_id).status == run.status
 
 
-def test_skyverns_own_retries_categories_and_webhook_failures_parse(org, client):
+def test_skyverns_own_retries_categories_and_webhook_failures_parse(org, skyvern):
     """Fields a 1.0.56 server sends that the client does not model yet are kept
     in `raw`, and never stop a run from parsing."""
     pending = org.state.add_run(KEY, status="failed", retry_pending=True)
     third = org.state.add_run(KEY, status="completed", attempt=3)
     hook = org.state.add_run(KEY, status="failed", webhook_failure_reason="HTTP 500")
-    listed = {run.run_id: run for run in client.list_runs(page_size=10)}
+    listed = {run.run_id: run for run in skyvern.list_runs(page_size=10)}
     assert listed[pending].status == "failed" and listed[pending].raw["retry_pending"] is True
     assert listed[pending].raw["failure_category"][0]["category"]
     assert listed[third].raw["attempt"] == 3 and len(listed[third].raw["attempts"]) == 3
     assert listed[hook].raw["webhook_failure_reason"] == "HTTP 500"
-    detail = client.get_run(hook)
+    detail = skyvern.get_run(hook)
     assert detail.status == "failed" and detail.output and detail.errors == []
-    assert client.get_run(third).raw["attempts"][0]["status"] == "failed"
+    assert skyvern.get_run(third).raw["attempts"][0]["status"] == "failed"
 
 
 # --- paging and filters ---------------------------------------------------------------
@@ -354,8 +354,8 @@ def test_skyverns_own_retries_categories_and_webhook_failures_parse(org, client)
 
 def test_list_pages_newest_first(simulator):
     simulator.state.add_org(KEY, seed="paging", seed_runs=25)
-    client = SkyvernClient(simulator.url, KEY)
-    pages = [client.list_runs(page=p, page_size=10) for p in (1, 2, 3, 4)]
+    skyvern = SkyvernClient(simulator.url, KEY)
+    pages = [skyvern.list_runs(page=p, page_size=10) for p in (1, 2, 3, 4)]
     assert [len(p) for p in pages] == [10, 10, 5, 0]
     runs = [run for page in pages for run in page]
     assert len({run.run_id for run in runs}) == 25
@@ -364,15 +364,15 @@ def test_list_pages_newest_first(simulator):
 
 def test_list_filters(simulator):
     simulator.state.add_org(KEY, seed="filters", seed_runs=40)
-    client = SkyvernClient(simulator.url, KEY)
-    everything = client.list_runs(page_size=100)
-    failed = client.list_runs(statuses=["failed", "timed_out"], page_size=100)
+    skyvern = SkyvernClient(simulator.url, KEY)
+    everything = skyvern.list_runs(page_size=100)
+    failed = skyvern.list_runs(statuses=["failed", "timed_out"], page_size=100)
     assert failed and {r.status for r in failed} <= {"failed", "timed_out"}
     assert len(failed) == sum(r.status in ("failed", "timed_out") for r in everything)
     target = everything[3]
-    assert target.run_id in [r.run_id for r in client.list_runs(search_key=target.run_id)]
+    assert target.run_id in [r.run_id for r in skyvern.list_runs(search_key=target.run_id)]
     code = simulator.state.find_run(failed[0].run_id).errors[0]["error_code"]
-    coded = client.list_runs(error_code=code, page_size=100)
+    coded = skyvern.list_runs(error_code=code, page_size=100)
     assert failed[0].run_id in [r.run_id for r in coded]
 
 
@@ -380,9 +380,9 @@ def test_list_filters(simulator):
 
 
 def test_the_key_is_not_in_the_clients_str_or_repr(org):
-    client = SkyvernClient(org.url, KEY)
-    assert KEY not in str(client) and KEY not in repr(client)
-    assert KEY not in repr(vars(client).get("timeout")) and KEY not in repr(client.session)
+    skyvern = SkyvernClient(org.url, KEY)
+    assert KEY not in str(skyvern) and KEY not in repr(skyvern)
+    assert KEY not in repr(vars(skyvern).get("timeout")) and KEY not in repr(skyvern.session)
 
 
 SCENARIOS = {
@@ -404,17 +404,17 @@ SCENARIOS = {
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_the_key_is_in_no_exception(org, scenario):
     knobs, kind = SCENARIOS[scenario]
-    client = SkyvernClient(org.url, KEY, read_timeout=0.3)
+    skyvern = SkyvernClient(org.url, KEY, read_timeout=0.3)
     run_id = org.state.add_run(KEY, status=kind) if kind in ("running", "failed") else "wr_404"
     org.state.configure(**knobs)
     with pytest.raises(SkyvernError) as caught:
         if kind == "page0":
-            client.list_runs(page=0)
+            skyvern.list_runs(page=0)
         elif kind == "twice":
-            client.list_runs()
-            client.list_runs()
+            skyvern.list_runs()
+            skyvern.list_runs()
         else:
-            client.retry_run(run_id)
+            skyvern.retry_run(run_id)
     assert_key_hidden(caught.value)
 
 
@@ -445,15 +445,15 @@ def test_a_non_latin1_key_fails_as_a_skyvern_error(org):
         SkyvernClient(org.url, "sk-ключ").list_runs()
 
 
-def test_redirects_are_not_followed(org, client, recording_server):
+def test_redirects_are_not_followed(org, skyvern, recording_server):
     run_id = org.state.add_run(KEY, status="failed")
     org.state.configure(redirect_to=recording_server.url)
     with pytest.raises(BadResponse) as caught:
-        client.retry_run(run_id)
+        skyvern.retry_run(run_id)
     assert "redirect" in str(caught.value)
     with pytest.raises(BadResponse):
-        client.list_runs()
+        skyvern.list_runs()
     with pytest.raises(BadResponse):
-        client.get_run(run_id)
+        skyvern.get_run(run_id)
     assert recording_server.requests == []  # the key never went elsewhere
     assert org.state.retry_count(run_id) == 0
