@@ -79,7 +79,9 @@ class Flows:
         self.world = world
         self.responses: list = []
 
-    def client(self, user=None, **kwargs) -> RecordingClient:
+    def new_client(self, user=None, **kwargs) -> RecordingClient:
+        """A new test client, signed in as `user` (anonymous without one),
+        whose every response is recorded."""
         client = RecordingClient(self.responses, **kwargs)
         if user is not None:
             client.force_login(user)
@@ -105,7 +107,7 @@ def pages(f: Flows):
     world = f.world
     failed = f.run(status="failed", failure_reason="Login failed")
     running = f.run(status="running")
-    operator = f.client(world.operator)
+    operator = f.new_client(world.operator)
     runs = reverse("runs:run_list", args=["acme"])
     operator.get(reverse("home"))
     operator.get(runs)
@@ -117,12 +119,12 @@ def pages(f: Flows):
         operator.get(reverse("runs:run_detail_refresh", args=["acme", run_id]), headers=HTMX)
         operator.get(reverse("runs:run_card", args=["acme", run_id]), headers=HTMX)
         operator.get(reverse("runs:run_card", args=["acme", run_id]), follow=True)
-    f.client(world.superuser).get(reverse("home"))
+    f.new_client(world.superuser).get(reverse("home"))
 
 
 def detail_refresh_fails(f: Flows):
     run_id = f.run(status="running")
-    operator = f.client(f.world.operator)
+    operator = f.new_client(f.world.operator)
     url = reverse("runs:run_detail_refresh", args=["acme", run_id])
     for knobs in (
         {"error_rates": {500: 1.0}},
@@ -135,7 +137,7 @@ def detail_refresh_fails(f: Flows):
 
 
 def retry_succeeds(f: Flows):
-    operator = f.client(f.world.operator)
+    operator = f.new_client(f.world.operator)
     first, second = f.run(status="failed"), f.run(status="terminated")
     operator.post(
         reverse("runs:run_retry", args=["acme", first]), {"seen_retries": "0"}, headers=HTMX
@@ -171,7 +173,7 @@ RETRY_FAILURES: dict[str, tuple[dict, str]] = {
 
 def retry_fails(f: Flows, settings):
     settings.SKYVERN_READ_TIMEOUT = 0.5
-    operator = f.client(f.world.operator)
+    operator = f.new_client(f.world.operator)
     for knobs, kind in RETRY_FAILURES.values():
         run_ids = [f.run(status="running" if kind == "running" else "failed")]
         if kind == "twice":
@@ -204,7 +206,7 @@ def retry_fails(f: Flows, settings):
 
 def connection_pages(f: Flows):
     world = f.world
-    admin = f.client(world.admin)
+    admin = f.new_client(world.admin)
     pk = world.connection_a.pk
     admin.get(reverse("teams:connection_list", args=["acme"]))
     admin.get(reverse("teams:connection_create", args=["acme"]))
@@ -249,7 +251,7 @@ def connection_pages(f: Flows):
 
 def connection_test(f: Flows):
     world = f.world
-    admin = f.client(world.admin)
+    admin = f.new_client(world.admin)
     url = reverse("teams:connection_test", args=["acme", world.connection_a.pk])
     admin.post(url, headers=HTMX)  # OK
     admin.post(url, follow=True)
@@ -269,7 +271,7 @@ def sync(f: Flows):
     world = f.world
     for status in ("failed", "running", "completed"):
         world.add_run(status=status, cache=False)
-    operator = f.client(world.operator)
+    operator = f.new_client(world.operator)
     operator.post(reverse("sync:sync_now", args=["acme"]), headers=HTMX)
     operator.post(reverse("sync:sync_now", args=["acme"]), follow=True)
     connection_sync(connection=world.connection_a, full=True)
@@ -294,7 +296,7 @@ def webhooks(f: Flows):
         signature = hmac.new(key.encode(), payload, hashlib.sha256).hexdigest()
         return {"x-skyvern-signature": signature, "x-skyvern-timestamp": timestamp}
 
-    skyvern = f.client()
+    skyvern = f.new_client()
     post = lambda u, b, h: skyvern.post(u, data=b, content_type="application/json", headers=h)  # noqa: E731
     post(url, body, signed(body))  # accepted
     post(url, body, signed(body))  # a repeat
@@ -314,27 +316,27 @@ def webhooks(f: Flows):
 
 def errors_and_sign_in(f: Flows, settings):
     world = f.world
-    viewer = f.client(world.viewer)
+    viewer = f.new_client(world.viewer)
     viewer.get(reverse("teams:connection_list", args=["acme"]))  # 403
     viewer.get(reverse("runs:run_list", args=["globex"]))  # 404
     viewer.get(reverse("runs:run_detail", args=["acme", "wr_404404"]))  # 404
     viewer.get("/no/such/page/")
-    strict = f.client(world.operator, enforce_csrf_checks=True)
+    strict = f.new_client(world.operator, enforce_csrf_checks=True)
     strict.post(
         reverse("runs:run_retry", args=["acme", f.run(status="failed")]), {"seen_retries": "0"}
     )
     strict.post(reverse("teams:connection_create", args=["acme"]), {"api_key": TYPED_KEY})
-    anonymous = f.client()
+    anonymous = f.new_client()
     anonymous.get(reverse("runs:run_list", args=["acme"]), follow=True)
     for _ in range(settings.AXES_FAILURE_LIMIT + 1):
         anonymous.post(reverse("login"), {"username": world.admin.username, "password": SECRET})
-    f.client().post(
+    f.new_client().post(
         reverse("login"), {"username": world.viewer.username, "password": PASSWORD}, follow=True
     )
 
 
 def django_admin(f: Flows):
-    superuser = f.client(f.world.superuser)
+    superuser = f.new_client(f.world.superuser)
     pk = f.world.connection_a.pk
     superuser.get(reverse("admin:teams_connection_changelist"))
     superuser.get(reverse("admin:teams_connection_change", args=[pk]))
@@ -351,7 +353,7 @@ def audit_log(f: Flows, settings):
     webhooks(f)
     errors_and_sign_in(f, settings)
     retry_succeeds(f)
-    f.client(f.world.operator).post(reverse("sync:sync_now", args=["acme"]))
+    f.new_client(f.world.operator).post(reverse("sync:sync_now", args=["acme"]))
     from console.audit.models import AuditEntry
 
     recorded = set(AuditEntry.objects.values_list("action", flat=True))
@@ -365,7 +367,7 @@ def audit_log(f: Flows, settings):
         "run_retry",
         "sync_now",
     } <= recorded, recorded
-    admin, superuser = f.client(f.world.admin), f.client(f.world.superuser)
+    admin, superuser = f.new_client(f.world.admin), f.new_client(f.world.superuser)
     for client, log, export in (
         (admin, reverse("audit:audit_team_log", args=["acme"]), None),
         (admin, None, reverse("audit:audit_team_export", args=["acme"])),
@@ -394,7 +396,7 @@ def bulk_job(f: Flows, settings):
     world = f.world
     run_ids = [f.run(status="failed", failure_reason="Portal down") for _ in range(4)]
     picks = [str(pk) for pk in Run.objects.filter(run_id__in=run_ids).values_list("pk", flat=True)]
-    operator = f.client(world.operator)
+    operator = f.new_client(world.operator)
     preview = reverse("bulk:bulk_retry_preview", args=["acme"])
     operator.post(preview, {"scope": "ids", "run": picks})
     operator.post(
