@@ -73,7 +73,7 @@ def browser():
 
 
 @pytest.fixture
-def world(transactional_db, world):
+def live_world(transactional_db, world):
     """The shared `world`, on a transactional database so that the live
     server's thread sees what the test wrote (pytest-django lets
     transactional_db take precedence over the `db` the shared fixture asks for)."""

@@ -22,10 +22,10 @@ def replace_key_with(page, key):
     page.get_by_role("button", name="Replace key").click()
 
 
-def test_admin_replaces_a_key_refused_then_of_another_organisation(page, world, console_watch):
-    world.add_run(status="failed")
-    world.add_run(status="completed")
-    sign_in(page, world.admin, PASSWORD, then=CONNECTIONS)
+def test_admin_replaces_a_key_refused_then_of_another_organisation(page, live_world, console_watch):
+    live_world.add_run(status="failed")
+    live_world.add_run(status="completed")
+    sign_in(page, live_world.admin, PASSWORD, then=CONNECTIONS)
 
     page.get_by_role("link", name="Replace key").click()
     expect(page.get_by_role("heading", name="Replace the API key of “Skyvern”")).to_be_visible()
@@ -56,11 +56,13 @@ def test_admin_replaces_a_key_refused_then_of_another_organisation(page, world, 
     console_watch.assert_clean()
 
 
-def test_admin_saves_a_key_untested_and_a_later_test_clears_the_note(page, world, console_watch):
-    world.add_run(status="failed")
-    world.simulator.state.add_key(KEY_A, ROTATED_KEY)
-    world.simulator.state.configure(error_rates={500: 1.0})
-    sign_in(page, world.admin, PASSWORD, then=CONNECTIONS)
+def test_admin_saves_a_key_untested_and_a_later_test_clears_the_note(
+    page, live_world, console_watch
+):
+    live_world.add_run(status="failed")
+    live_world.simulator.state.add_key(KEY_A, ROTATED_KEY)
+    live_world.simulator.state.configure(error_rates={500: 1.0})
+    sign_in(page, live_world.admin, PASSWORD, then=CONNECTIONS)
     page.get_by_role("link", name="Replace key").click()
 
     replace_key_with(page, ROTATED_KEY)
@@ -73,7 +75,7 @@ def test_admin_saves_a_key_untested_and_a_later_test_clears_the_note(page, world
     untested = page.get_by_text("Key untested")
     expect(untested).to_be_visible()
 
-    world.simulator.state.configure(error_rates={})
+    live_world.simulator.state.configure(error_rates={})
     page.get_by_role("button", name="Test connection").first.click()
 
     expect(page.get_by_role("status").filter(has_text="OK")).to_have_text(

@@ -55,13 +55,15 @@ def all_images_loaded(page, selector: str) -> int:
     return count
 
 
-def test_login_and_runs_page_with_a_retry_under_the_csp(page, world, console_watch, live_server):
+def test_login_and_runs_page_with_a_retry_under_the_csp(
+    page, live_world, console_watch, live_server
+):
     html = HtmlResponses(page, live_server.url)
-    world.simulator.state.configure(failure_rate=0)
-    failed = world.add_run(status="failed", workflow_title="Download carrier invoices")
-    world.add_run(status="completed", workflow_title="Sync price list")
+    live_world.simulator.state.configure(failure_rate=0)
+    failed = live_world.add_run(status="failed", workflow_title="Download carrier invoices")
+    live_world.add_run(status="completed", workflow_title="Sync price list")
 
-    sign_in(page, world.operator, PASSWORD, then=RUNS)
+    sign_in(page, live_world.operator, PASSWORD, then=RUNS)
     original = page.locator(f'article.run-card[data-run-id="{failed}"]')
     original.get_by_role("button", name="Retry").click()
     expect(original.locator(".retried")).to_contain_text(re.compile(r"Retried → wr_"))
@@ -72,15 +74,15 @@ def test_login_and_runs_page_with_a_retry_under_the_csp(page, world, console_wat
 
 
 def test_run_detail_with_screenshots_and_recording_under_the_csp(
-    page, world, console_watch, live_server
+    page, live_world, console_watch, live_server
 ):
     """Screenshots and the recording come from Skyvern's host (here the
     simulator, plain http on loopback, which the demo's policy allows)."""
     html = HtmlResponses(page, live_server.url)
-    run_id = world.add_run(status="failed", workflow_title="Download carrier invoices")
+    run_id = live_world.add_run(status="failed", workflow_title="Download carrier invoices")
     detail = f"/t/acme/runs/{run_id}/"
 
-    sign_in(page, world.viewer, PASSWORD, then=detail)
+    sign_in(page, live_world.viewer, PASSWORD, then=detail)
     # The details section fetches itself fresh from Skyvern (htmx, on load).
     expect(page.locator(".detail-screenshots")).to_be_visible()
     page.wait_for_load_state("networkidle")
@@ -92,11 +94,11 @@ def test_run_detail_with_screenshots_and_recording_under_the_csp(
 
 
 def test_connections_page_and_test_connection_under_the_csp(
-    page, world, console_watch, live_server
+    page, live_world, console_watch, live_server
 ):
     html = HtmlResponses(page, live_server.url)
 
-    sign_in(page, world.admin, PASSWORD, then=CONNECTIONS)
+    sign_in(page, live_world.admin, PASSWORD, then=CONNECTIONS)
     page.get_by_role("button", name="Test connection").first.click()
     expect(page.get_by_text("OK — Skyvern accepted the key.")).to_be_visible()
     page.get_by_role("button", name="Add a connection").click()
@@ -106,7 +108,7 @@ def test_connections_page_and_test_connection_under_the_csp(
     console_watch.assert_clean()
 
 
-def test_the_recorder_catches_a_violation(page, world, console_watch, live_server):
+def test_the_recorder_catches_a_violation(page, live_world, console_watch, live_server):
     """The control: markup with an inline style and an inline script, put on a
     page by the page's own code, is refused by the browser and recorded."""
     page.goto("/login/")

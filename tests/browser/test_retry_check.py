@@ -20,18 +20,18 @@ def card(page, run_id):
     return page.locator(f'article.run-card[data-run-id="{run_id}"]')
 
 
-def test_a_timed_out_retry_is_checked_then_linked(page, world, console_watch, settings):
-    sim = world.simulator
+def test_a_timed_out_retry_is_checked_then_linked(page, live_world, console_watch, settings):
+    sim = live_world.simulator
     # Skyvern takes longer than the console waits: the retry is made, its answer lost.
     settings.SKYVERN_READ_TIMEOUT = 0.5
     sim.state.configure(latency_ms=1500, fault_endpoints=["retry"])
-    failed = world.add_run(
+    failed = live_world.add_run(
         status="failed",
         workflow_title="Download carrier invoices",
         failure_reason="Login failed: invalid credentials",
     )
 
-    sign_in(page, world.operator, PASSWORD, then=RUNS)
+    sign_in(page, live_world.operator, PASSWORD, then=RUNS)
     marker = mark_page(page)
     original = card(page, failed)
 

@@ -16,14 +16,16 @@ from .test_runs_page import RUNS, card, new_run_id_from, retry_posts
 pytestmark = pytest.mark.browser
 
 
-def test_typing_a_run_id_then_clicking_retry_keeps_the_retrys_answer(page, world, console_watch):
-    sim = world.simulator
+def test_typing_a_run_id_then_clicking_retry_keeps_the_retrys_answer(
+    page, live_world, console_watch
+):
+    sim = live_world.simulator
     sim.state.configure(failure_rate=0)
-    failed = world.add_run(status="failed", workflow_title="Download carrier invoices")
-    world.add_run(status="completed", workflow_title="Sync price list")
-    world.add_run(status="terminated", workflow_title="Reconcile ledger")
+    failed = live_world.add_run(status="failed", workflow_title="Download carrier invoices")
+    live_world.add_run(status="completed", workflow_title="Sync price list")
+    live_world.add_run(status="terminated", workflow_title="Reconcile ledger")
 
-    sign_in(page, world.operator, PASSWORD, then=RUNS)
+    sign_in(page, live_world.operator, PASSWORD, then=RUNS)
     marker = mark_page(page)
     posts = retry_posts(page)
     original = card(page, failed)
@@ -54,14 +56,14 @@ def test_typing_a_run_id_then_clicking_retry_keeps_the_retrys_answer(page, world
 
 
 def test_a_search_on_its_way_when_retry_is_clicked_is_not_drawn_over_it(
-    page, world, console_watch
+    page, live_world, console_watch
 ):
-    sim = world.simulator
+    sim = live_world.simulator
     sim.state.configure(failure_rate=0)
-    failed = world.add_run(status="failed", failure_reason="Login failed: invalid credentials")
-    world.add_run(status="failed", failure_reason="Carrier portal is down")
+    failed = live_world.add_run(status="failed", failure_reason="Login failed: invalid credentials")
+    live_world.add_run(status="failed", failure_reason="Carrier portal is down")
 
-    sign_in(page, world.operator, PASSWORD, then=RUNS)
+    sign_in(page, live_world.operator, PASSWORD, then=RUNS)
     original = card(page, failed)
     searches = []
     page.on("request", lambda r: searches.append(r.url) if "reason=" in r.url else None)
@@ -81,12 +83,14 @@ def test_a_search_on_its_way_when_retry_is_clicked_is_not_drawn_over_it(
     console_watch.assert_clean()
 
 
-def test_retrying_from_the_detail_page_follows_the_new_run_to_its_end(page, world, console_watch):
-    sim = world.simulator
+def test_retrying_from_the_detail_page_follows_the_new_run_to_its_end(
+    page, live_world, console_watch
+):
+    sim = live_world.simulator
     sim.state.configure(queued_after=0.5, running_after=1, finished_after=4, failure_rate=0)
-    failed = world.add_run(status="failed", workflow_title="Download carrier invoices")
+    failed = live_world.add_run(status="failed", workflow_title="Download carrier invoices")
 
-    sign_in(page, world.operator, PASSWORD, then=f"/t/acme/runs/{failed}/")
+    sign_in(page, live_world.operator, PASSWORD, then=f"/t/acme/runs/{failed}/")
     marker = mark_page(page)
     expect(page.get_by_role("status")).to_contain_text("Up to date with Skyvern")
     original = card(page, failed)

@@ -49,19 +49,19 @@ def new_run_id_from(original_card) -> str:
     return new_id
 
 
-def test_operator_retries_and_the_new_card_follows_the_run(page, world, console_watch):
-    sim = world.simulator
+def test_operator_retries_and_the_new_card_follows_the_run(page, live_world, console_watch):
+    sim = live_world.simulator
     # Short lifecycle: the new run is queued, runs (recording) and finishes
     # within a few of the card's 3 s polls.
     sim.state.configure(queued_after=0.5, running_after=1, finished_after=5, failure_rate=0)
-    failed = world.add_run(
+    failed = live_world.add_run(
         status="failed",
         workflow_title="Download carrier invoices",
         failure_reason="Login failed: invalid credentials",
     )
-    world.add_run(status="completed", workflow_title="Sync price list")
+    live_world.add_run(status="completed", workflow_title="Sync price list")
 
-    sign_in(page, world.operator, PASSWORD, then=RUNS)
+    sign_in(page, live_world.operator, PASSWORD, then=RUNS)
     marker = mark_page(page)
     original = card(page, failed)
     expect(original.locator(".badge")).to_have_text("Failed")
@@ -117,12 +117,12 @@ def test_operator_retries_and_the_new_card_follows_the_run(page, world, console_
     console_watch.assert_clean()
 
 
-def test_double_click_and_double_submit_send_one_retry(page, world, console_watch):
-    sim = world.simulator
-    clicked = world.add_run(status="failed", workflow_title="Book freight")
-    submitted = world.add_run(status="timed_out", workflow_title="Reconcile ledger")
+def test_double_click_and_double_submit_send_one_retry(page, live_world, console_watch):
+    sim = live_world.simulator
+    clicked = live_world.add_run(status="failed", workflow_title="Book freight")
+    submitted = live_world.add_run(status="timed_out", workflow_title="Reconcile ledger")
 
-    sign_in(page, world.operator, PASSWORD, then=RUNS)
+    sign_in(page, live_world.operator, PASSWORD, then=RUNS)
     marker = mark_page(page)
     posts = retry_posts(page)
 
@@ -159,13 +159,13 @@ def test_double_click_and_double_submit_send_one_retry(page, world, console_watc
     console_watch.assert_clean()
 
 
-def test_viewer_sees_the_cards_but_no_retry_button(page, world, console_watch):
+def test_viewer_sees_the_cards_but_no_retry_button(page, live_world, console_watch):
     run_ids = [
-        world.add_run(status=status)
+        live_world.add_run(status=status)
         for status in ("failed", "completed", "terminated", "timed_out")
     ]
 
-    sign_in(page, world.viewer, PASSWORD, then=RUNS)
+    sign_in(page, live_world.viewer, PASSWORD, then=RUNS)
 
     expect(page.locator("article.run-card")).to_have_count(len(run_ids))
     for run_id in run_ids:
@@ -177,12 +177,12 @@ def test_viewer_sees_the_cards_but_no_retry_button(page, world, console_watch):
 
 
 def test_refused_retry_shows_the_error_inline_and_the_button_works_again(
-    page, world, console_watch
+    page, live_world, console_watch
 ):
-    sim = world.simulator
-    failed = world.add_run(status="failed", workflow_title="Download carrier invoices")
+    sim = live_world.simulator
+    failed = live_world.add_run(status="failed", workflow_title="Download carrier invoices")
 
-    sign_in(page, world.operator, PASSWORD, then=RUNS)
+    sign_in(page, live_world.operator, PASSWORD, then=RUNS)
     marker = mark_page(page)
     original = card(page, failed)
     retry_button = original.get_by_role("button", name="Retry")

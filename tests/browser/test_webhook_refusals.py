@@ -22,9 +22,9 @@ pytestmark = pytest.mark.browser
 CONNECTIONS = "/t/acme/connections/"
 
 
-def deliver(live_server, world, body: bytes, key: str) -> int:
+def deliver(live_server, live_world, body: bytes, key: str) -> int:
     """POST a run-finished webhook as Skyvern would, signed with `key`."""
-    token = sync_state_for(world.connection_a).webhook_token
+    token = sync_state_for(live_world.connection_a).webhook_token
     headers = simulator_webhooks.signed_headers(
         body, key, simulator_webhooks.skyvern_timestamp(18000)
     )
@@ -38,17 +38,19 @@ def deliver(live_server, world, body: bytes, key: str) -> int:
 
 
 def test_an_admin_sees_a_forged_delivery_and_not_the_genuine_one(
-    page, world, console_watch, live_server
+    page, live_world, console_watch, live_server
 ):
-    running = world.add_run(status="running")
-    world.simulator.state.set_status(running, "failed", "Carrier portal asked for a new password")
-    body = render.webhook_payload(
-        world.simulator.state.get_run(KEY_A, running), world.simulator.links()
+    running = live_world.add_run(status="running")
+    live_world.simulator.state.set_status(
+        running, "failed", "Carrier portal asked for a new password"
     )
-    assert deliver(live_server, world, body, KEY_A) == 200
-    assert deliver(live_server, world, body, "sk-someone-elses-key") == 401
+    body = render.webhook_payload(
+        live_world.simulator.state.get_run(KEY_A, running), live_world.simulator.links()
+    )
+    assert deliver(live_server, live_world, body, KEY_A) == 200
+    assert deliver(live_server, live_world, body, "sk-someone-elses-key") == 401
 
-    sign_in(page, world.admin, PASSWORD, then=CONNECTIONS)
+    sign_in(page, live_world.admin, PASSWORD, then=CONNECTIONS)
 
     refusals = page.get_by_role("region", name="Refused deliveries to Skyvern")
     rows = refusals.get_by_role("row")

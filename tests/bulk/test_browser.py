@@ -20,11 +20,11 @@ from tests.browser.conftest import mark_page, page_marker, sign_in
 from tests.conftest import PASSWORD
 
 # The browser tests' fixtures (Chromium, a page on the live server, the
-# console watch, and `world` on a transactional database), used here as there.
+# console watch, and `live_world`: `world` on a transactional database), used here as there.
 browser = browser_fixtures.browser
 page = browser_fixtures.page
 console_watch = browser_fixtures.console_watch
-world = browser_fixtures.world
+live_world = browser_fixtures.live_world
 
 pytestmark = pytest.mark.browser
 
@@ -70,27 +70,27 @@ class Worker:
 
 
 def test_operator_selects_previews_confirms_and_watches_the_job(
-    page, world, console_watch, settings
+    page, live_world, console_watch, settings
 ):
     # Slow enough to watch: two retries a second, each taking 200 ms at Skyvern.
     settings.BULK_RETRY_PER_SECOND = 2
-    world.simulator.state.configure(latency_ms=200, failure_rate=0)
+    live_world.simulator.state.configure(latency_ms=200, failure_rate=0)
     failed = [
-        world.add_run(
+        live_world.add_run(
             status="failed",
             workflow_title="Download carrier invoices",
             failure_reason="Login failed: portal unavailable",
         )
         for _ in range(4)
     ]
-    kept_out = world.add_run(
+    kept_out = live_world.add_run(
         status="failed",
         workflow_title="Upload proof of delivery",
         failure_reason="Portal timed out",
     )
-    world.add_run(status="completed", workflow_title="Sync price list")
+    live_world.add_run(status="completed", workflow_title="Sync price list")
 
-    sign_in(page, world.operator, PASSWORD, then=RUNS)
+    sign_in(page, live_world.operator, PASSWORD, then=RUNS)
     marker = mark_page(page)
     page.get_by_label("Failed", exact=False).first.check()
     expect(page.locator("article.run-card")).to_have_count(5)
@@ -110,7 +110,7 @@ def test_operator_selects_previews_confirms_and_watches_the_job(
     expect(page.locator(".bulk-to-send")).to_have_text("4")
     expect(page.locator(".by-workflow")).to_contain_text("Download carrier invoices")
     assert kept_out not in page.content()
-    assert world.simulator.state.retry_counts() == {}
+    assert live_world.simulator.state.retry_counts() == {}
     reason = page.get_by_role("textbox", name=re.compile(r"^Reason"))
     reason.fill("Carrier portal down overnight; fixed at 08:40")
     page.screenshot(path=str(PREVIEW_SHOT), full_page=True)
@@ -132,7 +132,7 @@ def test_operator_selects_previews_confirms_and_watches_the_job(
     job = BulkRetryJob.objects.get()
     assert job.state == JobState.FINISHED
     assert set(job.items.values_list("state", flat=True)) == {ItemState.RETRIED}
-    assert world.simulator.state.retry_counts() == {run_id: 1 for run_id in failed}
+    assert live_world.simulator.state.retry_counts() == {run_id: 1 for run_id in failed}
     expect(page.locator(".job-reason")).to_contain_text("Carrier portal down overnight")
     page.screenshot(path=str(JOB_SHOT), full_page=True)
 
@@ -144,9 +144,9 @@ def test_operator_selects_previews_confirms_and_watches_the_job(
     console_watch.assert_clean()
 
 
-def test_a_viewer_sees_no_checkboxes_and_no_buttons(page, world, console_watch):
-    world.add_run(status="failed")
-    sign_in(page, world.viewer, PASSWORD, then=RUNS)
+def test_a_viewer_sees_no_checkboxes_and_no_buttons(page, live_world, console_watch):
+    live_world.add_run(status="failed")
+    sign_in(page, live_world.viewer, PASSWORD, then=RUNS)
     expect(page.locator("article.run-card")).to_have_count(1)
     expect(page.locator("input.bulk-pick")).to_have_count(0)
     expect(page.locator("#bulk-select")).to_have_count(0)
@@ -155,13 +155,13 @@ def test_a_viewer_sees_no_checkboxes_and_no_buttons(page, world, console_watch):
     console_watch.assert_clean()
 
 
-def test_all_on_this_page_previews_and_confirms_into_a_job(page, world, console_watch):
+def test_all_on_this_page_previews_and_confirms_into_a_job(page, live_world, console_watch):
     """The "All N on this page" button, clicked as a person does: preview,
     reason, confirm, and the job page names every run of that page."""
-    world.simulator.state.configure(failure_rate=0)
-    failed = [world.add_run(status="failed", workflow_title="Book pickup") for _ in range(3)]
+    live_world.simulator.state.configure(failure_rate=0)
+    failed = [live_world.add_run(status="failed", workflow_title="Book pickup") for _ in range(3)]
 
-    sign_in(page, world.operator, PASSWORD, then=RUNS + "?status=failed")
+    sign_in(page, live_world.operator, PASSWORD, then=RUNS + "?status=failed")
     expect(page.locator("article.run-card")).to_have_count(3)
     page.get_by_role("button", name="All 3 on this page").click()
 
@@ -174,5 +174,5 @@ def test_all_on_this_page_previews_and_confirms_into_a_job(page, world, console_
         expect(page.locator(".job-badge")).to_have_text("Finished", timeout=20_000)
     for run_id in failed:
         expect(page.get_by_text(run_id, exact=True).first).to_be_visible()
-    assert world.simulator.state.retry_counts() == {run_id: 1 for run_id in failed}
+    assert live_world.simulator.state.retry_counts() == {run_id: 1 for run_id in failed}
     console_watch.assert_clean()
