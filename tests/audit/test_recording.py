@@ -50,7 +50,9 @@ def only_row(action) -> AuditEntry:
     return found[0]
 
 
-def browser(user) -> Client:
+def browser_client(user) -> Client:
+    """The test client, signed in as `user`, sending as a browser would
+    (its user agent, from ADDRESS)."""
     client = Client(HTTP_USER_AGENT=BROWSER, REMOTE_ADDR=ADDRESS)
     client.force_login(user)
     return client
@@ -61,7 +63,7 @@ def browser(user) -> Client:
 
 def test_a_retry_is_one_row_with_who_where_and_the_new_run(world):
     run_id = world.add_run(status="failed")
-    client = browser(world.operator)
+    client = browser_client(world.operator)
 
     response = client.post(
         reverse("runs:run_retry", args=["acme", run_id]), {"seen_retries": "0"}, headers=HTMX
@@ -87,7 +89,7 @@ def test_a_failed_retry_is_one_row_with_its_outcome(world):
     run_id = world.add_run(status="failed")
     world.simulator.state.configure(error_rates={422: 1.0})
 
-    browser(world.operator).post(
+    browser_client(world.operator).post(
         reverse("runs:run_retry", args=["acme", run_id]), {"seen_retries": "0"}, headers=HTMX
     )
 
@@ -98,7 +100,7 @@ def test_a_failed_retry_is_one_row_with_its_outcome(world):
 
 def test_a_refused_retry_is_not_recorded(world):
     run_id = world.add_run(status="running")
-    browser(world.operator).post(
+    browser_client(world.operator).post(
         reverse("runs:run_retry", args=["acme", run_id]), {"seen_retries": "0"}, headers=HTMX
     )
     assert not rows().exists()
@@ -123,7 +125,7 @@ def create_job(world, client, run_ids) -> BulkRetryJob:
 
 def test_a_bulk_job_created_paused_resumed_canceled_is_one_row_each(world):
     run_ids = [world.add_run(status="failed") for _ in range(3)]
-    client = browser(world.operator)
+    client = browser_client(world.operator)
 
     job = create_job(world, client, run_ids)
     entry = only_row("bulk_job_create")
@@ -147,7 +149,7 @@ def test_a_bulk_job_created_paused_resumed_canceled_is_one_row_each(world):
 
 def test_a_bulk_job_finishing_is_one_row(world):
     run_ids = [world.add_run(status="failed") for _ in range(2)]
-    job = create_job(world, browser(world.operator), run_ids)
+    job = create_job(world, browser_client(world.operator), run_ids)
 
     bulk_retry_work.call(job.pk)
     bulk_retry_work.call(job.pk)  # a second pass finds nothing to do
@@ -161,7 +163,7 @@ def test_a_bulk_job_finishing_is_one_row(world):
 
 def test_check_and_retry_anyway_on_an_unknown_item_are_one_row_each(world):
     run_id = world.add_run(status="failed")
-    client = browser(world.operator)
+    client = browser_client(world.operator)
     job = create_job(world, client, [run_id])
     state = world.simulator.state
     state.configure(drop_connection=1.0, apply_then_fail=False)
@@ -188,13 +190,13 @@ def test_check_and_retry_anyway_on_an_unknown_item_are_one_row_each(world):
 
 
 def test_sync_now_is_one_row(world):
-    browser(world.operator).post(reverse("sync:sync_now", args=["acme"]), headers=HTMX)
+    browser_client(world.operator).post(reverse("sync:sync_now", args=["acme"]), headers=HTMX)
     entry = only_row("sync_now")
     assert entry.team == world.team_a and entry.details["started"] == ["Skyvern"]
 
 
 def test_each_connection_action_is_one_row_and_never_the_key(world):
-    client = browser(world.admin)
+    client = browser_client(world.admin)
     create = reverse("teams:connection_create", args=["acme"])
     # Keys are tested with Skyvern before they are saved: these it knows.
     world.simulator.state.add_org(NEW_KEY)
@@ -233,7 +235,7 @@ def test_each_connection_action_is_one_row_and_never_the_key(world):
 
 def test_a_failed_connection_test_says_so(world):
     world.simulator.state.configure(error_rates={403: 1.0})
-    browser(world.admin).post(
+    browser_client(world.admin).post(
         reverse("teams:connection_test", args=["acme", world.connection_a.pk])
     )
     entry = only_row("connection_test")
@@ -312,7 +314,7 @@ def test_a_lockout_is_one_row_however_often_they_try(world):
 
 
 def test_each_member_action_is_one_row(world):
-    client = browser(world.admin)
+    client = browser_client(world.admin)
     make_user("newcomer")
     members = reverse("members:member_list", args=["acme"])
     client.post(members + "add/", {"login": "newcomer", "role": "viewer"})

@@ -302,9 +302,9 @@ def test_the_key_is_sent_only_to_the_connections_own_host(world, elsewhere, sett
     settings.SKYVERN_ALLOW_LOOPBACK = True
     run_id = world.add_run(status="failed")
     world.simulator.state.configure(redirect_to=elsewhere.url)
-    client = client_for(world.connection_a)
+    skyvern = client_for(world.connection_a)
 
-    for call in (client.check_key, lambda: client.get_run(run_id)):
+    for call in (skyvern.check_key, lambda: skyvern.get_run(run_id)):
         with pytest.raises(BadResponse, match="redirect"):
             call()
     response = client_as(world.operator).post(
