@@ -19,7 +19,7 @@ from console.bulk.services.common import WATCHDOG
 from console.sync import tasks
 from console.sync.models import ConnectionSync
 from tests.bulk.conftest import make_job
-from tests.bulk.test_concurrency import run_in_threads
+from tests.helpers import run_in_threads
 
 SYNC = tasks.sync_all_connections.module_path
 

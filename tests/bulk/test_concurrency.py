@@ -5,12 +5,10 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection as db_connection
 from django.utils import timezone
 
 from console.bulk import services
@@ -18,30 +16,9 @@ from console.bulk.models import BulkRetryItem, BulkRetryJob, ConnectionThrottle,
 from console.bulk.services import bulk_job_work, bulk_jobs_revive
 from console.runs.models import Run
 from console.runs.services import run_retry
+from tests.helpers import run_in_threads
 
 from .conftest import add_failed_runs, database_url, make_job
-
-
-def run_in_threads(*targets, timeout=60):
-    barrier = threading.Barrier(len(targets))
-    results, errors = [], []
-
-    def wrapped(target):
-        try:
-            barrier.wait()
-            results.append(target())
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-        finally:
-            db_connection.close()
-
-    threads = [threading.Thread(target=wrapped, args=(t,)) for t in targets]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=timeout)
-    assert not errors, errors
-    return results
 
 
 @pytest.mark.django_db(transaction=True)

@@ -2,18 +2,16 @@
 Skyvern is called exactly once per intent, and every failure is explained."""
 
 import json
-import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection as db_connection
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
 
 from console.runs import services
 from console.runs.models import Retry, RetryState, Run
-from tests.helpers import page_text
+from tests.helpers import page_text, run_in_threads
 
 HTMX = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "run-1"}
 
@@ -431,25 +429,12 @@ def test_two_people_clicking_at_the_same_moment_make_one_skyvern_call(world, fai
     database connections: the constraint lets exactly one of them call Skyvern."""
     world.simulator.state.configure(latency_ms=300)
     original = Run.objects.get(run_id=failed_run)
-    barrier = threading.Barrier(2)
-    outcomes, errors = [], []
 
     def click(user):
-        try:
-            barrier.wait()
-            outcomes.append(services.run_retry(run=original, user=user, seen_retries=0))
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-        finally:
-            db_connection.close()
+        return services.run_retry(run=original, user=user, seen_retries=0)
 
-    threads = [threading.Thread(target=click, args=(u,)) for u in (world.operator, world.admin)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    outcomes = run_in_threads(lambda: click(world.operator), lambda: click(world.admin), timeout=30)
 
-    assert not errors
     assert sorted(o.sent for o in outcomes) == [False, True]
     assert world.simulator.state.retry_count(failed_run) == 1
     assert Run.objects.filter(retried_from=original).count() == 1

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from datetime import timedelta
 
@@ -25,7 +24,7 @@ from console.sync.models import ConnectionSync
 from console.sync.services import connection_sync
 from console.sync.tasks import PERIODIC_SYNC, sync_all_connections, sync_connection
 from console.teams.models import Connection
-from tests.helpers import page_text
+from tests.helpers import page_text, run_in_threads
 
 SEEDED = 250
 
@@ -164,25 +163,12 @@ def test_a_sync_that_died_is_taken_over_and_a_full_sync_resumes(seeded_world):
 @pytest.mark.django_db(transaction=True)
 def test_two_syncs_at_once_duplicate_nothing(seeded_world):
     seeded_world.simulator.state.configure(latency_ms=30)
-    barrier = threading.Barrier(2)
-    results, errors = [], []
 
     def sync():
-        try:
-            barrier.wait()
-            results.append(connection_sync(connection=seeded_world.connection_a, full=True))
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-        finally:
-            db_connection.close()
+        return connection_sync(connection=seeded_world.connection_a, full=True)
 
-    threads = [threading.Thread(target=sync) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    results = run_in_threads(sync, sync)
 
-    assert not errors
     assert sorted(r.skipped for r in results) == [False, True]
     assert cached(seeded_world.connection_a).count() == SEEDED
 

@@ -2,11 +2,9 @@
 keeps an admin; a new account's password-set link works once."""
 
 import re
-import threading
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection as db_connection
 from django.test import Client
 from django.urls import reverse
 
@@ -14,7 +12,7 @@ from console.audit.models import AuditEntry
 from console.teams import services
 from console.teams.models import Membership, Role, Team
 from tests.conftest import PASSWORD, make_user
-from tests.helpers import page_text
+from tests.helpers import page_text, run_in_threads
 
 MEMBERS = reverse("members:member_list", args=["acme"])
 ADD = reverse("members:member_add", args=["acme"])
@@ -196,29 +194,19 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(world):
     """Each admin demotes the other at the same moment: one wins, one is refused."""
     Membership.objects.filter(team=world.team_a, user=world.operator).update(role=Role.ADMIN)
     first, second = membership(world, world.admin), membership(world, world.operator)
-    barrier = threading.Barrier(2)
-    outcomes = []
 
     def demote(target, by):
         try:
-            barrier.wait()
             services.member_role_change(
                 team=world.team_a, membership=target, role=Role.VIEWER, by=by
             )
-            outcomes.append("changed")
+            return "changed"
         except services.MemberRefused:
-            outcomes.append("refused")
-        finally:
-            db_connection.close()
+            return "refused"
 
-    threads = [
-        threading.Thread(target=demote, args=(first, world.operator)),
-        threading.Thread(target=demote, args=(second, world.admin)),
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    outcomes = run_in_threads(
+        lambda: demote(first, world.operator), lambda: demote(second, world.admin), timeout=30
+    )
 
     assert sorted(outcomes) == ["changed", "refused"]
     assert Membership.objects.filter(team=world.team_a, role=Role.ADMIN).count() == 1
@@ -229,29 +217,19 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(world):
 def test_two_admins_removing_each_other_at_once_leave_one_admin(world):
     Membership.objects.filter(team=world.team_a, user=world.operator).update(role=Role.ADMIN)
     first, second = membership(world, world.admin), membership(world, world.operator)
-    barrier = threading.Barrier(2)
-    outcomes = []
 
     def remove(target, by):
         try:
-            barrier.wait()
             services.member_remove(team=world.team_a, membership=target, by=by)
-            outcomes.append("removed")
+            return "removed"
         except services.MemberRefused:
-            outcomes.append("refused")
+            return "refused"
         except Membership.DoesNotExist:
-            outcomes.append("gone")
-        finally:
-            db_connection.close()
+            return "gone"
 
-    threads = [
-        threading.Thread(target=remove, args=(first, world.operator)),
-        threading.Thread(target=remove, args=(second, world.admin)),
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    outcomes = run_in_threads(
+        lambda: remove(first, world.operator), lambda: remove(second, world.admin), timeout=30
+    )
 
     assert sorted(outcomes) == ["refused", "removed"]
     assert Membership.objects.filter(team=world.team_a, role=Role.ADMIN).count() == 1
