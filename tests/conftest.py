@@ -4,6 +4,8 @@ Team A ("Acme") and team B ("Globex") each have a connection to the
 simulator with their own key (their own Skyvern organisation).
 """
 
+import ipaddress
+import socket
 from dataclasses import dataclass
 
 import pytest
@@ -11,6 +13,7 @@ from django.contrib.auth import get_user_model
 
 from console.simulator import SimulatorServer
 from console.skyvern import SkyvernClient
+from console.teams import hosts
 from console.teams.models import Connection, Membership, Role, Team
 
 KEY_A = "sk-test-acme-0123456789abcdef-A1B2"
@@ -128,6 +131,22 @@ def world(db, simulator) -> World:
         outsider=outsider,
         superuser=superuser,
     )
+
+
+@pytest.fixture
+def no_dns(monkeypatch):
+    """No real DNS for the console: an address is itself, a name doesn't
+    resolve (accepted at save, checked again on use; see hosts.check_host)."""
+
+    def resolve(host, port, family=socket.AF_UNSPEC):
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            raise socket.gaierror(socket.EAI_NONAME, "no such name") from None
+        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        return [(family, socket.SOCK_STREAM, 6, "", (host, port))]
+
+    monkeypatch.setattr(hosts, "resolve", resolve)
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ form again with its errors; never a 500; no row changed when the form is
 refused; the API key never echoed back.
 """
 
-import ipaddress
-import socket
 from urllib.parse import urljoin, urlsplit
 
 import pytest
@@ -19,7 +17,6 @@ from console.bulk.models import BulkRetryItem, BulkRetryJob
 from console.runs.models import Run, Status
 from console.runs.services import run_retry
 from console.sync.services import sync_state_for
-from console.teams import hosts
 from console.teams.models import Connection
 from tests.hostile.common import (
     assert_not_server_error,
@@ -37,22 +34,6 @@ KEY_MARK = "sk-HOSTILE-KEY"  # in every key these properties type; must never co
 def clean_text(value: str) -> str:
     """What a browser can send: no lone surrogates."""
     return value.encode("utf-8", "replace").decode("utf-8")
-
-
-@pytest.fixture
-def no_dns(monkeypatch):
-    """No real DNS: an address is itself, a name doesn't resolve (accepted at
-    save, checked again on use; see hosts.check_host)."""
-
-    def resolve(host, port, family=socket.AF_UNSPEC):
-        try:
-            address = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            raise socket.gaierror(socket.EAI_NONAME, "no such name") from None
-        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-        return [(family, socket.SOCK_STREAM, 6, "", (host, port))]
-
-    monkeypatch.setattr(hosts, "resolve", resolve)
 
 
 @pytest.fixture

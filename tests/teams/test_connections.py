@@ -5,7 +5,6 @@ fragment and plain form), encryption at rest with key rotation, and the
 validation of base URLs and labels.
 """
 
-import ipaddress
 import re
 import socket
 
@@ -15,7 +14,6 @@ from django.db import connection as db_connection
 from django.urls import reverse
 
 from console.runs.models import Run
-from console.teams import hosts
 from console.teams.forms import validate_base_url
 from console.teams.models import Connection
 from console.teams.secrets import (
@@ -60,21 +58,9 @@ def admin(world, client_as):
     return client_as(world.admin)
 
 
-@pytest.fixture(autouse=True)
-def no_dns(monkeypatch):
-    """No real DNS: an address is itself, a name doesn't resolve. A key test
-    against https://api.skyvern.com then finds Skyvern unreachable, here and
-    in CI alike, and never reaches the real one."""
-
-    def resolve(host, port, family=socket.AF_UNSPEC):
-        try:
-            address = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            raise socket.gaierror(socket.EAI_NONAME, "no such name") from None
-        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-        return [(family, socket.SOCK_STREAM, 6, "", (host, port))]
-
-    monkeypatch.setattr(hosts, "resolve", resolve)
+# No real DNS: a key test against https://api.skyvern.com then finds Skyvern
+# unreachable, here and in CI alike, and never reaches the real one.
+pytestmark = pytest.mark.usefixtures("no_dns")
 
 
 # Where Skyvern can't be reached, a key is saved only when the admin says so.
