@@ -18,11 +18,6 @@ HTMX = {"HX-Request": "true"}
 BODY_HX_HEADERS = re.compile(r"<body\b[^>]*\shx-headers='([^']*)'[^>]*>")
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def strict_client():
     return Client(enforce_csrf_checks=True)

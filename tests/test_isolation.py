@@ -486,12 +486,6 @@ def cases():
                 yield pytest.param(name, person, wrong, id=f"{name}-{person}-{method}-405")
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    """`world` creates six people per test; the default hasher costs ~0.5 s each."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def kwargs_for(entry: Entry, world, *, team=None, run_team=None, connection_team=None):
     """The URL kwargs of an entry: team A and its objects unless told otherwise."""
     team = team or world.team_a
