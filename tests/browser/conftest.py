@@ -24,9 +24,6 @@ CHROMIUM_ARGS = [
 ]
 # Generous for a slow CI machine; a passing run never waits this long.
 TIMEOUT_MS = 10_000
-# Requests the browser makes on its own, not the page: base.html declares no
-# icon, so Chromium asks for /favicon.ico, which the console answers 404.
-BROWSER_OWN_REQUESTS = ("/favicon.ico",)
 
 
 def browser_unavailable(reason: str):
@@ -105,12 +102,7 @@ class ConsoleWatch:
             """
         )
 
-    def _browser_own(self, url: str) -> bool:
-        return any(url == self.origin + path for path in BROWSER_OWN_REQUESTS)
-
     def _console(self, message):
-        if message.type == "error" and self._browser_own(message.location.get("url", "")):
-            return
         if message.type == "error":
             self.problems.append(f"console.error: {message.text} @ {message.location}")
         elif message.type == "warning" and "Content Security Policy" in message.text:
@@ -120,8 +112,6 @@ class ConsoleWatch:
         self.problems.append(f"CSP violation: {text}")
 
     def _response(self, response):
-        if self._browser_own(response.url):
-            return
         if response.url.startswith(self.origin) and response.status >= 400:
             self.problems.append(f"HTTP {response.status} {response.request.method} {response.url}")
 
