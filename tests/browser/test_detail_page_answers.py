@@ -40,18 +40,18 @@ def retry_and_wait_for_skyvern(page, run_card, *, timeout=10_000):
     assert answer.value.status == 200
 
 
-def open_detail_page(page, world, run_id, *, wait_for_skyvern=True):
-    sign_in(page, world.operator, PASSWORD, then=detail_page(run_id))
+def open_detail_page(page, live_world, run_id, *, wait_for_skyvern=True):
+    sign_in(page, live_world.operator, PASSWORD, then=detail_page(run_id))
     if wait_for_skyvern:
         expect(page.get_by_role("status")).to_contain_text("Up to date with Skyvern")
     return mark_page(page)
 
 
-def test_a_slow_retry_shows_the_new_run_and_it_stays(page, world, console_watch):
-    sim = world.simulator
+def test_a_slow_retry_shows_the_new_run_and_it_stays(page, live_world, console_watch):
+    sim = live_world.simulator
     sim.state.configure(latency_ms=SLOW_MS, fault_endpoints=["retry"], failure_rate=0)
-    failed = world.add_run(status="failed", workflow_title="Download carrier invoices")
-    marker = open_detail_page(page, world, failed)
+    failed = live_world.add_run(status="failed", workflow_title="Download carrier invoices")
+    marker = open_detail_page(page, live_world, failed)
     original = card(page, failed)
 
     retry_and_wait_for_skyvern(page, original)
@@ -76,14 +76,14 @@ def test_a_slow_retry_shows_the_new_run_and_it_stays(page, world, console_watch)
 
 
 def test_skyvern_busy_after_a_wait_the_message_stays_and_nothing_is_lost(
-    page, world, console_watch
+    page, live_world, console_watch
 ):
-    sim = world.simulator
+    sim = live_world.simulator
     sim.state.configure(
         latency_ms=SLOW_MS, fault_endpoints=["retry"], busy=True, busy_retry_after=3
     )
-    failed = world.add_run(status="failed", workflow_title="Download carrier invoices")
-    marker = open_detail_page(page, world, failed)
+    failed = live_world.add_run(status="failed", workflow_title="Download carrier invoices")
+    marker = open_detail_page(page, live_world, failed)
     original = card(page, failed)
 
     retry_and_wait_for_skyvern(page, original)
@@ -114,14 +114,14 @@ def test_skyvern_busy_after_a_wait_the_message_stays_and_nothing_is_lost(
 
 
 def test_an_unknown_retry_is_checked_then_linked_on_the_detail_page(
-    page, world, console_watch, settings
+    page, live_world, console_watch, settings
 ):
-    sim = world.simulator
+    sim = live_world.simulator
     # Skyvern takes longer than the console waits: the retry is made, its answer lost.
     settings.SKYVERN_READ_TIMEOUT = 0.5
     sim.state.configure(latency_ms=1_500, fault_endpoints=["retry"], failure_rate=0)
-    failed = world.add_run(status="failed", workflow_title="Download carrier invoices")
-    marker = open_detail_page(page, world, failed)
+    failed = live_world.add_run(status="failed", workflow_title="Download carrier invoices")
+    marker = open_detail_page(page, live_world, failed)
     original = card(page, failed)
 
     original.get_by_role("button", name="Retry").click()
@@ -162,13 +162,13 @@ def test_an_unknown_retry_is_checked_then_linked_on_the_detail_page(
 
 
 def test_a_refresh_on_its_way_when_retry_is_clicked_is_not_drawn_over_it(
-    page, world, console_watch
+    page, live_world, console_watch
 ):
-    sim = world.simulator
+    sim = live_world.simulator
     # Both the page's own look at Skyvern and the retry take a while.
     sim.state.configure(latency_ms=SLOW_MS, fault_endpoints=["retry", "get_run"], failure_rate=0)
-    failed = world.add_run(status="failed", workflow_title="Download carrier invoices")
-    marker = open_detail_page(page, world, failed, wait_for_skyvern=False)
+    failed = live_world.add_run(status="failed", workflow_title="Download carrier invoices")
+    marker = open_detail_page(page, live_world, failed, wait_for_skyvern=False)
     original = card(page, failed)
     expect(page.get_by_role("status")).to_contain_text("checking Skyvern for news")
 
