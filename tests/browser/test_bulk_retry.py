@@ -15,16 +15,9 @@ from playwright.sync_api import expect
 
 from console.bulk.models import BulkRetryJob, ItemState, JobState
 from console.bulk.tasks import bulk_retry_work
-from tests.browser import conftest as browser_fixtures
 from tests.browser.conftest import mark_page, page_marker, sign_in
+from tests.bulk.conftest import bulk_settings  # noqa: F401 (autouse: a throttle that doesn't slow the test)
 from tests.conftest import PASSWORD
-
-# The browser tests' fixtures (Chromium, a page on the live server, the
-# console watch, and `live_world`: `world` on a transactional database), used here as there.
-browser = browser_fixtures.browser
-page = browser_fixtures.page
-console_watch = browser_fixtures.console_watch
-live_world = browser_fixtures.live_world
 
 pytestmark = pytest.mark.browser
 
