@@ -1,336 +1,249 @@
-"""Run cards, rendered once per version of the run and reused.
+"""Run cards: what a card shows is one value, read in one place, drawn once.
 
-A runs page draws 50 cards, and drawing them was most of the page's time
-(docs/performance.md, change 7). A card's markup depends only on
-the run as the console knows it, its retries, the team and whether the viewer
-may retry, so it is cached under a fingerprint of exactly those values: a
-run that changes gets a new fingerprint and so a new card, and nothing ever
-has to be invalidated. The two things that differ per request, the CSRF token
-and the address to come back to after a retry without JavaScript, are
-rendered as placeholders and filled in on the way out.
+A card shows a RunCard and nothing else: a frozen value holding the run's
+fields the card shows, the run it retried and who asked, and its counted
+retries (RetryCard). read_cards() builds them, for a page of runs or for one
+run, with the columns the two dataclasses name (`column(...)`): adding what
+a card shows means adding a field there, and the card can't show anything
+else, since it is drawn from the value (card_html.py), not from the run.
 
-A page of cards does not load its runs as models at all: card_rows() reads
-just the values a card shows, which is enough to find each cached card, and
-only the runs whose card has to be drawn are loaded (for_cards()). Building
-~150 model instances and Django's prefetch for every view cost more than
-drawing the page around them.
-
-tests/runs/test_cards.py changes every field of a run and of its retries and
-fails if the card's markup changes while its fingerprint does not: a field
-added to the card template must be added to card_values() and card_rows() too
-(the same tests hold those two to the same values).
+Drawing 50 cards was most of a runs page's time, so a drawn card is cached
+under a digest of its RunCard, the team, whether the viewer may retry, and
+the version of what draws it (card_html.version()): a run that changes is a
+new value and so a new key, and nothing ever has to be invalidated. What
+differs per request is not in the cached card: the card marks where each
+form's per-request fields go (the CSRF token, the page to come back to after
+a retry without JavaScript), the cache holds the card cut at those marks,
+and the fields are drawn once per request and put between the pieces.
 """
 
 import hashlib
 from collections import defaultdict
-from dataclasses import dataclass
-from datetime import UTC
+from dataclasses import dataclass, field, fields
+from datetime import datetime
 
 from django.conf import settings
 from django.core.cache import caches
-from django.db import connection as db_connection
-from django.db.models import Prefetch
-from django.template import Context
-from django.template.loader import get_template
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
 from django.utils import timezone, translation
-from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from .models import COUNTED_RETRY_STATES, Retry, Run
+from console.skyvern import TERMINAL_STATUSES
 
-TEMPLATE = "runs/includes/run_card.html"
+from . import card_html
+from .card_html import draw_card
+from .models import COUNTED_RETRY_STATES, NOT_FINISHED_BECAUSE, Retry, Status
+
+# Drawn once per request into every form of every card.
+FORM_FIELDS_TEMPLATE = "runs/run_list.html#card-form-fields"
 CACHE = "run_cards"
 
-# Unguessable and the same in every process (a shared cache holds one copy):
-# a Skyvern payload can't contain them by accident or on purpose.
-_SALT = hashlib.blake2b(settings.SECRET_KEY.encode(), digest_size=12).hexdigest()
-CSRF_PLACEHOLDER = f"csrf-{_SALT}"
-NEXT_PLACEHOLDER = f"next-{_SALT}"
-
-
-# The fields of a run its card shows (attribute names), and all the runs
-# page loads of a run. Of the runs and people a card links to it shows only
-# the run id and the username.
-CARD_FIELDS = (
-    "id",
-    "run_id",
-    "status",
-    "workflow_permanent_id",
-    "workflow_title",
-    "failure_reason",
-    "created_at",
-    "finished_at",
-    "app_url",
-    "recording_url",
-    "retried_from_id",
-    "retried_by_id",
-    "retried_at",
+# Where a card's forms take their per-request fields. Unguessable and the
+# same in every process (a shared cache holds one copy): a Skyvern payload
+# can't contain it by accident or on purpose.
+FORM_FIELDS_MARK = mark_safe(  # noqa: S308 (hex digits)
+    "fields-" + hashlib.blake2b(settings.SECRET_KEY.encode(), digest_size=12).hexdigest()
 )
 
-
-# Of a run linked to another (the run it retried, the runs retrying it) and of
-# the people who asked, cards and the run page show only these: a linked
-# run's row carries Skyvern's JSON, which can be megabytes.
-LINKED_RUN_FIELDS = ("run_id", "status")
-PERSON_FIELDS = ("username",)
+_STATUS_LABELS = dict(Status.choices)
 
 
-def all_fields_and(model, **related) -> list[str]:
-    """Every field of `model` plus only the named fields of related objects,
-    for only(): `related` maps a relation to the fields to load of it."""
-    fields = [field.name for field in model._meta.concrete_fields]
-    return fields + [f"{rel}__{name}" for rel, names in related.items() for name in names]
-
-
-def with_card_data(queryset):
-    """What a run card (and the run page's lineage) shows beyond the run
-    itself: two joins and one extra query."""
-    return (
-        queryset.select_related("retried_by", "retried_from")
-        .only(*all_fields_and(Run, retried_by=PERSON_FIELDS, retried_from=LINKED_RUN_FIELDS))
-        .prefetch_related(
-            Prefetch(
-                "retry_attempts",
-                queryset=Retry.objects.filter(state__in=COUNTED_RETRY_STATES)
-                .select_related("requested_by", "new_run")
-                .only(
-                    *all_fields_and(Retry, requested_by=PERSON_FIELDS, new_run=LINKED_RUN_FIELDS)
-                )
-                .order_by("-number"),
-                to_attr="counted_retries",
-            )
-        )
-    )
-
-
-def for_cards(queryset):
-    """Runs as models with what their cards show, nothing more (the rest of
-    a cached row is mostly Skyvern's JSON): to draw cards from."""
-    names = {field.attname: field.name for field in Run._meta.concrete_fields}
-    return with_card_data(queryset).only(
-        *(names[attname] for attname in CARD_FIELDS),
-        *(f"retried_by__{name}" for name in PERSON_FIELDS),
-        *(f"retried_from__{name}" for name in LINKED_RUN_FIELDS),
-    )
-
-
-def card_values(run) -> tuple:
-    """Everything a run's card shows, as plain values: what its cache key is
-    made of. `run` comes from with_card_data() (without it no retries show)."""
-    retries = getattr(run, "counted_retries", ())
-    return (
-        *(getattr(run, name) for name in CARD_FIELDS),
-        run.retried_from.run_id if run.retried_from_id else None,
-        run.retried_by.get_username() if run.retried_by_id else None,
-        tuple(
-            (
-                retry.pk,
-                retry.state,
-                retry.requested_at,
-                retry.requested_by.get_username() if retry.requested_by_id else None,
-                retry.new_run.run_id if retry.new_run_id else None,
-                # A check's evidence changes only with its time and note.
-                retry.proposed_runs,
-                retry.checked_at,
-                retry.check_note,
-            )
-            for retry in retries
-        ),
-    )
-
-
-# card_values() as columns: the run's own, its lineage's, then its retries'.
-ROW_FIELDS = (*CARD_FIELDS, "retried_from__run_id", "retried_by__username")
-_POSITION = {name: position for position, name in enumerate(CARD_FIELDS)}
+def column(path: str):
+    """A field read from this column (an ORM path, as for values_list())."""
+    return field(metadata={"column": path})
 
 
 @dataclass(frozen=True, slots=True)
-class CardRow:
-    """A run as a page of cards holds it: the values its card shows
-    (card_values() order), enough to find its card in the cache. Those of
-    CARD_FIELDS read as attributes (`row.run_id`), as on a Run."""
+class RetryCard:
+    """A counted retry of a run, as its card shows it."""
 
-    values: tuple
+    pk: int = column("id")
+    number: int = column("number")
+    state: str = column("state")
+    requested_at: datetime = column("requested_at")
+    requested_by: str | None = column("requested_by__username")
+    new_run_id: str | None = column("new_run__run_id")
+    # An unknown retry: the runs that may be it, and what the last check found.
+    proposed_runs: str = column("proposed_runs")
+    checked_at: datetime | None = column("checked_at")
+    check_note: str = column("check_note")
+    check_evidence: list = column("check_evidence")
+
+
+@dataclass(frozen=True, slots=True)
+class RunCard:
+    """Everything a run's card shows (see the module docstring)."""
+
+    pk: int = column("id")
+    run_id: str = column("run_id")
+    status: str = column("status")
+    workflow_permanent_id: str = column("workflow_permanent_id")
+    workflow_title: str = column("workflow_title")
+    failure_reason: str = column("failure_reason")
+    created_at: datetime = column("created_at")
+    finished_at: datetime | None = column("finished_at")
+    # Links from Skyvern, as cached (only an http(s) URL is drawn as a link).
+    app_url: str = column("app_url")
+    recording_url: str = column("recording_url")
+    retried_from: str | None = column("retried_from__run_id")  # that run's id
+    retried_by: str | None = column("retried_by__username")
+    retried_at: datetime | None = column("retried_at")
+    retries: tuple[RetryCard, ...] = ()  # newest first
 
     @property
-    def pk(self) -> int:
-        return self.values[_POSITION["id"]]
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
 
-    def __getattr__(self, name):
-        try:
-            return self.values[_POSITION[name]]
-        except KeyError:
-            raise AttributeError(name) from None
+    def get_status_display(self) -> str:
+        return _STATUS_LABELS.get(self.status, self.status)
 
+    @property
+    def not_finished_because(self) -> str:
+        return NOT_FINISHED_BECAUSE.get(self.status, f"is {self.get_status_display().lower()}")
 
-def card_rows(queryset, limit: int) -> list[CardRow]:
-    """The first `limit` runs of `queryset` as CardRows: two plain queries."""
-    rows = list(queryset.values_list(*ROW_FIELDS)[:limit])
-    retries = _counted_retries([row[0] for row in rows]) if rows else {}
-    return [CardRow((*row, tuple(retries.get(row[0], ())))) for row in rows]
+    @property
+    def latest_retry(self) -> RetryCard | None:
+        return self.retries[0] if self.retries else None
 
 
-# A run's counted retries, newest first, as card_values() holds them.
-COUNTED_RETRIES_SQL = """
-    SELECT retry.run_id, retry.id, retry.state, retry.requested_at, person.username, made.run_id,
-           retry.proposed_runs, retry.checked_at, retry.check_note
-    FROM runs_retry retry
-    LEFT JOIN auth_user person ON person.id = retry.requested_by_id
-    LEFT JOIN runs_run made ON made.id = retry.new_run_id
-    WHERE retry.run_id IN ({runs}) AND retry.state IN ({states})
-    ORDER BY retry.number DESC
-"""
+def _columns(cls) -> tuple[str, ...]:
+    return tuple(f.metadata["column"] for f in fields(cls) if "column" in f.metadata)
 
 
-def _counted_retries(run_pks: list[int]) -> dict[int, list[tuple]]:
-    """Each run's counted retries, by run.
+RUN_COLUMNS = _columns(RunCard)
+RETRY_COLUMNS = _columns(RetryCard)
 
-    Written out in SQL: the query never changes shape, and Django's query
-    compiler took longer than the database to answer it (docs/performance.md,
-    change 16).
-    tests/runs/test_cards.py holds it to what the ORM gives (card_values()).
-    """
-    sql = COUNTED_RETRIES_SQL.format(
-        runs=", ".join(["%s"] * len(run_pks)),
-        states=", ".join(["%s"] * len(COUNTED_RETRY_STATES)),
-    )
+
+def read_cards(queryset, limit: int | None = None) -> list[RunCard]:
+    """The cards of the runs of `queryset` (the first `limit` of them), in
+    its order: one query for the runs, one for all their retries."""
+    rows = queryset.values_list(*RUN_COLUMNS)
+    rows = list(rows[:limit] if limit is not None else rows)
+    if not rows:
+        return []
+    retries = _counted_retries([row[0] for row in rows], using=queryset.db)
+    return [RunCard(*row, retries=tuple(retries.get(row[0], ()))) for row in rows]
+
+
+def read_card(queryset) -> RunCard | None:
+    """The card of the first run of `queryset`, if there is one."""
+    cards = read_cards(queryset, 1)
+    return cards[0] if cards else None
+
+
+def _counted_retries(run_pks: list[int], *, using: str) -> dict[int, list[RetryCard]]:
+    """Each run's counted retries, newest first, by run."""
+    connection = connections[using]
+    size = _RETRIES_QUERY_SIZE
+    while size < len(run_pks):
+        size *= 2
+    sql, params, converters, compiler = _retries_query(connection, size)
+    padding = [_NO_RUN] * (size - len(run_pks))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*run_pks, *padding, *params])
+        rows = cursor.fetchall()
+    if converters:
+        rows = compiler.apply_converters(rows, converters)
     by_run = defaultdict(list)
-    with db_connection.cursor() as cursor:
-        cursor.execute(sql, [*run_pks, *COUNTED_RETRY_STATES])
-        for run_pk, pk, state, requested_at, username, new_run_id, *check in cursor.fetchall():
-            proposed, checked_at, note = check
-            # SQLite gives back the stored UTC times without their zone.
-            requested_at, checked_at = (_utc(requested_at), _utc(checked_at))
-            by_run[run_pk].append(
-                (pk, state, requested_at, username, new_run_id, proposed, checked_at, note)
-            )
+    for run_pk, *values in rows:
+        by_run[run_pk].append(RetryCard(*values))
     return by_run
 
 
-def _utc(moment):
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment
+# The retries query takes run ids by the 64 (a page is 51 runs): a few
+# shapes, each compiled once; the ids it doesn't need are one that no run has.
+_RETRIES_QUERY_SIZE = 64
+_NO_RUN = 0
 
 
-def card_fingerprint(run) -> bytes:
-    """Everything a run's card shows (see the module docstring); `run` is a
-    model from with_card_data() or a CardRow."""
-    values = run.values if isinstance(run, CardRow) else card_values(run)
-    # repr() tells apart every str, int, None and datetime a card holds, at
-    # half pickle's cost (50 cards a page).
-    return hashlib.blake2b(repr(values).encode(), digest_size=16).digest()
+def _retries_query(connection, size: int):
+    """The retries query for `size` run ids, compiled by Django once per
+    database connection (building and compiling it on every page cost more
+    than the database's answer; docs/performance.md, changes 16 and 21): its SQL with
+    the run ids' placeholders first, the other parameters, and what turns the
+    driver's values into values_list()'s (bound to this connection, which
+    is why they are kept on it)."""
+    queries = connection.__dict__.setdefault("_run_card_retries_queries", {})
+    if size not in queries:
+        # The run ids are the query's only parameters that change: -1, -2, …
+        # stand for them, and must come first.
+        stand_ins = [-1 - position for position in range(size)]
+        queryset = (
+            Retry.objects.using(connection.alias)
+            .filter(run_id__in=stand_ins, state__in=COUNTED_RETRY_STATES)
+            .order_by("-number")
+            .values_list("run_id", *RETRY_COLUMNS)
+        )
+        compiler = queryset.query.get_compiler(connection=connection)
+        sql, params = compiler.as_sql()
+        if list(params[:size]) != stand_ins:
+            raise ImproperlyConfigured("the retries query's run ids are not its first parameters")
+        converters = compiler.get_converters([column for column, _, _ in compiler.select])
+        queries[size] = (sql, list(params[size:]), converters, compiler)
+    return queries[size]
 
 
 def render_cards(
-    runs,
+    cards,
     *,
     team,
     can_retry: bool,
-    csrf_token: str = "",
-    retry_next: str = "",
+    form_fields: str = "",
     card_error: str | None = None,
     refresh_error: str | None = None,
 ) -> SafeString:
-    """The cards of `runs`, in order, for this viewer; `retry_next` is where a
-    retry without JavaScript comes back to. A card with a message on it (only
-    ever a single card) is not cached."""
-    template = get_template(TEMPLATE)
-    shared = {"team": team, "can_retry": can_retry}
+    """The cards, in order, for this viewer; `form_fields` go into each of
+    their forms (drawn per request: FORM_FIELDS_TEMPLATE). A card with a
+    message on it (only ever a single card) is not cached."""
+    drawing = {"team_slug": team.slug, "can_retry": can_retry}
     if card_error or refresh_error:
-        return mark_safe(  # noqa: S308 (rendered templates)
-            "".join(
-                _draw(
-                    template,
-                    _as_models(runs, team),
-                    **shared,
-                    card_error=card_error,
-                    refresh_error=refresh_error,
-                    csrf_token=csrf_token,
-                    retry_next=retry_next,
-                )
+        drawn = [
+            draw_card(
+                card,
+                **drawing,
+                form_fields=form_fields,
+                card_error=card_error,
+                refresh_error=refresh_error,
             )
-        )
+            for card in cards
+        ]
+        return mark_safe("".join(drawn))  # noqa: S308 (escaped where drawn)
 
-    prefix = _cache_prefix(template, team, can_retry)
-    keys = [prefix + card_fingerprint(run).hex() for run in runs]
+    viewing = _viewing(team, can_retry).encode()
+    keys = [_key(viewing, card) for card in cards]
     cache = caches[CACHE]
-    cards = cache.get_many(keys)
-    to_draw = {key: run for key, run in zip(keys, runs, strict=True) if key not in cards}
-    if to_draw:
-        models = _as_models(to_draw.values(), team)
-        drawn = _draw(
-            template,
-            models,
-            **shared,
-            csrf_token=CSRF_PLACEHOLDER,
-            retry_next=NEXT_PLACEHOLDER,
-        )
-        by_pk = {model.pk: html for model, html in zip(models, drawn, strict=True)}
-        # A run deleted since its row was read has no card.
-        cards.update({key: by_pk.get(run.pk, "") for key, run in to_draw.items()})
-        # Each under the key of what it shows: a run loaded after it changed
-        # again must not be found by its older row.
-        cache.set_many(
-            {
-                prefix + card_fingerprint(model).hex(): html
-                for model, html in zip(models, drawn, strict=True)
-            }
-        )
-    html = "".join(cards[key] for key in keys)
-    if can_retry:
-        # Both are attribute values in the template: escaped as it would have.
-        html = html.replace(CSRF_PLACEHOLDER, escape(csrf_token)).replace(
-            NEXT_PLACEHOLDER, escape(retry_next)
-        )
-    return mark_safe(html)  # noqa: S308 (rendered templates, escaped there)
+    pieces = cache.get_many(keys)
+    new = {
+        key: tuple(draw_card(card, **drawing, form_fields=FORM_FIELDS_MARK).split(FORM_FIELDS_MARK))
+        for key, card in zip(keys, cards, strict=True)
+        if key not in pieces
+    }
+    if new:
+        cache.set_many(new)
+        pieces.update(new)
+    return mark_safe(  # noqa: S308 (escaped where drawn)
+        "".join(form_fields.join(pieces[key]) for key in keys)
+    )
 
 
-def _as_models(runs, team) -> list:
-    """`runs` as models to draw cards from, in order: CardRows are loaded
-    (one query for all of them), models stay as they are."""
-    pks = [run.pk for run in runs if isinstance(run, CardRow)]
-    if not pks:
-        return list(runs)
-    loaded = {run.pk: run for run in for_cards(Run.objects.filter(team=team, pk__in=pks))}
-    return [
-        loaded[run.pk] if isinstance(run, CardRow) else run
-        for run in runs
-        if not isinstance(run, CardRow) or run.pk in loaded
-    ]
+def _key(viewing: bytes, card: RunCard) -> str:
+    """The card's cache key: a digest of how it is viewed and of its value
+    (repr() tells apart every str, int, None, datetime and JSON value a card
+    holds, and costs less than pickle; docs/performance.md, change 15)."""
+    digest = hashlib.blake2b(viewing, digest_size=16)
+    digest.update(repr(card).encode())
+    return "card:" + digest.hexdigest()
 
 
-def _draw(template, runs, **values) -> list[str]:
-    """Each run's card, in one template context (a context per card costs
-    more than drawing a simple card)."""
-    context = Context(values, autoescape=template.template.engine.autoescape)
-    drawn = []
-    for run in runs:
-        with context.push(run=run):
-            drawn.append(str(template.template.render(context)))
-    return drawn
-
-
-def _cache_prefix(template, team, can_retry: bool) -> str:
+def _viewing(team, can_retry: bool) -> str:
+    """What else a card's markup depends on: who views it, and where."""
     return ":".join(
         (
-            "card",
-            _template_version(template),
+            card_html.version(),
             translation.get_language() or "",
             timezone.get_current_timezone_name(),
             team.slug,
             "r" if can_retry else "v",
-            "",
         )
     )
-
-
-def _template_version(template) -> str:
-    """A digest of the card template's source, so an edited template (a deploy,
-    or the autoreloader in development) never serves cards cached before it."""
-    inner = template.template
-    version = getattr(inner, "_card_version", None)
-    if version is None:
-        version = hashlib.blake2b(inner.source.encode(), digest_size=6).hexdigest()
-        inner._card_version = version
-    return version

@@ -6,7 +6,6 @@ few parts of `raw` the page shows (one pass over it) and the size and start
 of `output`.
 """
 
-import copy
 import json
 from urllib.parse import unquote, urlsplit
 
@@ -15,11 +14,15 @@ from django.db.models import F, Func, JSONField, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from .cards import LINKED_RUN_FIELDS, PERSON_FIELDS, all_fields_and, with_card_data
 from .models import Retry, RetryState, Run
 from .templatetags.run_detail import safe_http_url
 
 DETAIL_DEFERRED = ("raw", "output", "search_text")
+# Of a run linked to another (the run it retried, the run a retry made) and of
+# the people who asked, the page shows only these: a linked run's row carries
+# Skyvern's JSON, which can be megabytes.
+LINKED_RUN_FIELDS = ("run_id", "status")
+PERSON_FIELDS = ("username",)
 # The parts of Skyvern's JSON (Run.raw) the page shows, in this order.
 RAW_PARTS = (
     ("errors",),
@@ -89,10 +92,19 @@ def _output_size_and_head(run: Run) -> tuple[int | None, str | None]:
     return (row[0], row[1]) if row else (None, None)
 
 
+def all_fields_and(model, **related) -> list[str]:
+    """Every field of `model` plus only the named fields of related objects,
+    for only(): `related` maps a relation to the fields to load of it."""
+    fields = [field.name for field in model._meta.concrete_fields]
+    return fields + [f"{rel}__{name}" for rel, names in related.items() for name in names]
+
+
 def detail_queryset(user, team, run_id):
     return (
-        with_card_data(Run.objects.restrict(user).filter(team=team, run_id=run_id))
-        .select_related("connection")
+        Run.objects.restrict(user)
+        .filter(team=team, run_id=run_id)
+        .select_related("connection", "retried_by", "retried_from")
+        .only(*all_fields_and(Run, retried_by=PERSON_FIELDS, retried_from=LINKED_RUN_FIELDS))
         .defer(*DETAIL_DEFERRED)
         .annotate(raw_parts=_RawParts("raw", RAW_PARTS, without="output"))
     )
@@ -116,15 +128,6 @@ def detail_context(team, run: Run) -> dict:
         "parameters": _parameters(parameters),
         **_lineage(team, run),
     }
-
-
-def for_display(run: Run) -> Run:
-    """The run as the shared card shows it: a copy whose Skyvern links are
-    blanked unless they are http(s), since the card links them as they are."""
-    shown = copy.copy(run)
-    shown.app_url = safe_http_url(run.app_url)
-    shown.recording_url = safe_http_url(run.recording_url)
-    return shown
 
 
 def _short(value, limit: int = VALUE_CHARS) -> str:

@@ -15,7 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.safestring import SafeData, mark_safe
 
-from .cards import CardRow, card_rows
+from .cards import RunCard, read_cards
 from .models import Status
 
 PAGE_SIZE = 50
@@ -166,7 +166,7 @@ class RunFilterForm(forms.Form):
             ) from None
 
 
-def encode_cursor(run: CardRow) -> str:
+def encode_cursor(run: RunCard) -> str:
     raw = f"{run.created_at.isoformat()}|{run.pk}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -186,7 +186,7 @@ def decode_cursor(value: str) -> tuple[datetime, int]:
 
 @dataclass
 class RunPage:
-    runs: list[CardRow]
+    runs: list[RunCard]
     next_cursor: str | None
     total: int
     total_capped: bool
@@ -254,7 +254,7 @@ def run_page(queryset, *, statuses=(), search="", after=None, **more_filters) ->
             Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=pk),
             created_at__lte=created_at,
         )
-    runs = card_rows(page, PAGE_SIZE + 1)
+    runs = read_cards(page, PAGE_SIZE + 1)
     next_cursor = encode_cursor(runs[PAGE_SIZE - 1]) if len(runs) > PAGE_SIZE else None
     return RunPage(
         runs=runs[:PAGE_SIZE],
@@ -271,7 +271,7 @@ class RunUpdates:
     """What changed since the runs page was drawn: runs newer than its newest
     card, and the capped counts per status under the same search."""
 
-    new_runs: list[CardRow]
+    new_runs: list[RunCard]
     newest_cursor: str | None
     total: int
     total_capped: bool
@@ -288,7 +288,7 @@ def run_updates(queryset, *, statuses=(), search="", since=None, **more_filters)
             Q(created_at__gt=created_at) | Q(created_at=created_at, id__gt=pk),
             created_at__gte=created_at,
         )
-        new_runs = card_rows(newer.order_by("-created_at", "-id"), PAGE_SIZE)
+        new_runs = read_cards(newer.order_by("-created_at", "-id"), PAGE_SIZE)
     per_status = {
         value: capped_count(searched.filter(status=value)) for value, _label in Status.choices
     }

@@ -13,7 +13,8 @@ from console.teams.access import team_for
 from console.teams.models import RETRY
 
 from . import checking, details, services
-from .cards import with_card_data
+from .card_html import ANSWERED_FIELD
+from .cards import RunCard, read_card
 from .listing import RunFilterForm, run_page, run_updates
 from .models import COUNTED_RETRY_STATES, Retry, Run
 from .services import RetryRefused, run_refresh
@@ -27,10 +28,10 @@ CARD = "runs/run_list.html#run-card"
 
 
 def _team_run(request, team, run_id) -> Run:
-    # A card (polled every few seconds while its run is unfinished) and a retry
-    # never read Skyvern's JSON, the bulk of a cached row.
+    # A refresh and a retry never read Skyvern's JSON, the bulk of a cached row.
     run = (
-        with_card_data(Run.objects.restrict(request.user).filter(team=team, run_id=run_id))
+        Run.objects.restrict(request.user)
+        .filter(team=team, run_id=run_id)
         .select_related("connection")
         .defer(*details.DETAIL_DEFERRED, "screenshot_urls")
         .first()
@@ -40,8 +41,15 @@ def _team_run(request, team, run_id) -> Run:
     return run
 
 
-def _card_context(request, team, run, **extra):
-    return {"team": team, "run": run, "can_retry": team.may[RETRY], **extra}
+def _team_card(request, team, run_id) -> RunCard:
+    card = read_card(Run.objects.restrict(request.user).filter(team=team, run_id=run_id))
+    if card is None:
+        raise Http404("No run with that id in this team.")
+    return card
+
+
+def _card_context(request, team, card: RunCard, **extra):
+    return {"team": team, "card": card, "can_retry": team.may[RETRY], **extra}
 
 
 @require_GET
@@ -140,8 +148,8 @@ def run_detail_refresh(request: HtmxHttpRequest, team_slug: str, run_id: str):
         refresh_state="error" if error else "ok",
         skyvern_error=str(error).rstrip(". ") if error else "",
         # Cards on the page that show the answer to the person's own action
-        # (they say so: run_card.html) are kept as they are, not redrawn.
-        answered=set(request.GET.getlist("answered")),
+        # (they say so: card_html.py) are kept as they are, not redrawn.
+        answered=set(request.GET.getlist(ANSWERED_FIELD)),
     )
 
 
@@ -149,25 +157,27 @@ def _render_detail(request, team, run_id: str, template: str, **extra):
     run = details.detail_queryset(request.user, team, run_id).first()
     if run is None:
         raise Http404("No run with that id in this team.")
+    card = _team_card(request, team, run_id)
     context = _card_context(
         request,
         team,
-        details.for_display(run),
+        card,
+        run=run,
         **details.detail_context(team, run),
-        followed=_latest_new_run(request, team, run),
+        followed=_latest_new_run(request, team, card),
         **extra,
     )
     return render(request, template, context)
 
 
-def _latest_new_run(request, team, run) -> Run | None:
-    """The run made by the run's latest retry, for its card beside the run's
+def _latest_new_run(request, team, card: RunCard) -> RunCard | None:
+    """The card of the run made by the run's latest retry, beside the run's
     own: the detail page follows it as the runs page does after a retry."""
-    latest = next(iter(run.counted_retries), None)
+    latest = card.latest_retry
     if latest is None or latest.new_run_id is None:
         return None
     try:
-        return _team_run(request, team, latest.new_run.run_id)
+        return _team_card(request, team, latest.new_run_id)
     except Http404:  # gone from the cache meanwhile
         return None
 
@@ -181,15 +191,18 @@ def run_card(request: HtmxHttpRequest, team_slug: str, run_id: str):
     _tell_the_page): one mechanism on both pages.
     """
     team = team_for(request, team_slug)
-    run = _team_run(request, team, run_id)
+    card = _team_card(request, team, run_id)
     if not request.htmx:
-        return redirect("runs:run_detail", team_slug=team.slug, run_id=run.run_id)
+        return redirect("runs:run_detail", team_slug=team.slug, run_id=card.run_id)
     refresh_error = None
-    if not run.is_terminal:
-        refresh_error = run_refresh(run=run)
-    response = render(request, CARD, _card_context(request, team, run, refresh_error=refresh_error))
-    if request.GET.get("shown", run.status) != run.status:
-        _tell_the_page(response, run)
+    if not card.is_terminal:
+        refresh_error = run_refresh(run=_team_run(request, team, run_id))
+        card = _team_card(request, team, run_id)
+    response = render(
+        request, CARD, _card_context(request, team, card, refresh_error=refresh_error)
+    )
+    if request.GET.get("shown", card.status) != card.status:
+        _tell_the_page(response, card)
     return response
 
 
@@ -232,27 +245,27 @@ def run_retry(request: HtmxHttpRequest, team_slug: str, run_id: str):
         elif not outcome.sent:
             error_message = _not_sent_message(outcome)
 
-    run = _team_run(request, team, run_id)  # with its new lineage (and status)
-    if outcome and isinstance(outcome.error, NotRetryable) and not run.is_terminal:
+    card = _team_card(request, team, run_id)  # with its new lineage (and status)
+    if outcome and isinstance(outcome.error, NotRetryable) and not card.is_terminal:
         # The service refreshed the run: Skyvern has it going still.
         error_message = (
-            f"Skyvern says this run {run.not_finished_because}; "
+            f"Skyvern says this run {card.not_finished_because}; "
             "it can be retried once it finishes. Nothing was retried."
         )
-    new_run = None
+    new_card = None
     if outcome and outcome.sent and outcome.new_run is not None:
-        new_run = _team_run(request, team, outcome.new_run.run_id)
+        new_card = _team_card(request, team, outcome.new_run.run_id)
 
     refresh_error = outcome.refresh_error if outcome else None
     if request.htmx:
         response = render(
             request,
-            "runs/run_retry_result.html",
+            "runs/run_list.html#retry-result",
             {
                 **_card_context(
-                    request, team, run, card_error=error_message, refresh_error=refresh_error
+                    request, team, card, card_error=error_message, refresh_error=refresh_error
                 ),
-                "new_run": new_run,
+                "new_card": new_card,
             },
         )
         return _tell_the_page(response, run)
@@ -260,8 +273,8 @@ def run_retry(request: HtmxHttpRequest, team_slug: str, run_id: str):
         messages.error(request, f"{run.run_id}: {error_message}")
     if refresh_error:
         messages.warning(request, f"{run.run_id}: couldn't refresh from Skyvern: {refresh_error}")
-    elif new_run is not None:
-        messages.success(request, f"Retried {run.run_id} as {new_run.run_id}.")
+    elif new_card is not None:
+        messages.success(request, f"Retried {run.run_id} as {new_card.run_id}.")
     # Not redirect(): it would take a `next` without "/" or "." for a view name.
     return HttpResponseRedirect(_back_to(request, team))
 
@@ -330,9 +343,9 @@ def retry_link(request: HtmxHttpRequest, team_slug: str, run_id: str, number: in
 
 def _after_retry_change(request, team, run, *, error, notice):
     if request.htmx:
-        run = _team_run(request, team, run.run_id)  # as it is now
-        response = render(request, CARD, _card_context(request, team, run, card_error=error))
-        return _tell_the_page(response, run)
+        card = _team_card(request, team, run.run_id)  # as it is now
+        response = render(request, CARD, _card_context(request, team, card, card_error=error))
+        return _tell_the_page(response, card)
     if error:
         messages.error(request, f"{run.run_id}: {error}")
     else:

@@ -5,6 +5,7 @@ missing. Only the fields without which a record means nothing are required
 (a run id and a status); their absence is a BadResponse.
 """
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -53,7 +54,7 @@ def _list(data: dict, key: str) -> list:
 
 # Browsers drop or ignore these inside a URL, which can turn a harmless-looking
 # string into another scheme ("java\tscript:"): such a URL is never a link.
-_NOT_IN_A_LINK = frozenset(chr(c) for c in range(0x21)) | {"\x7f"}
+_NOT_IN_A_LINK = re.compile(r"[\x00-\x20\x7f]")
 
 
 def http_url(value: Any) -> str | None:
@@ -65,7 +66,7 @@ def http_url(value: Any) -> str | None:
     """
     if not isinstance(value, str) or not value or len(value) > 8000:
         return None
-    if any(ch in _NOT_IN_A_LINK for ch in value):
+    if _NOT_IN_A_LINK.search(value):
         return None
     try:
         parts = urlsplit(value)

@@ -1,4 +1,5 @@
-"""`{% run_cards runs %}` and `{% run_card run %}`: run cards (see console/runs/cards.py).
+"""`{% run_cards cards %}` and `{% run_card card %}`: run cards, from RunCards
+(see console/runs/cards.py).
 
 Reads from the surrounding context what every page that shows cards has:
 `team`, `can_retry`, `request`, `csrf_token`, and on a single card the
@@ -6,30 +7,41 @@ optional `card_error` and `refresh_error`.
 """
 
 from django import template
+from django.template.loader import get_template
 
-from console.runs.cards import render_cards
+from console.runs.cards import FORM_FIELDS_TEMPLATE, RunCard, render_cards
 
 register = template.Library()
 
 
 @register.simple_tag(takes_context=True)
-def run_cards(context, runs):
+def run_cards(context, cards):
     request = context.get("request")
     can_retry = bool(context.get("can_retry"))
+    form_fields = ""
+    if can_retry:
+        form_fields = get_template(FORM_FIELDS_TEMPLATE).render(
+            {
+                "csrf_token": context.get("csrf_token", ""),
+                "retry_next": _back_here(request) if request is not None else "",
+            }
+        )
     return render_cards(
-        runs,
+        cards,
         team=context["team"],
         can_retry=can_retry,
-        csrf_token=str(context.get("csrf_token", "")) if can_retry else "",
-        retry_next=_back_here(request) if can_retry and request is not None else "",
+        form_fields=form_fields,
         card_error=context.get("card_error"),
         refresh_error=context.get("refresh_error"),
     )
 
 
 @register.simple_tag(takes_context=True)
-def run_card(context, run):
-    return run_cards(context, [run])
+def run_card(context, card):
+    if not isinstance(card, RunCard):
+        # A run as a model would draw without its retries, and be cached so.
+        raise TypeError(f"run_card draws a RunCard (cards.read_card()), not {type(card)!r}")
+    return run_cards(context, [card])
 
 
 def _back_here(request) -> str:

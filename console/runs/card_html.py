@@ -1,0 +1,294 @@
+"""A run card's markup, drawn in Python from its RunCard.
+
+The card is the one piece of HTML the console draws by the fifty: a page whose
+cards all changed draws every one of them before anyone sees it, and Django's
+template engine drawing them was most of that page's time (docs/performance.md,
+change 22), so these functions draw the same markup with f-strings.
+Everything from Skyvern or from people goes through `_e()` (escaped as
+Django's autoescape would); the per-request fields (CSRF token, page to come
+back to) are given ready-drawn.
+
+The runs of an unknown retry's check are drawn by their shared template
+(runs/includes/retry_candidates.html, also on a bulk retry's page): few cards
+show them.
+"""
+
+import hashlib
+import inspect
+import sys
+from functools import lru_cache
+from html import escape
+
+from django.template.loader import get_template
+from django.urls import reverse
+from django.utils import timezone, translation
+from django.utils.dates import MONTHS_3
+from django.utils.safestring import mark_safe
+from django.utils.text import Truncator
+
+from console.skyvern.types import http_url
+
+from .models import RetryState
+from .templatetags.run_links import run_url
+
+CANDIDATES_TEMPLATE = "runs/includes/retry_candidates.html"
+# A card showing the answer to the person's own action says so in the page's
+# form of answers (the run detail page's: its refreshes keep that card).
+ANSWERED_FIELD = "answered"
+ANSWERS_FORM = "card-answers"
+FAILURE_SHOWN = 160  # characters of a failure reason before it folds
+
+
+def _e(value) -> str:
+    """As Django's autoescape: None is "None", like any other value."""
+    return escape(str(value), quote=True)
+
+
+def draw_card(card, *, team_slug, can_retry, form_fields="", card_error=None, refresh_error=None):
+    """One card (templates/runs/run_list.html#run-card shows it): `form_fields`
+    go into each of its forms, already drawn."""
+    pk, status, run_id = card.pk, _e(card.status), _e(card.run_id)
+    zone = timezone.get_current_timezone()
+    latest = card.latest_retry
+    polls = ""
+    if not card.is_terminal:
+        polls = (
+            f' hx-get="{_e(run_url("runs:run_card", team_slug, card.run_id))}?shown={status}"'
+            ' hx-trigger="every 3s" hx-swap="outerHTML"'
+        )
+    pick = ""
+    if can_retry:
+        pick = (
+            f'<input type="checkbox" class="bulk-pick" form="bulk-select" name="run" '
+            f'value="{pk}" aria-label="Select {run_id} for bulk retry">'
+        )
+    title = card.workflow_title or card.workflow_permanent_id or "(untitled workflow)"
+    return "".join(
+        (
+            f'<article id="run-{pk}" class="run-card status-{status}" data-run-id="{run_id}"\n'
+            f"  {polls}>\n"
+            '  <header class="run-head">\n'
+            f"    {pick}\n"
+            f'    <span class="badge status-{status}"><span aria-hidden="true" class="dot"></span>'
+            f"{_e(card.get_status_display())}</span>\n"
+            f'    <a class="run-id" href="{_detail(team_slug, card.run_id)}">{run_id}</a>\n'
+            f'    <span class="workflow" title="{_e(card.workflow_permanent_id)}">'
+            f"{_e(title)}</span>\n"
+            "  </header>\n",
+            _failure(card.failure_reason),
+            f'  <p class="times">\n    Created {_time(card.created_at, zone)}\n',
+            f"    · finished {_time(card.finished_at, zone)}\n" if card.finished_at else "",
+            "  </p>\n",
+            _links(card),
+            _lineage(card, team_slug, zone),
+            _latest(card, latest, team_slug, zone) if latest else "",
+            _check(card, latest, team_slug, can_retry, form_fields, zone)
+            if latest and latest.state == RetryState.UNKNOWN and latest.checked_at
+            else "",
+            (
+                f'  <p class="card-error" role="alert">{_e(card_error)}'
+                f'<input type="hidden" name="{ANSWERED_FIELD}" value="{run_id}" '
+                f'form="{ANSWERS_FORM}"></p>\n'
+            )
+            if card_error
+            else "",
+            (
+                f'  <p class="card-warning">Couldn\'t refresh from Skyvern: {_e(refresh_error)} '
+                "Showing the cached copy.</p>\n"
+            )
+            if refresh_error
+            else "",
+            '  <footer class="run-actions">\n',
+            _actions(card, latest, team_slug, form_fields) if can_retry else "",
+            "  </footer>\n</article>\n",
+        )
+    )
+
+
+def _detail(team_slug, run_id) -> str:
+    return _e(run_url("runs:run_detail", team_slug, run_id))
+
+
+@lru_cache
+def _months(language) -> tuple[str, ...]:
+    return ("", *(str(MONTHS_3[month]).title() for month in range(1, 13)))
+
+
+def _shown(moment, zone, seconds=False) -> str:
+    """|date:"M j, H:i" (or "M j, H:i:s") in `zone`, the current time zone."""
+    local = moment.astimezone(zone)
+    month = _months(translation.get_language())[local.month]
+    shown = f"{month} {local.day}, {local.hour:02}:{local.minute:02}"
+    return f"{shown}:{local.second:02}" if seconds else shown
+
+
+def _time(moment, zone) -> str:
+    # Times are UTC (settings.TIME_ZONE): the title is the ISO time, readably.
+    iso = moment.isoformat()
+    shown = _shown(moment, zone)
+    return f'<time datetime="{iso}" title="{iso[:10]} {iso[11:19]} UTC">{shown}</time>'
+
+
+def _bare_time(moment, zone, seconds=False) -> str:
+    return f'<time datetime="{moment.isoformat()}">{_shown(moment, zone, seconds)}</time>'
+
+
+def _failure(reason: str) -> str:
+    if not reason:
+        return ""
+    if len(reason) > FAILURE_SHOWN:
+        return (
+            '  <details class="failure">\n'
+            f"    <summary>{_e(Truncator(reason).chars(FAILURE_SHOWN))}</summary>\n"
+            f'    <p class="failure-full">{_e(reason)}</p>\n'
+            "  </details>\n"
+        )
+    return f'  <p class="failure">{_e(reason)}</p>\n'
+
+
+def _links(card) -> str:
+    # Links from Skyvern: only a plain http(s) URL may become a link.
+    app_url, recording_url = http_url(card.app_url), http_url(card.recording_url)
+    links = []
+    if app_url:
+        links.append(
+            f'<a href="{_e(app_url)}" target="_blank" rel="noopener noreferrer" '
+            'class="app-link">Open in Skyvern</a>'
+        )
+    if recording_url:
+        links.append(
+            f'<a href="{_e(recording_url)}" target="_blank" rel="noopener noreferrer" '
+            'class="recording-link">Recording</a>'
+        )
+    elif app_url and not card.is_terminal:
+        links.append('<span class="muted">Recording appears once the run starts</span>')
+    return '  <p class="links">\n    ' + "\n    ".join(links) + "\n  </p>\n"
+
+
+def _lineage(card, team_slug, zone) -> str:
+    if not card.retried_from:
+        return ""
+    when = _bare_time(card.retried_at, zone) if card.retried_at else '<time datetime=""></time>'
+    return (
+        f'  <p class="lineage">Retry of <a href="{_detail(team_slug, card.retried_from)}">'
+        f"{_e(card.retried_from)}</a>\n"
+        f"    by {_e(card.retried_by or 'someone')}, {when}</p>\n"
+    )
+
+
+def _latest(card, latest, team_slug, zone) -> str:
+    if latest.state == RetryState.RETRIED and latest.new_run_id:
+        what = (
+            f'Retried → <a href="{_detail(team_slug, latest.new_run_id)}">'
+            f"{_e(latest.new_run_id)}</a>"
+        )
+    elif latest.state == RetryState.RETRIED:
+        what = "Retried"  # its new run is no longer cached
+    elif latest.state == RetryState.SENDING:
+        what = "Retry being sent"
+    elif latest.proposed_runs:
+        proposed = latest.proposed_runs.split()
+        some = "a run" if len(proposed) == 1 else "runs"
+        what = (
+            f"Retry outcome unknown — Skyvern has {some} that may be this retry: "
+            f'<span class="proposed-runs">{", ".join(_e(run) for run in proposed)}</span>'
+            " — check before retrying again."
+        )
+    else:
+        what = (
+            "Retry outcome unknown — Skyvern didn't confirm; check Skyvern before retrying again."
+        )
+    count = f"\n    ({len(card.retries)} retries)" if len(card.retries) > 1 else ""
+    return (
+        f'  <p class="retried retry-state-{_e(latest.state)}">\n'
+        f"    {what}\n"
+        f"    by {_e(latest.requested_by or 'someone')}, "
+        f"{_bare_time(latest.requested_at, zone)}"
+        f"{count}\n"
+        "  </p>\n"
+    )
+
+
+def _check(card, latest, team_slug, can_retry, form_fields, zone) -> str:
+    link_url = ""
+    if can_retry:
+        link_url = reverse("runs:retry_link", args=[team_slug, card.run_id, latest.number])
+    candidates = get_template(CANDIDATES_TEMPLATE).render(
+        {
+            "candidates": latest.check_evidence,
+            "link_url": link_url,
+            "card_pk": card.pk,
+            "can_link": can_retry,
+            "form_fields": mark_safe(form_fields),  # noqa: S308 (drawn already)
+        }
+    )
+    return (
+        '  <section class="retry-check" aria-label="Check of the retry">\n'
+        f'    <p class="check-note">Checked {_bare_time(latest.checked_at, zone, seconds=True)}: '
+        f"{_e(latest.check_note)}</p>\n"
+        f"{candidates}\n"
+        "  </section>\n"
+    )
+
+
+def _actions(card, latest, team_slug, form_fields) -> str:
+    actions = []
+    if latest and latest.state == RetryState.UNKNOWN:
+        check_url = _e(reverse("runs:retry_check", args=[team_slug, card.run_id, latest.number]))
+        actions.append(_form(card, check_url, "check-form", form_fields, _CHECK_BUTTON))
+    if card.is_terminal:
+        retry_url = _e(run_url("runs:run_retry", team_slug, card.run_id))
+        if not card.retries:
+            button = '<button type="submit">Retry</button>'
+        else:
+            again = (
+                "No retry was created — retry anyway"
+                if latest.state == RetryState.UNKNOWN
+                else "Yes, retry it again"
+            )
+            button = (
+                '<label class="confirm-again"><input type="checkbox" name="confirm_again" '
+                f'value="yes" required> {again}</label>\n'
+                '          <button type="submit" class="secondary">Retry again</button>'
+            )
+        fields = (
+            f'{form_fields}\n          <input type="hidden" name="seen_retries" '
+            f'value="{len(card.retries)}">'
+        )
+        actions.append(_form(card, retry_url, "retry-form", fields, button))
+    else:
+        actions.append(
+            f'<p class="muted cant-retry">Can\'t retry yet: this run '
+            f"{_e(card.not_finished_because)}. Only finished runs can be retried.</p>"
+        )
+    return "".join(f"    {action}\n" for action in actions)
+
+
+_CHECK_BUTTON = '<button type="submit" class="secondary">Check</button>'
+
+
+def _form(card, url, name, fields, button) -> str:
+    return (
+        f'<form method="post" action="{url}"\n'
+        f'          hx-post="{url}" hx-target="#run-{card.pk}" hx-swap="outerHTML"\n'
+        f'          hx-disabled-elt="find button" class="{name}">\n'
+        f"          {fields}\n"
+        f"          {button}\n"
+        "        </form>"
+    )
+
+
+def version() -> str:
+    """A digest of what draws a card (this module and the candidates'
+    template): part of every card's cache key, so that a card drawn by older
+    code or an older template is never served (a deploy, the autoreloader)."""
+    template = get_template(CANDIDATES_TEMPLATE).template
+    cached = getattr(template, "_card_version", None)
+    if cached is None:
+        digest = hashlib.blake2b(_SOURCE.encode(), digest_size=6)
+        digest.update(template.source.encode())
+        cached = template._card_version = digest.hexdigest()
+    return cached
+
+
+_SOURCE = inspect.getsource(sys.modules[__name__])
