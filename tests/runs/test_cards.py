@@ -12,9 +12,13 @@ import pytest
 from django.core.cache import caches
 from django.test import Client
 from django.urls import reverse
+from django.utils.html import escape
 
 from console.runs import cards
+from console.runs.checking import Candidate
 from console.runs.models import Retry, RetryState, Run, Status
+from tests.conftest import make_user
+from tests.helpers import page_text
 from tests.runs.test_run_list import cached_runs
 
 WHEN = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
@@ -244,3 +248,91 @@ def test_a_retry_whose_new_run_is_gone_from_the_cache_still_shows_its_card(world
     Run.objects.filter(run_id="wr_newer").delete()
     card = card_on_page(client_as(world.operator), run)
     assert "Retried" in card and "wr_newer" not in card
+
+
+# What Skyvern or a person wrote, in every field a card shows: quotes and tags.
+TAG_IN = '"><script>alert(1)</script><img src=x onerror=alert(1)>'
+URL_IN = 'https://app.example.com/runs/x"><script>alert(2)</script>'
+
+
+def test_every_value_a_card_shows_is_escaped_on_both_pages(world, client_as):
+    person = make_user(f"ops{TAG_IN}")
+    original = Run.objects.create(
+        team=world.team_a,
+        connection=world.connection_a,
+        run_id="wr_hostile_original",
+        status=Status.FAILED,
+        created_at=WHEN - timedelta(hours=2),
+    )
+    run = Run.objects.create(
+        team=world.team_a,
+        connection=world.connection_a,
+        run_id="wr_hostile",
+        status=Status.FAILED,
+        workflow_permanent_id=f"wpid{TAG_IN}",
+        workflow_title=f"Title {TAG_IN}",
+        failure_reason=f"Reason {TAG_IN}",
+        created_at=WHEN,
+        finished_at=WHEN + timedelta(minutes=3),
+        app_url=URL_IN,
+        recording_url=f"{URL_IN}.webm",
+        retried_from=original,
+        retried_by=person,
+        retried_at=WHEN - timedelta(hours=1),
+    )
+    Retry.objects.create(
+        run=run,
+        number=1,
+        state=RetryState.UNKNOWN,
+        requested_by=person,
+        requested_at=WHEN + timedelta(hours=1),
+        proposed_runs='wr_p1 wr_p2"><script>alert(3)</script>',
+        checked_at=WHEN + timedelta(hours=2),
+        check_note=f"Note {TAG_IN}",
+        check_evidence=[
+            Candidate(
+                run_id=f"wr_c{TAG_IN}",
+                status=f"failed{TAG_IN}",
+                created_at="",
+                after_text=f"after {TAG_IN}",
+                app_url=f"{URL_IN}/candidate",
+            ).as_json()
+        ],
+    )
+    failure = f"Reason {'long ' * 40}{TAG_IN}"  # folded: a summary and the full text
+    long_run = Run.objects.create(
+        team=world.team_a,
+        connection=world.connection_a,
+        run_id="wr_hostile_long",
+        status=Status.FAILED,
+        failure_reason=failure,
+        created_at=WHEN - timedelta(hours=3),
+    )
+    client = client_as(world.operator)
+    pages = [
+        client.get(reverse("runs:run_list", kwargs={"team_slug": "acme"})),
+        client.get(
+            reverse("runs:run_detail", kwargs={"team_slug": "acme", "run_id": "wr_hostile"})
+        ),
+    ]
+    for response in pages:
+        html = response.content.decode()
+        assert "<script>alert" not in html and "<img src=x" not in html
+        assert escape(URL_IN) in html and escape(f"{URL_IN}.webm") in html
+        assert escape(f"{URL_IN}/candidate") in html
+        text = page_text(response)
+        for shown in (
+            f"Title {TAG_IN}",
+            f"Reason {TAG_IN}",
+            f"ops{TAG_IN}",
+            f"Note {TAG_IN}",
+            f"wr_c{TAG_IN}",
+            f"failed{TAG_IN}",
+            f"after {TAG_IN}",
+            'wr_p2"><script>alert(3)</script>',
+        ):
+            assert shown in text  # shown as the text it is, escaped once
+        assert f'title="{escape(f"wpid{TAG_IN}")}"' in html
+    runs_page = pages[0].content.decode()
+    assert escape(failure) in runs_page
+    assert long_run.run_id in runs_page
