@@ -1,5 +1,6 @@
 from django.apps import AppConfig
 
+from console.runs.card_pick import card_pick_register
 from console.runs.signals import retry_linked
 
 
@@ -9,6 +10,9 @@ class BulkConfig(AppConfig):
     verbose_name = "Bulk retry"
 
     def ready(self):
+        from .selection import card_pick_html
         from .services.checking import bulk_item_follow_link
+
+        card_pick_register(card_pick_html)
 
         retry_linked.connect(bulk_item_follow_link, dispatch_uid="bulk_item_follow_link")

@@ -19,7 +19,6 @@ import sys
 from functools import lru_cache
 from html import escape
 
-from django.core.exceptions import ImproperlyConfigured
 from django.template.loader import get_template
 from django.urls import reverse
 from django.utils import timezone, translation
@@ -29,16 +28,11 @@ from django.utils.text import Truncator
 
 from console.skyvern.types import http_url
 
+from .card_pick import card_pick
 from .models import RetryState
 from .templatetags.run_links import run_url
 
 CANDIDATES_TEMPLATE = "runs/includes/retry_candidates.html"
-# A card's checkbox for a bulk retry is the bulk app's ({% bulk_pick %}, under
-# the names its selection defines): drawn once for a stand-in card, then
-# given each card's pk and run id.
-PICK_TEMPLATE = "runs/run_list.html#card-pick"
-_PICK_PK = 9_223_372_036_854_775_000  # no run has it (a stand-in, not a row)
-_PICK_RUN_ID = "wr_card_pick_stand_in"
 # A card showing the answer to the person's own action says so in the page's
 # form of answers (the run detail page's: its refreshes keep that card).
 ANSWERED_FIELD = "answered"
@@ -65,7 +59,7 @@ def draw_card(card, *, team_slug, can_retry, form_fields="", card_error=None, re
         )
     pick = ""
     if can_retry:
-        pick = _pick().replace(str(_PICK_PK), str(pk)).replace(_PICK_RUN_ID, run_id)
+        pick = card_pick(pk, card.run_id)
     title = card.workflow_title or card.workflow_permanent_id or "(untitled workflow)"
     return "".join(
         (
@@ -282,21 +276,6 @@ def _form(card, url, name, fields, button) -> str:
     )
 
 
-class _StandIn:
-    pk = _PICK_PK
-    run_id = _PICK_RUN_ID
-
-
-def _pick() -> str:
-    template = get_template(PICK_TEMPLATE)
-    drawn = getattr(template.template, "_card_pick", None)
-    if drawn is None:
-        drawn = template.template._card_pick = str(template.render({"card": _StandIn()}))
-        if str(_PICK_PK) not in drawn or _PICK_RUN_ID not in drawn:
-            raise ImproperlyConfigured(f"{PICK_TEMPLATE} must show the card's pk and run id")
-    return drawn
-
-
 def version() -> str:
     """A digest of what draws a card (this module, the candidates' template
     and the bulk app's checkbox): part of every card's cache key, so that a
@@ -307,7 +286,7 @@ def version() -> str:
     if cached is None:
         digest = hashlib.blake2b(_SOURCE.encode(), digest_size=6)
         digest.update(template.source.encode())
-        digest.update(_pick().encode())
+        digest.update(card_pick(0, "wr_0").encode())
         cached = template._card_version = digest.hexdigest()
     return cached
 

@@ -1,7 +1,6 @@
 """The runs page's side of a bulk retry's selection, under the names
 `console.bulk.selection` defines (the preview and the confirmation read them):
 
-- `{% bulk_pick run %}`: a card's checkbox, which joins the bulk bar's form;
 - `{% bulk_bar form.data page.runs as bar %}`: the bulk bar's form id, the
   scope its buttons name and its hidden inputs (the filter, the page's runs);
 - `{{ selection.fields|hidden_inputs }}`: a selection carried forward.
@@ -10,10 +9,10 @@
 from dataclasses import dataclass
 
 from django import template
-from django.utils.html import escape, format_html
+from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from console.bulk.selection import FORM_ID, IDS_FIELDS, SCOPE_FIELD, Scope, runs_page_fields
+from console.bulk.selection import FORM_ID, SCOPE_FIELD, Scope, runs_page_fields
 
 register = template.Library()
 
@@ -31,18 +30,6 @@ def hidden_inputs(fields) -> SafeString:
         shown = value if type(value) is int else escape(value)
         inputs.append(f'<input type="hidden" name="{names[name]}" value="{shown}">')
     return mark_safe("".join(inputs))  # noqa: S308 (every name and value escaped, or an int)
-
-
-@register.simple_tag
-def bulk_pick(run) -> SafeString:
-    return format_html(
-        '<input type="checkbox" class="bulk-pick" form="{}" name="{}" value="{}"'
-        ' aria-label="Select {} for bulk retry">',
-        FORM_ID,
-        IDS_FIELDS[Scope.PICKED],
-        int(run.pk),
-        run.run_id,
-    )
 
 
 @dataclass(frozen=True)
