@@ -105,10 +105,14 @@ INSTALLED_APPS = [
     "console.audit",
     "console.demo",
     "console.twofactor",
+    "console.operations",
 ]
 
 MIDDLEWARE = [
     "console.middleware.StripNulFromHeaders",
+    # /healthz, /readyz and /metrics: before the https redirect, the host
+    # check, sessions and sign-in (console/operations/middleware.py).
+    "console.operations.middleware.OperationsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "console.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -306,10 +310,26 @@ SECURE_CSP = {
     "frame-ancestors": [CSP.NONE],
 }
 
+# Operations (console/operations/): /readyz answers 503 unless a db_worker
+# showed a sign of life within this many seconds (0: no worker needed);
+# /metrics needs `Authorization: Bearer <METRICS_TOKEN>` (unset: loopback only).
+READY_WORKER_SECONDS = int(os.environ.get("READY_WORKER_SECONDS", "120"))
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+
+# LOG_FORMAT=json: one JSON object per line, secrets removed (console/operations/logs.py).
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain").strip().lower()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "console.operations.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }

@@ -21,6 +21,7 @@ RANK = {
     "bulk": 4,
     "twofactor": 5,
     "demo": 5,
+    "operations": 6,
 }
 #: Project modules that wire the apps together; every other module directly in
 #: console/ (logins.py, spreadsheets.py, ...) is below every app and imports none.

@@ -1,5 +1,6 @@
-"""What every `manage.py db_worker` does beside running tasks: keep the
-console's task chains going (`console.background.chains`).
+"""What every `manage.py db_worker` does beside running tasks: say that it is
+alive (`console.background.workers`) and keep the console's task chains going
+(`console.background.chains`).
 
 A thread, not a task: a task can't notice that the chain it belongs to has
 stopped, and the thread goes on while the worker runs a long task. It dies
@@ -12,6 +13,7 @@ import threading
 from django.db import connection as db_connection
 
 from .chains import CHAINS, chains_keep
+from .workers import this_worker, worker_beat
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +26,10 @@ def check_every() -> float:
     return float(max(1, min(30, shortest)))
 
 
-def _keep(stop: threading.Event) -> None:
+def _keep(stop: threading.Event, worker: str) -> None:
     while True:
         try:
+            worker_beat(worker)
             chains_keep()
         except Exception:
             # The database is away (restart, failover): look again later.
@@ -38,7 +41,9 @@ def _keep(stop: threading.Event) -> None:
 
 
 def keeper_start() -> threading.Event:
-    """Start keeping the chains in a daemon thread; set the event to stop it."""
+    """Start keeping the chains (and beating for this worker, for health
+    checks) in a daemon thread; set the event to stop it."""
     stop = threading.Event()
-    threading.Thread(target=_keep, args=(stop,), name="chain-keeper", daemon=True).start()
+    worker = this_worker()
+    threading.Thread(target=_keep, args=(stop, worker), name="chain-keeper", daemon=True).start()
     return stop

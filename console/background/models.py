@@ -18,3 +18,16 @@ class TaskChain(models.Model):
 
     def __str__(self):
         return self.task_path
+
+
+class WorkerBeat(models.Model):
+    """The last sign of life of one `manage.py db_worker` process, written by
+    its keeper thread every few seconds (`console.background.workers`), so
+    that health checks can tell "a worker is running" from "none is"."""
+
+    worker = models.CharField(max_length=200, unique=True)  # host:pid
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField(db_index=True)
+
+    def __str__(self):
+        return self.worker

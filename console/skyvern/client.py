@@ -34,6 +34,7 @@ from .errors import (
     SkyvernUnreachable,
     ValidationFailed,
 )
+from .observe import Call, call_report
 from .types import ALL_STATUSES, RunDetail, RunSummary
 
 WORKFLOW_RUN_ID = re.compile(r"wr_[A-Za-z0-9_-]{1,100}")
@@ -81,6 +82,16 @@ def _detail(response: requests.Response) -> str | None:
     return str(detail)[:300]
 
 
+# Every key handed to a client in this process: what the console's log
+# formatter removes from every line (console/operations/logs.py).
+_known_keys: set[str] = set()
+
+
+def known_api_keys() -> frozenset[str]:
+    """The API keys this process has made clients with (to keep out of logs)."""
+    return frozenset(_known_keys)
+
+
 class SkyvernClient:
     """One Skyvern organisation, reached with one API key over a pooled session."""
 
@@ -95,6 +106,8 @@ class SkyvernClient:
     ):
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
+        if api_key:
+            _known_keys.add(api_key)
         self.timeout = (connect_timeout, read_timeout)
         self.session = session or requests.Session()
 
@@ -117,14 +130,18 @@ class SkyvernClient:
         if max_steps_override is not None:
             headers["x-max-steps-override"] = str(int(max_steps_override))
         data = self._request(
-            "POST", f"/v1/agents/runs/{run_id}/retry", headers=headers, on_400=NotRetryable
+            "POST",
+            f"/v1/agents/runs/{run_id}/retry",
+            headers=headers,
+            on_400=NotRetryable,
+            operation="retry_run",
         )
         return RunDetail.from_json(data)
 
     def get_run(self, run_id: str) -> RunDetail:
         """One workflow run in full: app_url, recording_url, screenshots, output."""
         validate_run_id(run_id)
-        return RunDetail.from_json(self._request("GET", f"/v1/runs/{run_id}"))
+        return RunDetail.from_json(self._request("GET", f"/v1/runs/{run_id}", operation="get_run"))
 
     def list_runs(
         self,
@@ -149,7 +166,7 @@ class SkyvernClient:
             params.append(("search_key", search_key))
         if error_code:
             params.append(("error_code", error_code))
-        data = self._request("GET", "/v1/agents/runs", params=params)
+        data = self._request("GET", "/v1/agents/runs", params=params, operation="list_runs")
         if not isinstance(data, list):
             raise BadResponse(detail="run list is not a JSON array")
         return [RunSummary.from_json(item) for item in data]
@@ -174,8 +191,20 @@ class SkyvernClient:
         params=None,
         headers: dict | None = None,
         on_400: type[SkyvernError] = ValidationFailed,
+        operation: str,
     ) -> Any:
         self._check_key()
+        started = time.monotonic()
+        outcome = "ok"
+        try:
+            return self._send(method, path, params=params, headers=headers, on_400=on_400)
+        except SkyvernError as error:
+            outcome = type(error).__name__
+            raise
+        finally:
+            call_report(Call(operation, time.monotonic() - started, outcome))
+
+    def _send(self, method, path, *, params, headers, on_400) -> Any:
         all_headers = {
             "x-api-key": self._api_key,
             "Accept": "application/json",

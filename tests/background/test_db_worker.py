@@ -17,6 +17,7 @@ import pytest
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
+from console.background.models import WorkerBeat
 from console.runs.models import Run
 from console.sync.models import ConnectionSync
 from console.sync.tasks import sync_all_connections
@@ -65,6 +66,8 @@ def test_the_worker_alone_keeps_the_periodic_sync_going_across_a_kill(world, tmp
             seconds=15,
             what="the first worker syncs the new runs by itself",
         )
+        # It says it is alive, for /readyz, the metrics and `manage.py doctor`.
+        assert WorkerBeat.objects.get().worker.endswith(f":{worker.pid}")
         # Each Skyvern call now takes a second: catch a round in its first call.
         world.simulator.state.configure(latency_ms=1000)
         slow_since = timezone.now()
