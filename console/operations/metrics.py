@@ -18,6 +18,7 @@ one true answer:
 
 import os
 
+from django.db import DatabaseError
 from django.db.models import Count
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -89,10 +90,12 @@ class DatabaseCollector:
         return []  # not known before the database is read
 
     def collect(self):
-        yield from _retries()
-        yield from _bulk()
-        yield from _deployment()
-        yield from _webhook_refusals()
+        try:
+            families = [*_retries(), *_bulk(), *_deployment(), *_webhook_refusals()]
+        except DatabaseError:
+            # The in-process counts are still worth a scrape; say what is missing.
+            families = [_database_up(False)]
+        yield from families
 
 
 def _retries():
@@ -138,9 +141,9 @@ def _bulk():
 
 def _deployment():
     state = readiness()
-    yield GaugeMetricFamily(
-        "console_database_up", "1 when the database answered this scrape.", value=state.database
-    )
+    if not state.database:
+        raise DatabaseError("the database did not answer")
+    yield _database_up(True)
     yield GaugeMetricFamily(
         "console_workers_alive",
         "db_worker processes that showed a sign of life recently.",
@@ -186,6 +189,12 @@ def _deployment():
     yield age
     yield failing
     yield untested
+
+
+def _database_up(up: bool) -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "console_database_up", "1 when the database answered this scrape.", value=up
+    )
 
 
 def _webhook_refusals():

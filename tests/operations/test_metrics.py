@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.db import DatabaseError
 from django.urls import reverse
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
@@ -20,6 +21,7 @@ from console.bulk.models import BulkRetryItem, BulkRetryJob
 from console.operations import metrics
 from console.runs.models import Retry, Run
 from console.skyvern import KeyRejected, SkyvernClient
+from console.skyvern.observe import Call
 from console.sync.services import sync_state_for
 from console.sync.tasks import sync_connection
 from tests.conftest import KEY_A
@@ -184,6 +186,21 @@ def test_webhook_deliveries_are_counted_by_answer(world, client, token):
     found = samples(scrape(client))
     assert found[("console_webhook_refusals_recorded_total", ("team", "acme"))] == 1
     assert AuditEntry.objects.filter(action=Action.WEBHOOK_REJECTED).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_database_that_is_away_still_gives_the_process_counts(client, token, monkeypatch):
+    def away():
+        raise DatabaseError("connection refused")
+
+    monkeypatch.setattr(metrics, "_retries", away)
+    metrics.skyvern_call_record(Call("get_run", 0.1, "ok"))
+    response = scrape(client)
+    assert response.status_code == 200
+    found = samples(response)
+    assert found[("console_database_up",)] == 0
+    assert any(name[0].startswith("console_skyvern_request_seconds") for name in found)
+    assert ("console_tasks", ("state", "due")) not in found
 
 
 def test_several_processes_add_up_in_multiprocess_mode(tmp_path):
