@@ -333,3 +333,8 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
+if LOG_FORMAT == "json":
+    # runserver's request lines too, instead of Django's own plain format.
+    LOGGING["loggers"] = {
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False}
+    }

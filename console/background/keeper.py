@@ -9,11 +9,12 @@ with its worker, so several workers, or none for a while, are both fine.
 
 import logging
 import threading
+from collections.abc import Callable
 
 from django.db import connection as db_connection
 
 from .chains import CHAINS, chains_keep
-from .workers import this_worker, worker_beat
+from .workers import this_worker, worker_beat, worker_gone
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +41,22 @@ def _keep(stop: threading.Event, worker: str) -> None:
             return
 
 
-def keeper_start() -> threading.Event:
+def keeper_start() -> Callable[[], None]:
     """Start keeping the chains (and beating for this worker, for health
-    checks) in a daemon thread; set the event to stop it."""
+    checks) in a daemon thread; returns what stops it: after that, this
+    worker no longer counts as alive."""
     stop = threading.Event()
     worker = this_worker()
-    threading.Thread(target=_keep, args=(stop, worker), name="chain-keeper", daemon=True).start()
-    return stop
+    thread = threading.Thread(target=_keep, args=(stop, worker), name="chain-keeper", daemon=True)
+    thread.start()
+
+    def keeper_stop() -> None:
+        stop.set()
+        # Its last beat must not land after the worker is marked gone.
+        thread.join(timeout=30)
+        try:
+            worker_gone(worker)
+        finally:
+            db_connection.close()
+
+    return keeper_stop

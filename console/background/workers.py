@@ -39,6 +39,11 @@ def worker_beat(worker: str | None = None) -> None:
         WorkerBeat.objects.filter(seen_at__lt=now - FORGET_AFTER).delete()
 
 
+def worker_gone(worker: str | None = None) -> None:
+    """This worker stopped on purpose: no longer count it as alive."""
+    WorkerBeat.objects.filter(worker=worker or this_worker()).delete()
+
+
 def worker_last_seen() -> datetime | None:
     """When any worker last showed a sign of life (None: never)."""
     return WorkerBeat.objects.aggregate(last=Max("seen_at"))["last"]

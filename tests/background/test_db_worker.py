@@ -97,6 +97,10 @@ def test_the_worker_alone_keeps_the_periodic_sync_going_across_a_kill(world, tmp
     finally:
         worker.terminate()
         worker.wait(timeout=15)
+    # Stopped on purpose, it no longer counts as alive; the killed one still
+    # does until it ages out.
+    assert not WorkerBeat.objects.filter(worker__endswith=f":{worker.pid}").exists()
+    assert WorkerBeat.objects.count() == 1
 
     dead.refresh_from_db()
     assert dead.status == "FAILED" and "stopped without finishing it" in dead.traceback

@@ -95,6 +95,7 @@ def test_a_server_error_is_logged_as_json_without_the_key(tmp_path):
         "except RuntimeError:\n"
         "    log.exception('Internal Server Error: /t/acme/runs/')\n"
         "logging.getLogger('console.sync').info('synced %s runs', 3)\n"
+        "logging.getLogger('django.server').info('\"GET /healthz HTTP/1.1\" 200 16')\n"
     )
     env = {
         **os.environ,
@@ -111,3 +112,4 @@ def test_a_server_error_is_logged_as_json_without_the_key(tmp_path):
     error = next(line for line in lines if line["logger"] == "django.request")
     assert "RuntimeError: Skyvern refused [redacted]" in error["exception"]
     assert any(line["message"] == "synced 3 runs" for line in lines)
+    assert any(line["logger"] == "django.server" for line in lines)  # runserver's, too

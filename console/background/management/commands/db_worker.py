@@ -22,6 +22,13 @@ class Command(db_worker.Command):
     def handle(self, *args, batch=False, reload=False, **options):
         # `--batch` drains the queue and exits: it keeps nothing going. With
         # `--reload`, only the child process that runs tasks keeps the chains.
+        keeper_stop = None
         if not batch and (not reload or os.environ.get(DJANGO_AUTORELOAD_ENV) == "true"):
-            keeper_start()
-        super().handle(*args, batch=batch, reload=reload, **options)
+            keeper_stop = keeper_start()
+        try:
+            super().handle(*args, batch=batch, reload=reload, **options)
+        finally:
+            if keeper_stop is not None:
+                # Stopped (SIGTERM, Ctrl-C): not alive any more. A killed
+                # worker's row just ages out (console.background.workers).
+                keeper_stop()
