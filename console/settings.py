@@ -106,6 +106,7 @@ INSTALLED_APPS = [
     "console.demo",
     "console.twofactor",
     "console.operations",
+    "console.oidc",
 ]
 
 MIDDLEWARE = [
@@ -211,6 +212,8 @@ AUTH_PASSWORD_VALIDATORS = [
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
+    # Does nothing unless OIDC_ISSUER and OIDC_CLIENT_ID are set (below).
+    "console.oidc.backends.OidcBackend",
 ]
 # Failed sign-ins are counted per username *and* address: someone guessing one
 # account's password from one address locks only that pair, so neither an
@@ -233,6 +236,37 @@ TWO_FACTOR_CODE_FAILURE_LIMIT = 5
 OTP_TOTP_ISSUER = "Skyvern support console"
 # The Django admin may list and delete devices (a lost phone) but never shows a key.
 OTP_ADMIN_HIDE_SENSITIVE_DATA = True
+
+# Sign-in with the company's identity provider (OpenID Connect, through
+# mozilla-django-oidc), beside passwords: on when OIDC_ISSUER and
+# OIDC_CLIENT_ID are set. docs/sign-in-with-oidc.md says what each one does.
+OIDC_ISSUER = os.environ.get("OIDC_ISSUER", "")
+OIDC_PROVIDER_NAME = os.environ.get("OIDC_PROVIDER_NAME", "single sign-on")
+OIDC_RP_CLIENT_ID = os.environ.get("OIDC_CLIENT_ID", "")
+OIDC_RP_CLIENT_SECRET = os.environ.get("OIDC_CLIENT_SECRET", "")
+# Each one read from the issuer's discovery document unless given here.
+OIDC_OP_AUTHORIZATION_ENDPOINT = os.environ.get("OIDC_AUTHORIZATION_ENDPOINT", "")
+OIDC_OP_TOKEN_ENDPOINT = os.environ.get("OIDC_TOKEN_ENDPOINT", "")
+OIDC_OP_USER_ENDPOINT = os.environ.get("OIDC_USERINFO_ENDPOINT", "")
+OIDC_OP_JWKS_ENDPOINT = os.environ.get("OIDC_JWKS_ENDPOINT", "")
+OIDC_RP_SIGN_ALGO = os.environ.get("OIDC_SIGN_ALGO", "RS256")
+OIDC_RP_SCOPES = os.environ.get("OIDC_SCOPES", "openid email profile")
+OIDC_GROUPS_CLAIM = os.environ.get("OIDC_GROUPS_CLAIM", "groups")
+# Empty: any email the provider vouches for (check --deploy warns).
+OIDC_ALLOWED_EMAIL_DOMAINS = [
+    domain.lower().lstrip("@") for domain in env_list("OIDC_ALLOWED_EMAIL_DOMAINS", "")
+]
+# "group:team:role,…": the provider's groups decide the roles in the teams named here.
+OIDC_GROUP_ROLES = os.environ.get("OIDC_GROUP_ROLES", "")
+# Off: a sign-in through the provider skips the console's own two-factor code
+# (the provider's sign-in, with its MFA, is the second factor). On: it asks
+# for the code like a password sign-in does.
+OIDC_CONSOLE_TWO_FACTOR = env_bool("OIDC_CONSOLE_TWO_FACTOR", False)
+OIDC_BACKEND = "console.oidc.backends.OidcBackend"
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = float(os.environ.get("OIDC_TIMEOUT_SECONDS", "10"))
+OIDC_VERIFY_SSL = True
+OIDC_AUTHENTICATION_CALLBACK_URL = "oidc:callback"
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 import pytest
 from django.contrib.auth import get_user_model
 
+from console.oidc.config import forget_discovery
 from console.simulator import SimulatorServer
 from console.skyvern import SkyvernClient
 from console.teams import hosts
 from console.teams.models import Connection, Membership, Role, Team
+from tests.oidc_provider.provider import start_provider
 
 KEY_A = "sk-test-acme-0123456789abcdef-A1B2"
 KEY_B = "sk-test-globex-fedcba9876543210-Z9Y8"
@@ -161,6 +163,49 @@ def client_as(client):
         return client
 
     return sign_in
+
+
+# The people of the test identity provider (tests/oidc_provider/), by username.
+PROVIDER_PEOPLE = [
+    {"username": "dana", "email": "dana@example.com", "groups": ["support-acme"]},
+    {"username": "erin", "email": "erin@example.com", "groups": ["support-acme", "leads"]},
+    {"username": "frank", "email": "frank@example.com", "groups": ["marketing"]},
+    # The same person as the console's password account `acme-operator`.
+    {"username": "acme-op", "email": "acme-operator@example.com", "groups": ["support-acme"]},
+    {"username": "mallory", "email": "mallory@elsewhere.org", "groups": ["support-acme"]},
+]
+PROVIDER_GROUP_ROLES = "support-acme:acme:operator,leads:acme:admin,support-globex:globex:viewer"
+
+
+@pytest.fixture(scope="session")
+def identity_provider(live_server, tmp_path_factory):
+    """A real OpenID Connect provider (django-oauth-toolkit) in its own
+    process on loopback, for the whole session; it sends people back to the
+    test client's console and to the live server's."""
+    provider = start_provider(
+        directory=tmp_path_factory.mktemp("identity-provider"),
+        redirect_uris=[
+            "http://testserver/oidc/callback/",
+            f"{live_server.url}/oidc/callback/",
+        ],
+        people=PROVIDER_PEOPLE,
+    )
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture
+def oidc_on(settings, identity_provider):
+    """The console configured for the test identity provider."""
+    forget_discovery()
+    settings.OIDC_ISSUER = identity_provider.issuer
+    settings.OIDC_RP_CLIENT_ID = identity_provider.client_id
+    settings.OIDC_RP_CLIENT_SECRET = identity_provider.client_secret
+    settings.OIDC_PROVIDER_NAME = "Example IdP"
+    settings.OIDC_ALLOWED_EMAIL_DOMAINS = ["example.com"]
+    settings.OIDC_GROUP_ROLES = PROVIDER_GROUP_ROLES
+    yield identity_provider
+    forget_discovery()
 
 
 def pytest_collection_modifyitems(items):

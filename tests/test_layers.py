@@ -22,6 +22,7 @@ RANK = {
     "twofactor": 5,
     "demo": 5,
     "operations": 6,
+    "oidc": 5,
 }
 #: Project modules that wire the apps together; every other module directly in
 #: console/ (logins.py, spreadsheets.py, ...) is below every app and imports none.

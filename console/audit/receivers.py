@@ -19,7 +19,9 @@ def _typed_username(credentials) -> str:
 
 
 def audit_login(sender, request, user, **kwargs):
-    audit_record(action=Action.LOGIN, request=request, user=user)
+    """A sign-in; the backend may say how (the identity provider's adds `sign_in_details`)."""
+    details = getattr(user, "sign_in_details", None)
+    audit_record(action=Action.LOGIN, request=request, user=user, details=details)
 
 
 def audit_logout(sender, request, user, **kwargs):
@@ -28,13 +30,22 @@ def audit_logout(sender, request, user, **kwargs):
 
 
 def audit_login_failed(sender, credentials, request=None, **kwargs):
-    """Every failed sign-in, including one refused because of a lockout."""
+    """Every failed sign-in, including one refused because of a lockout.
+
+    A sign-in the identity provider vouched for but the console refused (an
+    email domain not allowed…) names the email and why (`sign_in_refusal`)."""
+    details = {"locked_out": bool(getattr(request, "axes_locked_out", False))}
+    username = _typed_username(credentials)
+    refusal = getattr(request, "sign_in_refusal", None)
+    if refusal:
+        username = refusal["username"]
+        details.update(via=refusal["via"], reason=refusal["reason"])
     audit_record(
         action=Action.LOGIN_FAILED,
         outcome=Outcome.REFUSED,
         request=request,
-        username=_typed_username(credentials),
-        details={"locked_out": bool(getattr(request, "axes_locked_out", False))},
+        username=username,
+        details=details,
     )
 
 

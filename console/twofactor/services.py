@@ -9,6 +9,7 @@ import logging
 
 import segno
 from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY
 from django.utils import timezone
 from django_otp.models import VerifyNotAllowed
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -41,6 +42,15 @@ def is_required_for(user) -> bool:
     if not settings.TWO_FACTOR_REQUIRED_FOR_ADMINS or not user.is_authenticated:
         return False
     return user.is_superuser or Team.objects.restrict(user, MANAGE).exists()
+
+
+def done_by_provider(request) -> bool:
+    """Signed in through the identity provider, whose own sign-in (and MFA)
+    stands for the second step, unless OIDC_CONSOLE_TWO_FACTOR asks for the
+    console's code as well. Password sign-ins always take the second step."""
+    if settings.OIDC_CONSOLE_TWO_FACTOR:
+        return False
+    return request.session.get(BACKEND_SESSION_KEY) == settings.OIDC_BACKEND
 
 
 def start_setup(user) -> TOTPDevice:
