@@ -228,6 +228,12 @@ ACCESS: dict[str, Entry] = {
         )
         for step in ("confirm", "disable")
     },
+    # Sign-in with the identity provider: public, and not there at all unless
+    # OIDC_ISSUER and OIDC_CLIENT_ID are set (tests/oidc/ covers it configured).
+    **{
+        f"oidc:{step}": Entry(kind="plain", needs=ANYONE, calls=(Call("GET", 404),))
+        for step in ("sign_in", "callback")
+    },
     # No session, no CSRF: Skyvern's HMAC signature is the only credential, so a
     # POST without one is refused alike for everyone, signed in or not.
     "skyvern_webhook": Entry(

@@ -34,7 +34,7 @@ class SignInStart(OIDCAuthenticationRequestView):
         # The endpoints are looked up when the page is asked for, not when Django builds the view.
         super(OIDCAuthenticationRequestView, self).__init__(*args, **kwargs)
 
-    def dispatch(self, request, *args, **kwargs):
+    def get(self, request):
         if not oidc_enabled():
             raise Http404("Sign-in with an identity provider is not configured.")
         try:
@@ -44,7 +44,7 @@ class SignInStart(OIDCAuthenticationRequestView):
             messages.error(request, unreachable_message())
             return redirect("login")
         self.OIDC_RP_CLIENT_ID = oidc_setting("OIDC_RP_CLIENT_ID")
-        return super().dispatch(request, *args, **kwargs)
+        return super().get(request)
 
 
 def unreachable_message() -> str:

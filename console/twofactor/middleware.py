@@ -3,7 +3,9 @@
 Someone signed in with a password whose account has a confirmed TOTP device
 must enter a code (the code page) before any other page works. Where
 TWO_FACTOR_REQUIRED_FOR_ADMINS is on, a superuser or team admin without a
-device is kept on the enrolment page until they have set one up. Signing
+device is kept on the enrolment page until they have set one up. Someone
+signed in through the identity provider has had the provider's sign-in
+instead (services.done_by_provider, OIDC_CONSOLE_TWO_FACTOR). Signing
 out always works; static files are served before routing (WhiteNoise).
 """
 
@@ -34,7 +36,7 @@ class TwoFactorMiddleware:
             return None
         match = request.resolver_match
         name = match.view_name if match else ""
-        if name in ALWAYS_ALLOWED or user.is_verified():
+        if name in ALWAYS_ALLOWED or user.is_verified() or services.done_by_provider(request):
             return None
         if services.has_confirmed_device(user):
             if name in CODE_STEP:
