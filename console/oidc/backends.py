@@ -101,9 +101,10 @@ class OidcBackend(OIDCAuthenticationBackend):
         groups = services.claim_groups(claims, settings.OIDC_GROUPS_CLAIM)
         roles = services.team_roles_apply(user=user, groups=groups, request=self.request)
         # Read by the audit log's sign-in row (console/audit/receivers.py).
+        # Plain text, as the log page and its CSV show it.
         user.sign_in_details = {
             "via": provider_name(),
-            "groups": groups,
-            "team_roles": {slug: role or "none" for slug, role in roles.items()},
+            "groups": ", ".join(groups),
+            "team_roles": ", ".join(f"{slug}: {role or 'none'}" for slug, role in roles.items()),
         }
         return user

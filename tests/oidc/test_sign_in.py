@@ -64,8 +64,8 @@ def test_a_new_person_gets_an_account_and_the_role_their_group_maps_to(world, cl
     assert client.get(reverse("runs:run_list", args=["globex"])).status_code == 404
     sign_in = AuditEntry.objects.get(action=Action.LOGIN, user=dana)
     assert sign_in.details["via"] == "Example IdP"
-    assert sign_in.details["groups"] == ["support-acme"]
-    assert sign_in.details["team_roles"] == {"acme": "operator", "globex": "none"}
+    assert sign_in.details["groups"] == "support-acme"
+    assert sign_in.details["team_roles"] == "acme: operator, globex: none"
     added = AuditEntry.objects.get(action=Action.MEMBER_ADD, user=dana)
     assert added.team == world.team_a
     assert added.details == {"role": "operator", "by": "Example IdP groups"}
@@ -194,3 +194,12 @@ def test_a_malformed_group_mapping_fails_the_system_check(text, settings):
 def test_group_names_may_hold_colons():
     (entry,) = parse_group_roles("urn:corp:support:acme:operator")
     assert (entry.group, entry.team_slug, entry.role) == ("urn:corp:support", "acme", "operator")
+
+
+def test_the_audit_log_page_says_how_someone_signed_in(world, client, oidc_on):
+    sign_in_with_provider(client, "erin")
+    client.force_login(world.superuser)
+    page = client.get(reverse("audit:audit_log"), {"person": "erin"})
+    assert "via: Example IdP" in page.text
+    assert "groups: leads, support-acme" in page.text
+    assert "team_roles: acme: admin, globex: none" in page.text
