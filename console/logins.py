@@ -40,3 +40,11 @@ def lockout_response(request, original_response=None, credentials=None):
         {"failure_limit": settings.AXES_FAILURE_LIMIT, "minutes": minutes},
         status=429,
     )
+
+
+def not_a_password_attempt(request, credentials=None) -> bool:
+    """django-axes counts wrong passwords (AXES_WHITELIST_CALLABLE): a sign-in
+    through the identity provider carries none, its provider guards its own
+    sign-in, and refusing someone's email domain there is no guess, so those
+    are neither counted nor locked out."""
+    return not (credentials or {}).get("password")

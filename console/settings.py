@@ -227,6 +227,7 @@ AXES_LOCKOUT_CALLABLE = "console.logins.lockout_response"  # 429, the console's 
 # as the last of them saw it (console/logins.py); 0: REMOTE_ADDR.
 CONSOLE_PROXY_COUNT = int(os.environ.get("CONSOLE_PROXY_COUNT", "0"))
 AXES_CLIENT_IP_CALLABLE = "console.logins.client_ip"
+AXES_WHITELIST_CALLABLE = "console.logins.not_a_password_attempt"
 
 # Two-factor sign-in (TOTP, django-otp): optional for everyone; with this on,
 # superusers and team admins must set it up before they can use the console.

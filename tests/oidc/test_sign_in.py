@@ -203,3 +203,18 @@ def test_the_audit_log_page_says_how_someone_signed_in(world, client, oidc_on):
     assert "via: Example IdP" in page.text
     assert "groups: leads, support-acme" in page.text
     assert "team_roles: acme: admin, globex: none" in page.text
+
+
+def test_refusals_by_the_provider_do_not_lock_out_the_address(world, client, oidc_on, settings):
+    """django-axes counts wrong passwords only: domain refusals are not guesses."""
+    settings.AXES_FAILURE_LIMIT = 2
+    for _ in range(3):
+        sign_in_with_provider(client, "mallory")
+    answer = sign_in_with_provider(client, "dana")
+    assert answer.status_code == 302 and answer["Location"] == "/"
+    assert client.session["_auth_user_backend"] == "console.oidc.backends.OidcBackend"
+    client.logout()
+    client.post(LOGIN, {"username": "acme-viewer", "password": "wrong"})
+    client.post(LOGIN, {"username": "acme-viewer", "password": "wrong"})
+    locked = client.post(LOGIN, {"username": "acme-viewer", "password": PASSWORD})
+    assert locked.status_code == 429, "wrong passwords are still counted"
