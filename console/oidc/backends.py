@@ -78,16 +78,10 @@ class OidcBackend(OIDCAuthenticationBackend):
         if not self.verify_claims(claims):
             return None
         email = services.claim_email(claims)
-        user = services.account_for(email)
-        if user is None:
-            self._refuse(
-                services.Refusal(
-                    "several accounts have this email",
-                    f"Several console accounts have the email {email}: ask an admin "
-                    "to remove or change all but one.",
-                ),
-                claims,
-            )
+        try:
+            user = services.account_for(email)
+        except services.AccountRefused as refused:
+            self._refuse(refused.refusal, claims)
             return None
         if not user.is_active:
             self._refuse(

@@ -73,16 +73,39 @@ def sign_in_refusal(claims: dict, *, allowed_domains: list[str]) -> Refusal | No
     return None
 
 
+class AccountRefused(Exception):
+    def __init__(self, refusal: Refusal):
+        super().__init__(refusal.reason)
+        self.refusal = refusal
+
+
 def account_for(email: str):
     """The account with this email, or a new one named by it (no password:
-    it signs in through the provider only, until someone sets one)."""
+    it signs in through the provider only, until someone sets one).
+    Raises AccountRefused when no one account is clearly that person's."""
     User = get_user_model()
     matches = list(User.objects.filter(email__iexact=email)[:2])
     if len(matches) > 1:
-        return None
+        raise AccountRefused(
+            Refusal(
+                "several accounts have this email",
+                f"Several console accounts have the email {email}: ask an admin "
+                "to remove or change all but one.",
+            )
+        )
     if matches:
         return matches[0]
-    user = User(username=email.lower()[:150], email=email)
+    username = email.lower()[:150]
+    if User.objects.filter(username__iexact=username).exists():
+        # Someone else's account, by name: never hand it over, never rename it.
+        raise AccountRefused(
+            Refusal(
+                "an account of another email has this name",
+                f"A console account is called {username} but has another email "
+                "address: ask an admin to give it yours, or to rename it.",
+            )
+        )
+    user = User(username=username, email=email)
     user.set_unusable_password()
     user.save()
     log.info("account made for an identity provider sign-in user=%s", user.pk)

@@ -218,3 +218,24 @@ def test_refusals_by_the_provider_do_not_lock_out_the_address(world, client, oid
     client.post(LOGIN, {"username": "acme-viewer", "password": "wrong"})
     locked = client.post(LOGIN, {"username": "acme-viewer", "password": PASSWORD})
     assert locked.status_code == 429, "wrong passwords are still counted"
+
+
+def test_an_account_named_like_the_email_but_someone_elses_is_not_taken_over(
+    world, client, oidc_on
+):
+    other = get_user_model().objects.create_user("dana@example.com", "someone@example.net")
+    answer = sign_in_with_provider(client, "dana")
+    assert answer["Location"] == LOGIN
+    assert "_auth_user_id" not in client.session
+    assert "is called dana@example.com but has another email" in client.get(LOGIN).text
+    assert roles_of("someone@example.net") == {}
+    other.refresh_from_db()
+    assert other.email == "someone@example.net"
+
+
+def test_two_accounts_with_the_email_are_refused(world, client, oidc_on):
+    get_user_model().objects.create_user("dana1", "dana@example.com")
+    get_user_model().objects.create_user("dana2", "Dana@example.com")
+    sign_in_with_provider(client, "dana")
+    assert "_auth_user_id" not in client.session
+    assert "Several console accounts have the email dana@example.com" in client.get(LOGIN).text
