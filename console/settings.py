@@ -82,6 +82,11 @@ BULK_RETRY_PER_SECOND = float(os.environ.get("BULK_RETRY_PER_SECOND", "2"))
 BULK_RETRY_WORKER_THREADS = int(os.environ.get("BULK_RETRY_WORKER_THREADS", "4"))
 # Automatic re-sends of one item (429, 503 + Retry-After, refused connection) before it fails.
 BULK_RETRY_MAX_ATTEMPTS = int(os.environ.get("BULK_RETRY_MAX_ATTEMPTS", "20"))
+# A bulk job's retries are followed until their new runs end: Skyvern is asked
+# about the unfinished ones this often, for at most this long after sending ends
+# (runs still going then are reported "still running").
+BULK_RETRY_FOLLOW_EVERY_SECONDS = int(os.environ.get("BULK_RETRY_FOLLOW_EVERY_SECONDS", "10"))
+BULK_RETRY_FOLLOW_LIMIT_SECONDS = int(os.environ.get("BULK_RETRY_FOLLOW_LIMIT_SECONDS", "21600"))
 
 INSTALLED_APPS = [
     "django.contrib.admin",

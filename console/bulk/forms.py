@@ -6,7 +6,7 @@ Which runs a bulk retry is over (the selection) is read by its own form, in
 
 from django import forms
 
-from .models import ItemState
+from .models import ItemState, Outcome
 
 
 class BulkRetryForm(forms.Form):
@@ -52,9 +52,10 @@ class BulkRetryForm(forms.Form):
 
 
 class ItemFilterForm(forms.Form):
-    """The job page's items: which state, which page."""
+    """The job page's items: which state, or which outcome of a sent retry; which page."""
 
     state = forms.ChoiceField(choices=[("", "All"), *ItemState.choices], required=False)
+    outcome = forms.ChoiceField(choices=[("", "All"), *Outcome.choices], required=False)
     page = forms.IntegerField(required=False, min_value=1)
 
 

@@ -3,13 +3,16 @@
 On the next full page they open (not an htmx fragment, which has no place
 for messages), each ended job they started and haven't been told about
 becomes one message with a link-free summary; the job is then marked told.
+A job has ended once its retries are followed to their end (`followed_at`):
+the message says how many succeeded and how many failed again, not how many
+were sent.
 """
 
 from django.contrib import messages
 from django.utils import timezone
 
-from .models import BulkRetryJob, JobState
-from .services import item_counts
+from .models import BulkRetryJob, ItemState, JobState
+from .services import item_counts, item_outcomes
 
 ENDED = (JobState.FINISHED, JobState.CANCELED)
 
@@ -31,7 +34,7 @@ class FinishedJobsMiddleware:
 
     def announce_ended_jobs(self, request, user):
         unannounced = BulkRetryJob.objects.filter(
-            created_by=user, state__in=ENDED, notified_at__isnull=True
+            created_by=user, state__in=ENDED, followed_at__isnull=False, notified_at__isnull=True
         )
         # Almost always none: asking for ids alone costs less to build.
         if not unannounced.values_list("pk")[:1]:
@@ -44,10 +47,19 @@ class FinishedJobsMiddleware:
             )
             if not claimed:
                 continue
-            counts = item_counts(job.pk)
-            outcome = ", ".join(f"{count} {state}" for state, count in counts.items() if count)
             verb = "finished" if job.state == JobState.FINISHED else "was canceled"
             messages.info(
-                request,
-                f"Your bulk retry #{job.pk} for {job.team.name} {verb}: {outcome or 'no runs'}.",
+                request, f"Your bulk retry #{job.pk} for {job.team.name} {verb}: {_summary(job)}."
             )
+
+
+#: Items that were never sent, in the words of the end notice.
+NOT_SENT = {ItemState.FAILED: "not retried", ItemState.SKIPPED: "skipped"}
+
+
+def _summary(job) -> str:
+    """ "18 succeeded, 6 failed again (24 sent), 2 skipped"."""
+    counts = item_counts(job.pk)
+    parts = [item_outcomes(job.pk).in_words()] if job.total != counts[ItemState.SKIPPED] else []
+    parts += [f"{counts[state]} {words}" for state, words in NOT_SENT.items() if counts[state]]
+    return ", ".join(parts) or "no runs"

@@ -8,10 +8,10 @@ a connection's throttle row is the only place the request rate is kept.
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 
-from console.runs.models import Retry, Run
+from console.runs.models import Retry, Run, Status
 from console.teams.models import Connection, RestrictedQuerySet, Team
 
 
@@ -39,6 +39,25 @@ class ItemState(models.TextChoices):
 #: Items not yet settled; the job is active while it has any.
 OPEN_ITEM_STATES = [ItemState.PENDING, ItemState.SENDING]
 DONE_ITEM_STATES = [ItemState.RETRIED, ItemState.FAILED, ItemState.SKIPPED, ItemState.UNKNOWN]
+
+
+class Outcome(models.TextChoices):
+    """What became of a sent item's retry, followed to its end: the new run's
+    status in the cache (every webhook, sync, card or job poll stores it
+    there), or, for an item whose send went unanswered, unknown."""
+
+    COMPLETED = "completed", "Completed"
+    FAILED_AGAIN = "failed_again", "Failed again"
+    STILL_RUNNING = "still_running", "Still running"
+    CANCELED = "canceled", "Canceled at Skyvern"
+    UNKNOWN = "unknown", "Outcome unknown"
+
+
+#: A new run that ended in one of these failed again (a person canceling it
+#: at Skyvern did not: that run is not offered for another retry).
+FAILED_AGAIN_STATUSES = [Status.FAILED, Status.TERMINATED, Status.TIMED_OUT]
+#: Items that were sent: Skyvern took the retry, or may have.
+SENT_ITEM_STATES = [ItemState.RETRIED, ItemState.UNKNOWN]
 
 
 class SkipReason(models.TextChoices):
@@ -89,6 +108,10 @@ class BulkRetryJob(models.Model):
     # Last sign of life of a worker on this job: a job that is active with a
     # stale heartbeat and no worker booked is picked up again (`bulk_jobs_revive`).
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # When its retries were followed to their end: sending is over and every
+    # new run ended, or the follow's time limit passed (those still running
+    # then stay "still running"). Until then the job's end is not announced.
+    followed_at = models.DateTimeField(null=True, blank=True)
     # When the person who started it was told it ended (a message on a page view).
     notified_at = models.DateTimeField(null=True, blank=True)
 
@@ -111,6 +134,29 @@ class BulkRetryJob(models.Model):
 
 class BulkRetryItemQuerySet(RestrictedQuerySet):
     team_path = "job__team"
+
+    def with_outcome(self):
+        """Each item with `outcome`: an Outcome value for items that were sent,
+        "" for the others (waiting, not retried, skipped)."""
+        return self.annotate(
+            outcome=Case(
+                When(state=ItemState.UNKNOWN, then=Value(Outcome.UNKNOWN.value)),
+                When(~Q(state=ItemState.RETRIED), then=Value("")),
+                When(new_run__isnull=True, then=Value(Outcome.UNKNOWN.value)),
+                When(new_run__status=Status.COMPLETED, then=Value(Outcome.COMPLETED.value)),
+                When(
+                    new_run__status__in=FAILED_AGAIN_STATUSES,
+                    then=Value(Outcome.FAILED_AGAIN.value),
+                ),
+                When(new_run__status=Status.CANCELED, then=Value(Outcome.CANCELED.value)),
+                default=Value(Outcome.STILL_RUNNING.value),
+                output_field=models.CharField(),
+            )
+        )
+
+    def outcome(self, *outcomes: str):
+        """The items whose followed outcome is one of `outcomes`."""
+        return self.with_outcome().filter(outcome__in=outcomes)
 
 
 class BulkRetryItem(models.Model):

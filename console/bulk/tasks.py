@@ -6,8 +6,8 @@ Tasks take ids and call the bulk services, which book them
 
 from django.tasks import task
 
-from .services import bulk_job_work, bulk_jobs_revive
-from .services.common import JOB_PASS, WATCHDOG
+from .services import bulk_job_work, bulk_jobs_follow, bulk_jobs_revive
+from .services.common import FOLLOW, JOB_PASS, WATCHDOG
 
 
 @JOB_PASS.bind
@@ -25,3 +25,14 @@ def bulk_retry_watchdog() -> list[int]:
         return bulk_jobs_revive()
     finally:
         WATCHDOG.book_next()
+
+
+@FOLLOW.bind
+@task
+def bulk_retry_follow() -> list[int]:
+    """Ask Skyvern about jobs' unfinished new runs; books its next round while
+    a job is not followed to its end."""
+    try:
+        return bulk_jobs_follow()
+    finally:
+        FOLLOW.book_next()

@@ -28,8 +28,15 @@ from console.teams.models import RETRY
 
 from . import services
 from .forms import BulkRetryForm, ItemFilterForm, RetryAnywayForm
-from .models import BulkRetryItem, BulkRetryJob, ItemState, JobState, SkipReason
-from .selection import Selection, SelectionForm, describe_stored, stored_scope
+from .models import BulkRetryItem, BulkRetryJob, ItemState, JobState, Outcome, SkipReason
+from .selection import (
+    MAX_IDS,
+    Scope,
+    Selection,
+    SelectionForm,
+    describe_stored,
+    stored_scope,
+)
 from .services import BulkRetryRefused
 
 
@@ -189,24 +196,35 @@ def bulk_job_list(request: HtmxHttpRequest, team_slug: str):
 def _live_context(request, team, job: BulkRetryJob, source, **extra) -> dict:
     """The job page's live part: progress, counts, buttons and the items shown."""
     progress = services.bulk_job_progress(job)
+    follow = services.item_outcomes(job.pk)
     item_filter = ItemFilterForm(source)
     item_filter.is_valid()
     state = item_filter.cleaned_data.get("state") or ""
+    outcome = item_filter.cleaned_data.get("outcome") or ""
     items = (
         BulkRetryItem.objects.filter(job=job)
+        .with_outcome()
         .select_related("run", "new_run", "retry")
         .defer(*(f"{rel}__{name}" for rel in ("run", "new_run") for name in _HEAVY))
         .order_by("id")
     )
     if state:
         items = items.filter(state=state)
+    if outcome:
+        items = items.filter(outcome=outcome)
     paginator = Paginator(items, ITEMS_PER_PAGE)
     # The progress has just counted the items; the poll needn't count them again.
-    paginator.count = progress.counts.get(state, 0) if state else progress.total
+    if not outcome:
+        paginator.count = progress.counts.get(state, 0) if state else progress.total
+    elif not state:
+        paginator.count = getattr(follow, outcome)
     page = paginator.get_page(item_filter.cleaned_data.get("page"))
     query = {"state": state} if state else {}
+    if outcome:
+        query["outcome"] = outcome
     if page.number > 1:
         query["page"] = page.number
+    following = job.followed_at is None and not progress.active
     return {
         "team": team,
         "job": job,
@@ -217,6 +235,14 @@ def _live_context(request, team, job: BulkRetryJob, source, **extra) -> dict:
             (value, label, progress.counts.get(value, 0)) for value, label in ItemState.choices
         ],
         "item_state": state,
+        "item_outcome": outcome,
+        "follow": follow,
+        "following": following,
+        "polling": progress.active or following,
+        "outcome_counts": [
+            (value, label, getattr(follow, value)) for value, label in Outcome.choices
+        ],
+        "retry_failed_again": _failed_again_selection(job, follow) if team.may[RETRY] else None,
         "items": page,
         "item_query": urlencode(query),
         "can_act": team.may[RETRY],
@@ -226,6 +252,22 @@ def _live_context(request, team, job: BulkRetryJob, source, **extra) -> dict:
 
 
 _HEAVY = ("raw", "output", "screenshot_urls", "search_text")
+
+
+def _failed_again_selection(job: BulkRetryJob, follow) -> list[tuple[str, object]] | None:
+    """The new runs that failed again, as the fields of a selection the
+    preview reads: "Retry the N that failed again" previews exactly those
+    (their retries then record them as their origin: original → retry →
+    retry of the retry)."""
+    if not follow.failed_again:
+        return None
+    new_runs = (
+        BulkRetryItem.objects.filter(job=job)
+        .outcome(Outcome.FAILED_AGAIN)
+        .order_by("id")
+        .values_list("new_run_id", flat=True)[:MAX_IDS]
+    )
+    return Selection(scope=Scope.PICKED, ids=tuple(new_runs)).fields()
 
 
 def _rate_text(rate: float | None) -> str:
@@ -262,22 +304,25 @@ def bulk_job_detail(request: HtmxHttpRequest, team_slug: str, job_id: int):
 
 @require_GET
 def bulk_job_progress(request: HtmxHttpRequest, team_slug: str, job_id: int):
-    """The live part, polled by the job page while the job is active. Once it
-    has ended, the final state is swapped in and htmx is told to stop (286)."""
+    """The live part, polled by the job page while the job is active or its
+    retries are followed. Once it has ended, the final state is swapped in and
+    htmx is told to stop (286)."""
     team = team_for(request, team_slug)
     job = _team_job(request, team, job_id)
     if not request.htmx:
         return redirect("bulk:bulk_job_detail", team_slug=team.slug, job_id=job.pk)
     context = _live_context(request, team, job, request.GET)
     response = render(request, LIVE, context)
-    if not context["progress"].active:
+    if not context["polling"]:
         response.status_code = HttpResponseStopPolling.status_code
     return response
 
 
 @require_GET
 def bulk_job_export(request: HtmxHttpRequest, team_slug: str, job_id: int):
-    """The job's items as CSV: one row per run, what became of it and when."""
+    """The job's items as CSV: one row per run, what became of it and when,
+    and what became of its retry (the new run's outcome and, when it failed
+    again, Skyvern's reason)."""
     team = team_for(request, team_slug)
     job = _team_job(request, team, job_id)
     items = (
@@ -296,9 +341,13 @@ def bulk_job_export(request: HtmxHttpRequest, team_slug: str, job_id: int):
             "run__workflow_title",
             "new_run__run_id",
             "new_run__app_url",
+            "new_run__status",
+            "new_run__failure_reason",
         )
+        .with_outcome()
         .order_by("id")
     )
+    outcomes = dict(Outcome.choices)
     labels = dict(ItemState.choices)
     skips = dict(SkipReason.choices)
     response = HttpResponse(content_type="text/csv; charset=utf-8")
@@ -319,6 +368,12 @@ def bulk_job_export(request: HtmxHttpRequest, team_slug: str, job_id: int):
                 skips.get(item.skip_reason, item.skip_reason),
                 item.new_run.run_id if item.new_run else "",
                 item.new_run.app_url if item.new_run else "",
+                item.outcome,
+                outcomes.get(item.outcome, ""),
+                item.new_run.status if item.new_run else "",
+                item.new_run.failure_reason
+                if item.outcome in (Outcome.FAILED_AGAIN, Outcome.CANCELED)
+                else "",
                 item.error,
                 item.check_note,
                 item.attempts,
@@ -338,6 +393,10 @@ CSV_HEADER = [
     "skip_reason",
     "new_run_id",
     "new_run_app_url",
+    "outcome",
+    "outcome_label",
+    "new_run_status",
+    "new_run_failure_reason",
     "error",
     "check_note",
     "attempts",

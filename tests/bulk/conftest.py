@@ -1,10 +1,13 @@
 """Fixtures for bulk retry: failed runs in the simulator and the console's
 cache, a job over them, and a fast throttle unless a test says otherwise."""
 
+from datetime import timedelta
+
 import pytest
 from django.db import connection as db_connection
 
-from console.bulk.services import bulk_retry_create
+from console.bulk.models import BulkRetryItem, ItemState
+from console.bulk.services import bulk_job_follow, bulk_retry_create
 from console.runs.models import Run
 
 
@@ -15,6 +18,29 @@ def bulk_settings(settings):
     settings.BULK_RETRY_MAX_IN_FLIGHT = 4
     settings.BULK_RETRY_WORKER_THREADS = 1
     return settings
+
+
+@pytest.fixture(autouse=True)
+def follow_at_once(monkeypatch):
+    """A job's follow pass asks Skyvern about a new run it heard of a moment
+    ago (a card would wait a little)."""
+    monkeypatch.setattr("console.runs.services.REFRESH_AT_MOST_EVERY", timedelta(0))
+
+
+def end_new_runs(world, job, *statuses, reason="Login failed: portal rejected the password"):
+    """End the job's new runs at Skyvern (in item order; the last status
+    for the rest), then let the job's follow pass find out."""
+    new_runs = (
+        BulkRetryItem.objects.filter(job=job, state=ItemState.RETRIED)
+        .order_by("id")
+        .values_list("new_run__run_id", flat=True)
+    )
+    for n, run_id in enumerate(new_runs):
+        status = statuses[min(n, len(statuses) - 1)]
+        world.simulator.state.set_status(
+            run_id, status, failure_reason=None if status == "completed" else reason
+        )
+    return bulk_job_follow(job_id=job.pk)
 
 
 def add_failed_runs(world, n, connection=None, **fields):

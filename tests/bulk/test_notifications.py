@@ -20,7 +20,11 @@ def ended_job(world, *, state=JobState.FINISHED, user=None):
         max_steps_override=None,
         selection={"run_ids": []},
     )
-    BulkRetryJob.objects.filter(pk=job.pk).update(state=state, finished_at=timezone.now())
+    now = timezone.now()
+    followed = now if state != JobState.RUNNING else None
+    BulkRetryJob.objects.filter(pk=job.pk).update(
+        state=state, finished_at=now, followed_at=followed
+    )
     return job
 
 
@@ -45,9 +49,7 @@ def test_others_and_fragments_are_not_told(world, client_as):
     admin = client_as(world.admin)
     assert "Your bulk retry" not in page_text(admin.get(reverse("runs:run_list", args=["acme"])))
     operator = client_as(world.operator)
-    fragment = operator.get(
-        reverse("runs:run_updates", args=["acme"]), HTTP_HX_REQUEST="true"
-    )
+    fragment = operator.get(reverse("runs:run_updates", args=["acme"]), HTTP_HX_REQUEST="true")
     assert fragment.status_code == 200
     assert BulkRetryJob.objects.get().notified_at is None  # still owed a full page
 

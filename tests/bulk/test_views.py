@@ -16,6 +16,7 @@ from console.bulk.models import BulkRetryItem, BulkRetryJob, ItemState, JobState
 from console.bulk.tasks import bulk_retry_work
 from console.runs.models import Retry, RetryState, Run
 from console.teams.models import Membership, Role
+from tests.bulk.conftest import end_new_runs
 from tests.helpers import page_text
 
 HTMX = {"HX-Request": "true"}
@@ -342,9 +343,16 @@ def test_the_job_page_polls_while_active_and_stops_when_finished(world, client_a
 
     bulk_retry_work.call(job.pk)
 
+    # Sent, but the new runs have not ended: the page follows them.
+    fragment = client.get(progress, headers=HTMX)
+    assert fragment.status_code == 200 and 'hx-trigger="every 1s"' in fragment.content.decode()
+    assert "Following the new runs until they end" in page_text(fragment)
+    end_new_runs(world, job, "completed")
+
     fragment = client.get(progress, headers=HTMX)
     html = fragment.content.decode()
     assert fragment.status_code == STOP_POLLING
+    assert "3 succeeded, 0 failed again (3 sent)" in page_text(fragment)
     assert "hx-trigger" not in html and 'aria-valuenow="3"' in html and "(100%)" in html
     page = client.get(job_url(job)).content.decode()
     assert "hx-trigger" not in page.split('id="job-live"')[1]

@@ -14,6 +14,8 @@ One module per part of the work:
   and picks up jobs whose worker died;
 - `checking`: a run whose retry outcome is unknown: check at Skyvern, or
   retry anyway;
+- `following`: each sent retry's new run followed to its end (completed,
+  failed again, still running), and when the job is over;
 - `common`: what they share (the refusal, the operator check, the audit row,
   the background tasks they book).
 
@@ -25,6 +27,13 @@ not re-exported, so a patch aimed at this package fails instead of doing nothing
 
 from .checking import CheckResult, bulk_item_check, bulk_item_retry_anyway
 from .common import BulkRetryRefused
+from .following import (
+    FollowUp,
+    bulk_job_follow,
+    bulk_job_settle,
+    bulk_jobs_follow,
+    item_outcomes,
+)
 from .jobs import (
     JobProgress,
     bulk_job_progress,
@@ -50,12 +59,16 @@ __all__ = [
     "BulkRetryRefused",
     "CheckResult",
     "Claim",
+    "FollowUp",
     "JobProgress",
     "SkipGroup",
     "bulk_item_check",
     "bulk_item_claim",
     "bulk_item_retry_anyway",
     "bulk_item_send",
+    "bulk_job_follow",
+    "bulk_job_settle",
+    "bulk_jobs_follow",
     "bulk_items_give_up_stale",
     "bulk_job_progress",
     "bulk_job_work",
@@ -67,6 +80,7 @@ __all__ = [
     "bulk_retry_resume",
     "failing_connections",
     "item_counts",
+    "item_outcomes",
     "sending_lease",
     "throttle_for",
 ]

@@ -10,7 +10,7 @@ from console.teams.access import require
 from console.teams.models import RETRY
 
 from ..models import BulkRetryItem, BulkRetryJob, ItemState, JobState
-from .common import BulkRetryRefused, _audit, _book_worker_on_commit, log
+from .common import FOLLOW, BulkRetryRefused, _audit, _book_worker_on_commit, log
 
 #: What a check of an unknown item found (the runs app's check of its retry).
 CheckResult = RetryCheck
@@ -80,8 +80,9 @@ def bulk_item_retry_anyway(*, item: BulkRetryItem, user, request=None) -> BulkRe
         if not moved:
             raise BulkRetryRefused("Only an item whose outcome is unknown can be retried anyway.")
         if job.state == JobState.FINISHED:
+            # Running again: followed again, and its new end announced.
             BulkRetryJob.objects.filter(pk=job.pk, state=JobState.FINISHED).update(
-                state=JobState.RUNNING, finished_at=None
+                state=JobState.RUNNING, finished_at=None, followed_at=None, notified_at=None
             )
         _book_worker_on_commit(job.pk)
         _audit(
@@ -100,8 +101,15 @@ def bulk_item_retry_anyway(*, item: BulkRetryItem, user, request=None) -> BulkRe
 
 def bulk_item_follow_link(sender, *, retry, new_run, note, when, **kwargs) -> None:
     """A bulk item whose retry was linked to its new run (console.runs.signals
-    .retry_linked, from a single run's check as well) is retried too."""
-    BulkRetryItem.objects.filter(retry=retry, state=ItemState.UNKNOWN).update(
+    .retry_linked, from a single run's check as well) is retried too, and
+    its new run followed to its end (its job followed again if need be)."""
+    items = BulkRetryItem.objects.filter(retry=retry, state=ItemState.UNKNOWN)
+    if not new_run.is_terminal:
+        BulkRetryJob.objects.filter(
+            pk__in=items.values("job_id"), followed_at__isnull=False
+        ).update(followed_at=None)
+        FOLLOW.book_on_commit()
+    items.update(
         state=ItemState.RETRIED,
         new_run=new_run,
         error="",

@@ -6,6 +6,8 @@ team's one rule, `console.teams.access.require`.)"""
 import logging
 from datetime import timedelta
 
+from django.conf import settings
+
 from console.audit.services import audit_record
 from console.background.chains import Chain
 from console.background.queue import TaskSlot, enqueue_on_commit
@@ -54,8 +56,26 @@ WATCHDOG = Chain(
 )
 
 
+def bulk_jobs_following() -> bool:
+    """Whether some job's retries are not yet followed to their end."""
+    return BulkRetryJob.objects.filter(followed_at__isnull=True).exists()
+
+
+#: Follows every job's new runs to their end (`following.bulk_jobs_follow`,
+#: `console.bulk.tasks.bulk_retry_follow`), every BULK_RETRY_FOLLOW_EVERY_SECONDS
+#: while a job is not followed to its end.
+FOLLOW = Chain(
+    "bulk retry follow",
+    every=lambda: timedelta(seconds=settings.BULK_RETRY_FOLLOW_EVERY_SECONDS),
+    stale_after=lambda: timedelta(minutes=5),
+    needed=bulk_jobs_following,
+)
+
+
 def _book_worker_on_commit(job_id: int) -> None:
     """Once the job's changes commit: a worker pass for it (unless one is
-    waiting already), and the watchdog that picks it up if that worker dies."""
+    waiting already), the watchdog that picks it up if that worker dies, and
+    the follow of its retries."""
     enqueue_on_commit(JOB_PASS, job_id, once=True)
     WATCHDOG.book_on_commit()
+    FOLLOW.book_on_commit()

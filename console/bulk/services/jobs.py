@@ -29,6 +29,7 @@ from ..models import (
     SkipReason,
 )
 from .common import BulkRetryRefused, _audit, _book_worker_on_commit, log
+from .following import bulk_job_settle
 from .preview import _classified
 from .throttle import throttle_for
 
@@ -104,8 +105,8 @@ def bulk_retry_create(
         )
         if all(row.skip for row in rows):
             job.state = JobState.FINISHED
-            job.finished_at = now
-            job.save(update_fields=["state", "finished_at"])
+            job.finished_at = job.followed_at = now  # nothing was sent: nothing to follow
+            job.save(update_fields=["state", "finished_at", "followed_at"])
             _audit("bulk_job_finish", job=job, skipped=skipped)
         else:
             _book_worker_on_commit(job.pk)
@@ -173,6 +174,8 @@ def bulk_retry_cancel(*, job: BulkRetryJob, user, request=None) -> BulkRetryJob:
             )
         skipped = _skip_canceled(job.pk)
         _audit("bulk_job_cancel", job=job, user=user, request=request, skipped=skipped)
+    # Retries already sent are still followed to their end.
+    bulk_job_settle(job_id=job.pk)
     job.refresh_from_db()
     log.info("bulk retry #%s canceled by %s", job.pk, user)
     return job

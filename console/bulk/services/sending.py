@@ -44,6 +44,7 @@ from ..models import (
     JobState,
 )
 from .common import JOB_PASS, _audit, log
+from .following import bulk_job_settle
 from .jobs import _skip_canceled, item_counts
 from .throttle import bulk_item_claim, sending_lease, throttle_hold
 
@@ -177,7 +178,10 @@ def _finish_if_done(job_id: int) -> bool:
             job = BulkRetryJob.objects.only("pk", "team_id").get(pk=job_id)
             counts = {state: n for state, n in item_counts(job_id).items() if n}
             _audit("bulk_job_finish", job=job, **counts)
-        return bool(finished)
+    if finished:
+        # Every new run may have ended already (a fast webhook, a skipped-only end).
+        bulk_job_settle(job_id=job_id)
+    return bool(finished)
 
 
 def _work_loop(job_id: int, deadline: float) -> datetime | None:
