@@ -12,11 +12,13 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
 from console.bulk.models import BulkRetryItem, BulkRetryJob, ItemState, JobState, Outcome
 from console.bulk.services import (
+    bulk_item_retry_anyway,
     bulk_job_follow,
     bulk_job_settle,
     bulk_jobs_follow,
@@ -27,9 +29,11 @@ from console.bulk.services import (
 )
 from console.bulk.services.common import FOLLOW
 from console.bulk.tasks import bulk_retry_follow, bulk_retry_work
+from console.runs.checking import retry_link
 from console.runs.models import Run
 from console.sync.services import connection_sync
 from tests.bulk.conftest import add_failed_runs, end_new_runs, make_job
+from tests.bulk.test_worker import runs_made_by_retries
 from tests.helpers import page_text
 from tests.sync.test_webhooks import deliver, payload, signed, webhook_url
 
@@ -367,3 +371,73 @@ def test_no_button_when_nothing_failed_again(world, client_as):
     job = sent_job(world, 2)
     end_new_runs(world, job, "completed")
     assert "that failed again" not in page_text(client_as(world.operator).get(job_url(job)))
+
+
+# --- elsewhere: the jobs list, the shell, an unknown item sent again --------------------
+
+
+def test_the_jobs_list_says_how_many_succeeded_and_failed_again(world, client_as):
+    job = sent_job(world, 4)
+    first, second, *_ = new_run_ids(job)
+    world.simulator.state.set_status(first, "completed")
+    world.simulator.state.set_status(second, "failed", REASON)
+    bulk_job_follow(job_id=job.pk)
+
+    text = page_text(client_as(world.viewer).get(reverse("bulk:bulk_job_list", args=["acme"])))
+    assert "1 succeeded 1 failed again 2 still running" in text
+    assert "retried" not in text.split("State", 1)[1]
+
+
+def test_the_status_command_reports_the_retries_outcomes(world):
+    job = sent_job(world, 2)
+    out = io.StringIO()
+    call_command("bulk_retry_status", str(job.pk), stdout=out)
+    assert "retries: 0 succeeded, 0 failed again, 2 still running (2 sent); following" in (
+        out.getvalue()
+    )
+    end_new_runs(world, job, "completed", "failed")
+    out = io.StringIO()
+    call_command("bulk_retry_status", str(job.pk), stdout=out)
+    assert "retries: 1 succeeded, 1 failed again (2 sent)\n" in out.getvalue()
+
+
+def test_an_unknown_item_sent_again_is_followed_and_announced_again(world, client_as):
+    (run_id,) = add_failed_runs(world, 1)
+    job = make_job(world, [run_id])
+    world.simulator.state.configure(
+        drop_connection=1.0, fault_endpoints=["retry"], apply_then_fail=True
+    )
+    bulk_retry_work.call(job.pk)
+    world.simulator.state.configure(drop_connection=0.0, fault_endpoints=None)
+    assert "0 succeeded, 0 failed again, 1 outcome unknown (1 sent)" in announced(world, client_as)
+    item = BulkRetryItem.objects.get(job=job)
+
+    bulk_item_retry_anyway(item=item, user=world.operator)
+    job.refresh_from_db()
+    assert job.followed_at is None and job.notified_at is None
+    bulk_retry_work.call(job.pk)
+    assert outcomes(job) == [Outcome.STILL_RUNNING]
+    assert "Your bulk retry" not in announced(world, client_as)
+
+    end_new_runs(world, job, "completed")
+    assert "1 succeeded, 0 failed again (1 sent)" in announced(world, client_as)
+
+
+def test_an_unknown_item_linked_to_its_new_run_is_followed_to_that_runs_end(world):
+    (run_id,) = add_failed_runs(world, 1)
+    job = make_job(world, [run_id])
+    state = world.simulator.state
+    state.configure(drop_connection=1.0)  # the retry made its run, then the answer was lost
+    bulk_retry_work.call(job.pk)
+    state.configure(drop_connection=0.0)
+    assert BulkRetryJob.objects.get(pk=job.pk).followed_at is not None  # 1 outcome unknown
+    made = runs_made_by_retries(world, [run_id])[run_id]
+    item = BulkRetryItem.objects.get(job=job)
+
+    retry_link(retry=item.retry, run_id=made, user=world.operator)
+
+    assert outcomes(job) == [Outcome.STILL_RUNNING]
+    assert BulkRetryJob.objects.get(pk=job.pk).followed_at is None  # followed again
+    end_new_runs(world, job, "failed")
+    assert outcomes(job) == [Outcome.FAILED_AGAIN]
+    assert BulkRetryJob.objects.get(pk=job.pk).followed_at is not None

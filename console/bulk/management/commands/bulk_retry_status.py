@@ -3,7 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from console.bulk.models import BulkRetryJob, ItemState
-from console.bulk.services import bulk_job_progress, bulk_jobs_revive
+from console.bulk.services import bulk_job_progress, bulk_jobs_revive, item_outcomes
 
 
 class Command(BaseCommand):
@@ -43,6 +43,10 @@ class Command(BaseCommand):
                 f"#{job.pk} {job.team.slug} {job.get_state_display().lower()}: "
                 f"{progress.done}/{progress.total} done ({counts}); rate {rate}; left {eta}"
             )
+            follow = item_outcomes(job.pk)
+            if follow.sent:
+                still = "" if job.followed_at else "; following the new runs"
+                self.stdout.write(f"  retries: {follow.in_words()}{still}")
             if job_id is not None:
                 for item in job.items.exclude(error="").select_related("run")[:50]:
                     self.stdout.write(f"  {item.run.run_id} {item.state}: {item.error}")
