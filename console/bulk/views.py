@@ -279,11 +279,11 @@ def _live_context(request, team, job: BulkRetryJob, source, **extra) -> dict:
 _HEAVY = ("raw", "output", "screenshot_urls", "search_text")
 
 
-def _failed_again_selection(job: BulkRetryJob, follow) -> list[tuple[str, object]] | None:
-    """The new runs that failed again, as the fields of a selection the
-    preview reads: "Retry the N that failed again" previews exactly those
-    (their retries then record them as their origin: original → retry →
-    retry of the retry)."""
+def _failed_again_selection(job: BulkRetryJob, follow) -> Selection | None:
+    """The new runs that failed again, as a selection the preview reads:
+    "Retry the N that failed again" previews exactly those (their retries
+    then record them as their origin: original → retry → retry of the
+    retry); at most a form's worth (MAX_IDS), the first ones."""
     if not follow.failed_again:
         return None
     new_runs = (
@@ -292,7 +292,7 @@ def _failed_again_selection(job: BulkRetryJob, follow) -> list[tuple[str, object
         .order_by("id")
         .values_list("new_run_id", flat=True)[:MAX_IDS]
     )
-    return Selection(scope=Scope.PICKED, ids=tuple(new_runs)).fields()
+    return Selection(scope=Scope.PICKED, ids=tuple(new_runs))
 
 
 def _rate_text(rate: float | None) -> str:
