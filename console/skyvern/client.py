@@ -13,7 +13,7 @@ import email.utils
 import re
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import requests
@@ -23,25 +23,42 @@ from .errors import (
     BadResponse,
     ConnectionDropped,
     InvalidRunId,
+    InvalidWebhookUrl,
+    InvalidWorkflowId,
     KeyRejected,
     NotRetryable,
     RateLimited,
     RunNotFound,
+    RunRequestRefused,
     SkyvernBusy,
     SkyvernError,
     SkyvernServerError,
     SkyvernTimeout,
     SkyvernUnreachable,
+    TooManyRunIds,
     ValidationFailed,
+    WebhookReplayRefused,
+    WorkflowNotFound,
 )
 from .observe import Call, call_report
-from .types import ALL_STATUSES, RunDetail, RunSummary
+from .types import (
+    ALL_STATUSES,
+    BulkCancelResult,
+    RunDetail,
+    RunSummary,
+    WebhookReplay,
+    Workflow,
+    http_url,
+)
 
 WORKFLOW_RUN_ID = re.compile(r"wr_[A-Za-z0-9_-]{1,100}")
 # Printable ASCII without spaces: anything else can't travel in a header, and
 # requests would quote the offending value (the key) in its error.
 API_KEY = re.compile(r"[\x21-\x7e]{1,500}")
+WORKFLOW_PERMANENT_ID = re.compile(r"wpid_[A-Za-z0-9_-]{1,100}")
 USER_AGENT = "skyvern-support-console/0.1"
+#: `POST /v1/runs/cancel` takes at most this many run ids (openapi.json, maxItems).
+BULK_CANCEL_LIMIT = 100
 
 
 def validate_run_id(run_id: Any) -> str:
@@ -49,6 +66,27 @@ def validate_run_id(run_id: Any) -> str:
     if not isinstance(run_id, str) or not WORKFLOW_RUN_ID.fullmatch(run_id):
         raise InvalidRunId()
     return run_id
+
+
+def validate_workflow_id(workflow_permanent_id: Any) -> str:
+    """A workflow permanent id safe to put into a URL path, or InvalidWorkflowId."""
+    if not isinstance(workflow_permanent_id, str) or not WORKFLOW_PERMANENT_ID.fullmatch(
+        workflow_permanent_id
+    ):
+        raise InvalidWorkflowId()
+    return workflow_permanent_id
+
+
+def run_id_batches(run_ids: Iterable[str], size: int = BULK_CANCEL_LIMIT) -> Iterator[list[str]]:
+    """The ids in order, each once, in lists of at most `size` (one bulk cancel each)."""
+    batch: list[str] = []
+    for run_id in dict.fromkeys(run_ids):
+        batch.append(run_id)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _retry_after(response: requests.Response) -> int | None:
@@ -171,6 +209,167 @@ class SkyvernClient:
             raise BadResponse(detail="run list is not a JSON array")
         return [RunSummary.from_json(item) for item in data]
 
+    def retry_webhook(self, run_id: str, *, webhook_url: str | None = None) -> WebhookReplay:
+        """Send a run's webhook again, now, once; returns how the receiver took it.
+
+        Only the webhook: no browser work is redone. Without `webhook_url` it
+        goes to the run's stored URL, signed as Skyvern's deliveries are
+        (so the customer's receiver gets it again). A receiver that refuses it
+        or can't be reached is not an error: `WebhookReplay.status_code` /
+        `.error` say so. Raises WebhookReplayRefused (400: no URL to send to,
+        or one Skyvern won't call), RunNotFound (404), ValidationFailed (422),
+        and the transport errors of every call (`run_may_exist`: it may have
+        been sent).
+        """
+        validate_run_id(run_id)
+        body: dict[str, Any] = {}
+        if webhook_url is not None:
+            if not http_url(webhook_url):
+                raise InvalidWebhookUrl()
+            body["webhook_url"] = webhook_url
+        data = self._request(
+            "POST",
+            f"/v1/runs/{run_id}/retry_webhook",
+            json_body=body,
+            on_400=WebhookReplayRefused,
+            operation="retry_webhook",
+        )
+        return WebhookReplay.from_json(data)
+
+    def cancel_run(self, run_id: str) -> None:
+        """Ask Skyvern to cancel a run that is still going.
+
+        Cancelling is cooperative (the run may do a few more actions first).
+        A run that already finished answers the same 200 and stays as it is:
+        read the run again to know which happened. Raises RunNotFound (404),
+        ValidationFailed (422) and the transport errors.
+        """
+        validate_run_id(run_id)
+        self._request("POST", f"/v1/runs/{run_id}/cancel", operation="cancel_run")
+
+    def cancel_runs(self, run_ids: Sequence[str]) -> BulkCancelResult:
+        """Cancel up to 100 runs in one call; which were cancelled, which not.
+
+        More than BULK_CANCEL_LIMIT ids raise TooManyRunIds before anything
+        is sent (`cancel_many` splits a longer list). Raises ValidationFailed
+        (422) and the transport errors.
+        """
+        run_ids = list(run_ids)
+        if len(run_ids) > BULK_CANCEL_LIMIT:
+            raise TooManyRunIds(len(run_ids), BULK_CANCEL_LIMIT)
+        for run_id in run_ids:
+            validate_run_id(run_id)
+        if not run_ids:
+            return BulkCancelResult()
+        data = self._request(
+            "POST", "/v1/runs/cancel", json_body={"run_ids": run_ids}, operation="cancel_runs"
+        )
+        return BulkCancelResult.from_json(data)
+
+    def cancel_many(self, run_ids: Iterable[str]) -> BulkCancelResult:
+        """Cancel any number of runs, 100 a call, in order, each id once.
+
+        Never raises a Skyvern error: the first call that fails stops the
+        rest, and the result says what was done, what is unknown (the ids of
+        the failed call) and what was never sent, with the error.
+        """
+        batches = list(run_id_batches(run_ids))
+        for run_id in (i for batch in batches for i in batch):
+            validate_run_id(run_id)
+        result = BulkCancelResult()
+        for index, batch in enumerate(batches):
+            try:
+                result += self.cancel_runs(batch)
+            except SkyvernError as exc:
+                later = tuple(i for rest in batches[index + 1 :] for i in rest)
+                unsent = tuple(batch) if not exc.run_may_exist else ()
+                unknown = tuple(batch) if exc.run_may_exist else ()
+                return result + BulkCancelResult(
+                    unknown=unknown, not_sent=unsent + later, error=exc
+                )
+        return result
+
+    def get_workflow(self, workflow_permanent_id: str, *, version: int | None = None) -> Workflow:
+        """The workflow's current version, or the given version number.
+
+        Raises WorkflowNotFound (404: no such workflow or version for this
+        key), ValidationFailed (422) and the transport errors.
+        """
+        validate_workflow_id(workflow_permanent_id)
+        params = [("version", int(version))] if version is not None else None
+        data = self._request(
+            "GET",
+            f"/v1/agents/{workflow_permanent_id}",
+            params=params,
+            on_404=WorkflowNotFound,
+            operation="get_workflow",
+        )
+        return Workflow.from_json(data)
+
+    def workflow_versions(self, workflow_permanent_id: str) -> list[Workflow]:
+        """Every version of the workflow, oldest first (the last is current).
+
+        Raises WorkflowNotFound (404), ValidationFailed (422) and the
+        transport errors.
+        """
+        validate_workflow_id(workflow_permanent_id)
+        data = self._request(
+            "GET",
+            f"/v1/agents/{workflow_permanent_id}/versions",
+            on_404=WorkflowNotFound,
+            operation="workflow_versions",
+        )
+        if not isinstance(data, list):
+            raise BadResponse(detail="workflow versions are not a JSON array")
+        return sorted((Workflow.from_json(item) for item in data), key=lambda w: w.version)
+
+    def run_workflow(
+        self,
+        workflow_permanent_id: str,
+        *,
+        parameters: dict | None = None,
+        title: str | None = None,
+        webhook_url: str | None = None,
+        browser_session_id: str | None = None,
+        max_steps_override: int | None = None,
+    ) -> RunDetail:
+        """Start a new run of the workflow's CURRENT version; returns the new run.
+
+        Skyvern's run call takes no version: a run always gets the version
+        that is current when Skyvern starts it. Every successful call creates
+        a run, and nothing links it to an earlier one. Raises
+        RunRequestRefused (400), WorkflowNotFound (404), ValidationFailed
+        (422), RateLimited (429) or SkyvernBusy (503 + Retry-After) when
+        certainly nothing was created, and SkyvernTimeout, ConnectionDropped,
+        SkyvernServerError or BadResponse when a run may have been created.
+        """
+        validate_workflow_id(workflow_permanent_id)
+        if webhook_url is not None and not http_url(webhook_url):
+            raise InvalidWebhookUrl()
+        body: dict[str, Any] = {"workflow_id": workflow_permanent_id}
+        if parameters is not None:
+            body["parameters"] = parameters
+        for key, value in (
+            ("title", title),
+            ("webhook_url", webhook_url),
+            ("browser_session_id", browser_session_id),
+        ):
+            if value is not None:
+                body[key] = value
+        headers = {}
+        if max_steps_override is not None:
+            headers["x-max-steps-override"] = str(int(max_steps_override))
+        data = self._request(
+            "POST",
+            "/v1/run/agents",
+            json_body=body,
+            headers=headers,
+            on_400=RunRequestRefused,
+            on_404=WorkflowNotFound,
+            operation="run_workflow",
+        )
+        return RunDetail.from_json(data)
+
     def check_key(self) -> None:
         """The cheapest authenticated call: raises unless the key works."""
         self.list_runs(page=1, page_size=1)
@@ -190,21 +389,31 @@ class SkyvernClient:
         *,
         params=None,
         headers: dict | None = None,
+        json_body: Any = None,
         on_400: type[SkyvernError] = ValidationFailed,
+        on_404: type[SkyvernError] = RunNotFound,
         operation: str,
     ) -> Any:
         self._check_key()
         started = time.monotonic()
         outcome = "ok"
         try:
-            return self._send(method, path, params=params, headers=headers, on_400=on_400)
+            return self._send(
+                method,
+                path,
+                params=params,
+                headers=headers,
+                json_body=json_body,
+                on_400=on_400,
+                on_404=on_404,
+            )
         except SkyvernError as error:
             outcome = type(error).__name__
             raise
         finally:
             call_report(Call(operation, time.monotonic() - started, outcome))
 
-    def _send(self, method, path, *, params, headers, on_400) -> Any:
+    def _send(self, method, path, *, params, headers, json_body, on_400, on_404) -> Any:
         all_headers = {
             "x-api-key": self._api_key,
             "Accept": "application/json",
@@ -217,6 +426,7 @@ class SkyvernClient:
                 self.base_url + path,
                 params=params,
                 headers=all_headers,
+                json=json_body,
                 timeout=self.timeout,
                 allow_redirects=False,
             )
@@ -243,9 +453,15 @@ class SkyvernClient:
             ) from exc
         except requests.RequestException as exc:
             raise SkyvernUnreachable() from exc
-        return self._parse(response, on_400=on_400)
+        return self._parse(response, on_400=on_400, on_404=on_404)
 
-    def _parse(self, response: requests.Response, *, on_400: type[SkyvernError]) -> Any:
+    def _parse(
+        self,
+        response: requests.Response,
+        *,
+        on_400: type[SkyvernError],
+        on_404: type[SkyvernError] = RunNotFound,
+    ) -> Any:
         status = response.status_code
         if 200 <= status < 300:
             try:
@@ -263,7 +479,7 @@ class SkyvernClient:
         if status in (401, 403):
             raise KeyRejected(detail=detail)
         if status == 404:
-            raise RunNotFound(detail=detail)
+            raise on_404(detail=detail)
         if status == 422:
             raise ValidationFailed(
                 f"Skyvern rejected the request as invalid: {detail}" if detail else None,

@@ -27,6 +27,24 @@ class InvalidRunId(SkyvernError, ValueError):
     default_message = "That is not a Skyvern workflow run id (they look like wr_123…)."
 
 
+class InvalidWorkflowId(SkyvernError, ValueError):
+    default_message = "That is not a Skyvern workflow id (they look like wpid_123…)."
+
+
+class InvalidWebhookUrl(SkyvernError, ValueError):
+    default_message = "A webhook URL must be an http(s) URL with a host."
+
+
+class TooManyRunIds(SkyvernError, ValueError):
+    """Skyvern cancels at most `limit` runs a call; nothing was sent."""
+
+    def __init__(self, count: int, limit: int):
+        self.count, self.limit = count, limit
+        super().__init__(
+            f"Skyvern cancels at most {limit} runs at a time; {count} were given."
+        )
+
+
 class NotRetryable(SkyvernError):
     status_code = 400
     default_message = "Skyvern says this run can't be retried (only finished runs can)."
@@ -35,6 +53,25 @@ class NotRetryable(SkyvernError):
 class RunNotFound(SkyvernError):
     status_code = 404
     default_message = "Skyvern has no such run for this team's key."
+
+
+class WorkflowNotFound(SkyvernError):
+    status_code = 404
+    default_message = "Skyvern has no such workflow (or version) for this team's key."
+
+
+class WebhookReplayRefused(SkyvernError):
+    """400 on a webhook replay: nowhere to send it, or a URL Skyvern won't call."""
+
+    status_code = 400
+    default_message = "Skyvern refused to replay the webhook (no URL, or one it won't call)."
+
+
+class RunRequestRefused(SkyvernError):
+    """400 on running a workflow: Skyvern created no run."""
+
+    status_code = 400
+    default_message = "Skyvern refused to run the workflow with these parameters."
 
 
 class ValidationFailed(SkyvernError):
