@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 from . import media
 from . import seed as seedmod
-from .state import FAILURE_STATUSES, Org, Run, retry_reason
+from .state import FAILURE_STATUSES, Org, Run, WorkflowVersion, retry_reason
 
 ts = seedmod.ts
 
@@ -104,14 +104,15 @@ def _credits(run: Run) -> int:
     return (run.step_count or 0) * 2
 
 
-def workflow_run(run: Run, org: Org) -> dict:
-    """One row of `GET /v1/agents/runs` (`WorkflowRun`)."""
+def workflow_run(run: Run, org: Org, versions: dict[str, int] | None = None) -> dict:
+    """One row of `GET /v1/agents/runs` (`WorkflowRun`); `versions` maps the
+    organisation's workflow version ids to their numbers."""
     return {
         "workflow_run_id": run.run_id,
         "workflow_id": run.workflow_id,
         "workflow_permanent_id": run.workflow_permanent_id,
         "organization_id": org.organization_id,
-        "browser_session_id": None,
+        "browser_session_id": run.browser_session_id,
         "browser_profile_id": None,
         "browser_seed_source": "fresh",
         "browser_sink_profile_id": None,
@@ -164,7 +165,7 @@ def workflow_run(run: Run, org: Org) -> dict:
         "modified_at": ts(run.modified_at),
         # Newer than openapi.json (clients must ignore what they don't know):
         "run_tags": [],
-        "workflow_version": 1 + int(run.workflow_id[-1]) if run.workflow_id[-1:].isdigit() else 1,
+        "workflow_version": (versions or {}).get(run.workflow_id, 1),
     }
 
 
@@ -198,7 +199,7 @@ def run_request(run: Run) -> dict:
         "webhook_url": run.webhook_url,
         "totp_url": None,
         "totp_identifier": None,
-        "browser_session_id": None,
+        "browser_session_id": run.browser_session_id,
         "reuse_browser_session": None,
         "browser_profile_id": None,
         "start_fresh_browser": False,
@@ -257,7 +258,7 @@ def workflow_run_response(run: Run, links: Links) -> dict:
         "started_at": ts(run.started_at),
         "finished_at": ts(run.finished_at),
         "app_url": links.app_url(run.run_id),
-        "browser_session_id": None,
+        "browser_session_id": run.browser_session_id,
         "browser_profile_id": None,
         "max_screenshot_scrolls": None,
         "script_run": None,
@@ -291,7 +292,7 @@ def workflow_run_status(run: Run, links: Links) -> dict:
         "failure_reason": run.failure_reason,
         "proxy_location": "RESIDENTIAL",
         "webhook_callback_url": run.webhook_url,
-        "webhook_failure_reason": None,
+        "webhook_failure_reason": run.webhook_failure_reason,
         "totp_verification_url": None,
         "totp_identifier": None,
         "extra_http_headers": None,
@@ -310,7 +311,7 @@ def workflow_run_status(run: Run, links: Links) -> dict:
         "total_cost": None,
         "task_v2": None,
         "workflow_title": run.workflow_title,
-        "browser_session_id": None,
+        "browser_session_id": run.browser_session_id,
         "max_screenshot_scrolls": None,
         "errors": run.errors,
         "run_with": "agent",
@@ -343,6 +344,55 @@ def webhook_replay(run: Run, target_url: str | None, payload: bytes, headers: di
         "latency_ms": result.latency_ms if result else None,
         "response_body": result.response_body if result else None,
         "error": (result.error if result else "No webhook URL is configured for this run."),
+    }
+
+
+def workflow(version: WorkflowVersion, workflow_permanent_id: str, org: Org) -> dict:
+    """One version of a workflow (`Workflow`), as `GET /v1/agents/{id}` and
+    `/versions` answer it: its inputs as `workflow` parameters, no blocks."""
+    created = ts(version.created_at)
+    return {
+        "workflow_id": version.workflow_id,
+        "organization_id": org.organization_id,
+        "title": version.title,
+        "workflow_permanent_id": workflow_permanent_id,
+        "agent_id": workflow_permanent_id,
+        "version": version.version,
+        "is_saved_task": False,
+        "is_template": False,
+        "description": None,
+        "workflow_definition": {
+            "version": 1,
+            "parameters": [
+                {
+                    "parameter_type": "workflow",
+                    "key": key,
+                    "description": None,
+                    "workflow_parameter_id": "wp_"
+                    + hashlib.sha256(f"{version.workflow_id}|{key}".encode()).hexdigest()[:18],
+                    "workflow_parameter_type": "string",
+                    "workflow_id": version.workflow_id,
+                    "default_value": default,
+                    "created_at": created,
+                    "modified_at": created,
+                    "deleted_at": None,
+                }
+                for key, default in version.parameters.items()
+            ],
+            "blocks": [],
+        },
+        "proxy_location": "RESIDENTIAL",
+        "webhook_callback_url": version.webhook_callback_url,
+        "totp_verification_url": None,
+        "totp_identifier": None,
+        "persist_browser_session": False,
+        "reuse_browser_session": False,
+        "status": "published",
+        "run_with": "agent",
+        "ai_fallback": True,
+        "created_at": created,
+        "modified_at": created,
+        "deleted_at": None,
     }
 
 

@@ -53,6 +53,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from . import media, render, webhooks
 from .state import (
     ALL_STATUSES,
+    BULK_CANCEL_LIMIT,
     ApiError,
     Delivery,
     FaultRoll,
@@ -115,6 +116,11 @@ ROUTES = (
     Route("POST", ("v1", "agents", "runs", "*", "retry"), "retry", "retry"),
     Route("POST", ("v1", "runs", "*", "cancel"), "cancel", "cancel"),
     Route("POST", ("v1", "runs", "*", "retry_webhook"), "retry_webhook", "retry_webhook"),
+    Route("POST", ("v1", "runs", "cancel"), "bulk_cancel", "cancel"),
+    # After /v1/agents/runs, which it would also match (FastAPI's order too).
+    Route("GET", ("v1", "agents", "*"), "get_workflow", "workflows"),
+    Route("GET", ("v1", "agents", "*", "versions"), "workflow_versions", "workflows"),
+    Route("POST", ("v1", "run", "agents"), "run_workflow", "run_workflow"),
 )
 
 
@@ -318,6 +324,186 @@ def max_steps_header(value: str | None) -> int | None:
     return int(value)
 
 
+def json_body(body: bytes, *, required: bool):
+    """The request's JSON body, FastAPI style: 422 when it is not JSON, or
+    missing while required; None when optional and absent (or `null`)."""
+    if not body.strip():
+        if required:
+            raise ApiError(
+                422, [{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}]
+            )
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise ApiError(
+            422,
+            [
+                {
+                    "type": "json_invalid",
+                    "loc": ["body", getattr(exc, "pos", 0)],
+                    "msg": "JSON decode error",
+                    "input": {},
+                    "ctx": {"error": getattr(exc, "msg", "Expecting value")},
+                }
+            ],
+        ) from None
+    if data is None and not required:
+        return None
+    if not isinstance(data, dict):
+        raise ApiError(
+            422,
+            [
+                {
+                    "type": "model_attributes_type",
+                    "loc": ["body"],
+                    "msg": "Input should be a valid dictionary or object to extract fields from",
+                    "input": data,
+                }
+            ],
+        )
+    return data
+
+
+def _optional_str(data: dict, name: str, errors: list) -> str | None:
+    value = data.get(name)
+    if value is not None and not isinstance(value, str):
+        errors.append(
+            {
+                "type": "string_type",
+                "loc": ["body", name],
+                "msg": "Input should be a valid string",
+                "input": value,
+            }
+        )
+        return None
+    return value
+
+
+def bulk_cancel_body(body: bytes) -> list[str]:
+    """`BulkCancelRunsRequest`: `run_ids`, a list of at most 100 strings."""
+    data = json_body(body, required=True)
+    run_ids = data.get("run_ids")
+    if "run_ids" not in data:
+        error = {"type": "missing", "loc": ["body", "run_ids"], "msg": "Field required"}
+        raise ApiError(422, [{**error, "input": data}])
+    if not isinstance(run_ids, list):
+        raise ApiError(
+            422,
+            [
+                {
+                    "type": "list_type",
+                    "loc": ["body", "run_ids"],
+                    "msg": "Input should be a valid list",
+                    "input": run_ids,
+                }
+            ],
+        )
+    errors = [
+        {
+            "type": "string_type",
+            "loc": ["body", "run_ids", i],
+            "msg": "Input should be a valid string",
+            "input": value,
+        }
+        for i, value in enumerate(run_ids)
+        if not isinstance(value, str)
+    ]
+    if len(run_ids) > BULK_CANCEL_LIMIT:
+        errors.append(
+            {
+                "type": "too_long",
+                "loc": ["body", "run_ids"],
+                "msg": f"List should have at most {BULK_CANCEL_LIMIT} items after validation, "
+                f"not {len(run_ids)}",
+                "input": run_ids,
+                "ctx": {
+                    "field_type": "List",
+                    "max_length": BULK_CANCEL_LIMIT,
+                    "actual_length": len(run_ids),
+                },
+            }
+        )
+    if errors:
+        raise ApiError(422, errors)
+    return run_ids
+
+
+def run_workflow_body(body: bytes) -> dict:
+    """`WorkflowRunRequest`: the workflow (`agent_id`, alias `workflow_id`),
+    `parameters` (an object or null) and the optional strings the console sends."""
+    data = json_body(body, required=True)
+    errors: list[dict] = []
+    wpid = data.get("agent_id", data.get("workflow_id"))
+    if wpid is None:
+        errors.append(
+            {"type": "missing", "loc": ["body", "agent_id"], "msg": "Field required", "input": data}
+        )
+    elif not isinstance(wpid, str):
+        errors.append(
+            {
+                "type": "string_type",
+                "loc": ["body", "agent_id"],
+                "msg": "Input should be a valid string",
+                "input": wpid,
+            }
+        )
+    parameters = data.get("parameters")
+    if parameters is not None and not isinstance(parameters, dict):
+        errors.append(
+            {
+                "type": "dict_type",
+                "loc": ["body", "parameters"],
+                "msg": "Input should be a valid dictionary",
+                "input": parameters,
+            }
+        )
+    fields = {
+        name: _optional_str(data, name, errors)
+        for name in ("title", "webhook_url", "browser_session_id")
+    }
+    if errors:
+        raise ApiError(422, errors)
+    return {"workflow_permanent_id": wpid, "parameters": parameters, **fields}
+
+
+def replay_target(body: bytes, run_url: str | None) -> str:
+    """Where a webhook replay goes: `RetryRunWebhookRequest.webhook_url`, else
+    the run's own; 400 (MissingWebhookTarget, or a URL Skyvern won't call)."""
+    data = json_body(body, required=False) or {}
+    errors: list[dict] = []
+    override = _optional_str(data, "webhook_url", errors)
+    if errors:
+        raise ApiError(422, errors)
+    if override:
+        parts = urlsplit(override)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ApiError(400, "Invalid webhook URL. Use http(s) and a valid host.")
+        return override
+    if not run_url:
+        raise ApiError(400, "No webhook URL configured for the run.")
+    return run_url
+
+
+def version_param(query: dict) -> int | None:
+    errors: list[dict] = []
+    values = query.get("version")
+    if not values or values[-1] == "":
+        return None
+    raw = values[-1]
+    if not _INT.fullmatch(raw):
+        errors.append(
+            {
+                "type": "int_parsing",
+                "loc": ["query", "version"],
+                "msg": "Input should be a valid integer, unable to parse string as an integer",
+                "input": raw,
+            }
+        )
+        raise ApiError(422, errors)
+    return int(raw)
+
+
 # --- the handler -----------------------------------------------------------------
 
 
@@ -427,7 +613,7 @@ class _Handler(BaseHTTPRequestHandler):
         segments = [unquote(s) for s in url.path.split("/")[1:]]
         query = parse_qs(url.query, keep_blank_values=True)
         if segments[:1] == ["v1"]:
-            self._api(method, segments, url)
+            self._api(method, segments, url, body)
         elif segments[:1] == ["_sim"]:
             self._control(method, segments, body)
         else:
@@ -435,7 +621,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- /v1: the Skyvern API ----------------------------------------------------
 
-    def _api(self, method: str, segments: list[str], url) -> None:
+    def _api(self, method: str, segments: list[str], url, body: bytes = b"") -> None:
         state = self.sim.state
         matches = match_routes(segments)
         query_string = f"?{url.query}" if url.query else ""
@@ -490,7 +676,7 @@ class _Handler(BaseHTTPRequestHandler):
             if not knobs["apply_then_fail"] and self._ambiguous(roll, knobs, generation):
                 return
 
-        status, data = self._call(route, args, org, url)
+        status, data = self._call(route, args, org, url, body)
 
         if faulted:
             if knobs["apply_then_fail"] and self._ambiguous(roll, knobs, generation):
@@ -532,7 +718,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"retry-after": str(knobs["rate_limit_retry_after"])} if status == 429 else None
         return self._json(status, {"detail": phrase}, headers=headers)
 
-    def _call(self, route: Route, args: list[str], org, url) -> tuple[int, object]:
+    def _call(self, route: Route, args: list[str], org, url, body: bytes) -> tuple[int, object]:
         state = self.sim.state
         links = self.sim.links()
         query = parse_qs(url.query, keep_blank_values=True)
@@ -545,7 +731,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if route.name == "list_workflow":
                     params["workflow_permanent_id"] = args[0]
                 runs = state.list_runs(org.api_key, **params)
-                return 200, [render.workflow_run(run, org) for run in runs]
+                versions = state.workflow_version_numbers(org.api_key)
+                return 200, [render.workflow_run(run, org, versions) for run in runs]
             if route.name == "get_run":
                 return 200, render.workflow_run_response(state.get_run(org.api_key, args[0]), links)
             if route.name == "retry":
@@ -557,13 +744,25 @@ class _Handler(BaseHTTPRequestHandler):
                 return 200, None
             if route.name == "retry_webhook":
                 run = state.webhook_run(org.api_key, args[0])
-                url = state.webhook_url_for(run)
+                url = replay_target(body, state.webhook_url_for(run))
                 payload = render.webhook_payload(run, links)
                 headers = self.sim.webhook_headers(payload, org.api_key)
-                result = None
-                if url:
-                    result = self.sim.send_webhook(run.run_id, url, payload, headers)
+                result = self.sim.send_webhook(run.run_id, url, payload, headers)
                 return 200, render.webhook_replay(run, url, payload, headers, result)
+            if route.name == "bulk_cancel":
+                cancelled, failed = state.cancel_many(org.api_key, bulk_cancel_body(body))
+                return 200, {"cancelled": cancelled, "failed": failed}
+            if route.name == "get_workflow":
+                version = state.workflow(org.api_key, args[0], version_param(query))
+                return 200, render.workflow(version, args[0], org)
+            if route.name == "workflow_versions":
+                versions = state.workflow_versions(org.api_key, args[0])
+                return 200, [render.workflow(v, args[0], org) for v in versions]
+            if route.name == "run_workflow":
+                steps = max_steps_header(self.headers.get("x-max-steps-override"))
+                request = run_workflow_body(body)
+                run = state.run_workflow(org.api_key, **request, max_steps_override=steps)
+                return 200, render.workflow_run_response(run, links)
         except ApiError as exc:
             return exc.status, {"detail": exc.detail}
         raise AssertionError(f"unrouted {route}")  # pragma: no cover
@@ -666,6 +865,20 @@ class _Handler(BaseHTTPRequestHandler):
                 run_id = state.add_run(api_key, **data)
                 return self._json(201, {"run_id": run_id})
             parts = segments[1:]
+            if (
+                len(parts) == 3
+                and parts[0] == "workflows"
+                and parts[2] == "versions"
+                and method == "POST"
+            ):
+                version = state.publish_workflow_version(
+                    data.get("api_key"),
+                    parts[1],
+                    title=data.get("title"),
+                    add_parameters=data.get("add_parameters"),
+                    remove_parameters=data.get("remove_parameters"),
+                )
+                return self._json(201, {"workflow_permanent_id": parts[1], "version": version})
             if len(parts) == 3 and parts[0] == "runs" and parts[2] == "status" and method == "POST":
                 state.set_status(parts[1], data.get("status"), data.get("failure_reason"))
                 run = state.find_run(parts[1])

@@ -50,7 +50,13 @@ from .seed import ALL_STATUSES, NON_TERMINAL, TERMINAL
 
 FAILURE_STATUSES = ("failed", "terminated", "timed_out")
 #: Endpoint groups that fault knobs can be limited to (`fault_endpoints`).
-ENDPOINTS = frozenset({"list", "get_run", "retry", "cancel", "retry_webhook"})
+ENDPOINTS = frozenset(
+    {"list", "get_run", "retry", "cancel", "retry_webhook", "workflows", "run_workflow"}
+)
+#: Endpoint groups that submit a run: the `busy` knob answers them 503.
+RUN_SUBMISSIONS = frozenset({"retry", "run_workflow"})
+#: `POST /v1/runs/cancel` takes at most this many ids (openapi.json, maxItems).
+BULK_CANCEL_LIMIT = 100
 
 
 class ApiError(Exception):
@@ -292,6 +298,28 @@ class DueWebhook:
 
 
 @dataclass
+class WorkflowVersion:
+    """One version of a workflow: its own id (what a run's `workflow_id`
+    names), its number, and the inputs it takes (`parameters`: key -> default,
+    None for a required one)."""
+
+    workflow_id: str
+    version: int
+    title: str
+    parameters: dict
+    created_at: datetime
+    webhook_callback_url: str | None = None
+
+
+def _version_to_json(version: WorkflowVersion) -> dict:
+    return {**asdict(version), "created_at": version.created_at.isoformat()}
+
+
+def _version_from_json(data: dict) -> WorkflowVersion:
+    return WorkflowVersion(**{**data, "created_at": datetime.fromisoformat(data["created_at"])})
+
+
+@dataclass
 class Run:
     """One workflow run. With `lifecycle` set, the status fields are derived
     from the time (see `view`); otherwise they are what is stored."""
@@ -331,6 +359,8 @@ class Run:
     failure_category: list | None = None
     # Set on runs that are `failed` only because their webhook failed.
     webhook_failure_reason: str | None = None
+    # The persistent browser session the run used (pbs_...); a retry copies it.
+    browser_session_id: str | None = None
 
     def view(self, now: datetime) -> "Run":
         """This run as it is at `now` (a copy; lifecycle resolved)."""
@@ -494,6 +524,8 @@ class SimulatorState:
         # Runs whose arrival at a terminal status is still to be announced.
         self._webhook_watch: set[str] = set()
         self._deliveries: list[Delivery] = []
+        # Each organisation's workflows: "api_key|wpid" -> versions, oldest first.
+        self._workflows: dict[str, list[WorkflowVersion]] = {}
         self.secret = os.urandom(16).hex()
         if self.state_file and self.state_file.exists():
             self._load()
@@ -536,6 +568,7 @@ class SimulatorState:
             self._requests.clear()
             self._webhook_watch.clear()
             self._deliveries.clear()
+            self._workflows.clear()
             self._knobs = default_knobs()
             self._rng = random.Random()
             self._generation += 1
@@ -646,6 +679,7 @@ class SimulatorState:
                     failure_category=item.failure_category,
                     webhook_failure_reason=item.webhook_failure_reason,
                 )
+                self._register_workflow(self._runs[item.run_id])
                 if item.retry_pending:
                     self._webhook_watch.add(item.run_id)
             self._save()
@@ -683,8 +717,14 @@ class SimulatorState:
         next_attempt_at: datetime | str | None = None,
         failure_category: list | None = None,
         webhook_failure_reason: str | None = None,
+        workflow_version: int | None = None,
+        browser_session_id: str | None = None,
     ) -> str:
         """Add one run with exactly these facts (for precise tests); returns its id.
+
+        The run ran its workflow's current version, or `workflow_version`
+        (versions up to it are made as needed; `publish_workflow_version`
+        makes later ones).
 
         Defaults: created ten minutes ago; a failed run without a reason gets a
         realistic one (with an `errors` entry); a reason without `errors`
@@ -709,6 +749,14 @@ class SimulatorState:
         if status not in ALL_STATUSES:
             raise ValueError(f"unknown status {status!r}")
         webhook_url = _webhook_url("webhook_url", webhook_url)
+        if workflow_version is not None and (
+            isinstance(workflow_version, bool)
+            or not isinstance(workflow_version, int)
+            or not 1 <= workflow_version <= 1000
+        ):
+            raise ValueError("workflow_version must be a whole number from 1 to 1000")
+        if browser_session_id is not None and not isinstance(browser_session_id, str):
+            raise ValueError("browser_session_id must be a string or null")
         if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
             raise ValueError("attempt must be a whole number >= 1")
         if attempts is not None and (
@@ -747,6 +795,15 @@ class SimulatorState:
             else:
                 workflow_id = seedmod.workflow_ids(workflow_permanent_id, "version")[1]
             params = parameters if parameters is not None else seedmod.make_parameters(rng, kind)
+            workflow_id = self._workflow_id_for(
+                api_key,
+                workflow_permanent_id,
+                workflow_id,
+                workflow_title,
+                params,
+                created,
+                workflow_version,
+            )
             run = Run(
                 run_id=run_id,
                 org_key=api_key,
@@ -758,6 +815,7 @@ class SimulatorState:
                 created_at=created,
                 modified_at=created,
                 webhook_url=webhook_url,
+                browser_session_id=browser_session_id,
             )
             if status != "created":
                 run.queued_at = created + timedelta(seconds=1)
@@ -816,6 +874,7 @@ class SimulatorState:
             self._seq += 1
             run.seq = self._seq
             self._runs[run_id] = run
+            self._register_workflow(run)
             self._save()
             return run_id
 
@@ -1026,61 +1085,94 @@ class SimulatorState:
         return run
 
     def retry(self, api_key: str, run_id: str, max_steps_override: int | None = None) -> Run:
-        """Create a new run from a terminal one; 404 / 400 as Skyvern answers."""
+        """Create a new run from a terminal one; 404 / 400 as Skyvern answers.
+
+        Like Skyvern, the new run is of the original's workflow VERSION, with
+        its parameters, webhook URL and browser session."""
         now = utcnow()
         with self._lock:
             original = self._owned(api_key, run_id).view(now)
             if original.status not in TERMINAL:
                 raise ApiError(400, "Only terminal workflow runs can be retried")
-            knobs = self._knobs
-            new_id = self._new_run_id(now)
-            queued = knobs["queued_after"]
-            running = max(queued, knobs["running_after"])
-            finished = max(running, knobs["finished_after"])
-            failed = _unit(new_id, "outcome") < knobs["failure_rate"]
-            rng = random.Random(new_id)
-            kind = seedmod.workflow_kind(original.workflow_title)
-            lifecycle = {
-                "queued_after": queued,
-                "running_after": running,
-                "finished_after": finished,
-                "outcome": "failed" if failed else "completed",
-                "failure_reason": None,
-                "errors": [],
-                "output": None,
-                "files": [],
-                "step_count": rng.randint(4, 24),
-            }
-            if failed:
-                reason, errors = seedmod.make_failure(rng, "failed", original.parameters)
-                category = seedmod.failure_category(errors, new_id)
-                lifecycle.update(failure_reason=reason, errors=errors, failure_category=category)
-            else:
-                output, files = seedmod.make_success(rng, kind, original.parameters)
-                lifecycle.update(output=output, files=files)
-            self._seq += 1
-            run = Run(
-                run_id=new_id,
-                org_key=api_key,
+            run = self._start_run(
+                api_key,
+                now,
                 workflow_title=original.workflow_title,
                 workflow_permanent_id=original.workflow_permanent_id,
                 workflow_id=original.workflow_id,
                 parameters=json.loads(json.dumps(original.parameters)),
-                status="created",
-                created_at=now,
-                modified_at=now,
                 webhook_url=original.webhook_url,
-                retried_from=run_id if knobs["link_retries"] else None,
+                browser_session_id=original.browser_session_id,
                 max_steps_override=max_steps_override,
-                trigger_type="api",
-                seq=self._seq,
-                lifecycle=lifecycle,
+                retried_from=run_id if self._knobs["link_retries"] else None,
             )
-            self._runs[new_id] = run
             self._retry_counts[run_id] += 1
-            self._webhook_watch.add(new_id)
             self._save()
             return run.view(now)
+
+    def _start_run(
+        self,
+        api_key: str,
+        now: datetime,
+        *,
+        workflow_title: str,
+        workflow_permanent_id: str,
+        workflow_id: str,
+        parameters: dict,
+        webhook_url: str | None,
+        browser_session_id: str | None = None,
+        max_steps_override: int | None = None,
+        retried_from: str | None = None,
+    ) -> Run:
+        """A new run (created now, lifecycle from the knobs); call with the lock held."""
+        knobs = self._knobs
+        new_id = self._new_run_id(now)
+        queued = knobs["queued_after"]
+        running = max(queued, knobs["running_after"])
+        finished = max(running, knobs["finished_after"])
+        failed = _unit(new_id, "outcome") < knobs["failure_rate"]
+        rng = random.Random(new_id)
+        kind = seedmod.workflow_kind(workflow_title)
+        lifecycle = {
+            "queued_after": queued,
+            "running_after": running,
+            "finished_after": finished,
+            "outcome": "failed" if failed else "completed",
+            "failure_reason": None,
+            "errors": [],
+            "output": None,
+            "files": [],
+            "step_count": rng.randint(4, 24),
+        }
+        if failed:
+            reason, errors = seedmod.make_failure(rng, "failed", parameters)
+            category = seedmod.failure_category(errors, new_id)
+            lifecycle.update(failure_reason=reason, errors=errors, failure_category=category)
+        else:
+            output, files = seedmod.make_success(rng, kind, parameters)
+            lifecycle.update(output=output, files=files)
+        self._seq += 1
+        run = Run(
+            run_id=new_id,
+            org_key=api_key,
+            workflow_title=workflow_title,
+            workflow_permanent_id=workflow_permanent_id,
+            workflow_id=workflow_id,
+            parameters=parameters,
+            status="created",
+            created_at=now,
+            modified_at=now,
+            webhook_url=webhook_url,
+            retried_from=retried_from,
+            max_steps_override=max_steps_override,
+            trigger_type="api",
+            seq=self._seq,
+            lifecycle=lifecycle,
+            browser_session_id=browser_session_id,
+        )
+        self._runs[new_id] = run
+        self._webhook_watch.add(new_id)
+        return run
 
     def cancel(self, api_key: str, run_id: str) -> None:
         """Cancel a non-terminal run; a finished run is left exactly as it is."""
@@ -1100,6 +1192,190 @@ class SimulatorState:
     def webhook_run(self, api_key: str, run_id: str) -> Run:
         with self._lock:
             return self._owned(api_key, run_id).view(utcnow())
+
+    def cancel_many(self, api_key: str, run_ids: list[str]) -> tuple[list[str], list[str]]:
+        """`POST /v1/runs/cancel`: (cancelled, failed). A run still going is
+        cancelled; a finished, unknown or another organisation's run fails."""
+        cancelled, failed = [], []
+        with self._lock:
+            for run_id in run_ids:
+                run = self._runs.get(run_id)
+                if run is None or run.org_key != api_key or run.view(utcnow()).status in TERMINAL:
+                    failed.append(run_id)
+                    continue
+                self.cancel(api_key, run_id)
+                cancelled.append(run_id)
+        return cancelled, failed
+
+    # --- workflows and their versions ----------------------------------------
+
+    def _register_workflow(self, run: Run) -> None:
+        """Know the workflow (and version) a stored run ran; call with the lock held."""
+        key = f"{run.org_key}|{run.workflow_permanent_id}"
+        versions = self._workflows.setdefault(key, [])
+        if any(v.workflow_id == run.workflow_id for v in versions):
+            return
+        versions.append(
+            WorkflowVersion(
+                workflow_id=run.workflow_id,
+                version=len(versions) + 1,
+                title=run.workflow_title,
+                parameters=dict.fromkeys(sorted(run.parameters or {})),
+                created_at=run.created_at - timedelta(hours=1),
+            )
+        )
+
+    def _workflow_id_for(
+        self,
+        api_key: str,
+        wpid: str,
+        first_id: str,
+        title: str,
+        parameters: dict,
+        created: datetime,
+        version: int | None,
+    ) -> str:
+        """The version id a new run of `wpid` ran: `version`, else the current
+        one (made, with `first_id` as version 1, if the workflow is new)."""
+        versions = self._workflows.setdefault(f"{api_key}|{wpid}", [])
+        target = version or 1
+        while len(versions) < target:
+            number = len(versions) + 1
+            versions.append(
+                WorkflowVersion(
+                    workflow_id=first_id
+                    if number == 1
+                    else seedmod.workflow_ids(wpid, f"version {number}")[1],
+                    version=number,
+                    title=title,
+                    parameters=dict.fromkeys(sorted(parameters or {})),
+                    created_at=min(created, utcnow()) - timedelta(days=target - number + 1),
+                )
+            )
+        return versions[(version or len(versions)) - 1].workflow_id
+
+    def publish_workflow_version(
+        self,
+        api_key: str,
+        workflow_permanent_id: str,
+        *,
+        title: str | None = None,
+        add_parameters: dict | None = None,
+        remove_parameters: list | None = None,
+    ) -> int:
+        """Edit the workflow as a person in Skyvern's editor would: a new
+        version becomes current (returned). Runs keep the version they ran;
+        a retry re-runs that one, `POST /v1/run/agents` runs the new one.
+        `add_parameters` maps new input keys to their default (None: required)."""
+        if add_parameters is not None and not isinstance(add_parameters, dict):
+            raise ValueError("add_parameters must map parameter keys to defaults")
+        if remove_parameters is not None and not isinstance(remove_parameters, list):
+            raise ValueError("remove_parameters must be a list of parameter keys")
+        now = utcnow()
+        with self._lock:
+            if api_key not in self._orgs:
+                raise ValueError("unknown organisation: call add_org(api_key) first")
+            versions = self._workflows.get(f"{api_key}|{workflow_permanent_id}")
+            if not versions:
+                raise KeyError(f"unknown workflow {workflow_permanent_id}")
+            current = versions[-1]
+            number = current.version + 1
+            parameters = {
+                k: v for k, v in current.parameters.items() if k not in (remove_parameters or ())
+            }
+            parameters.update(add_parameters or {})
+            versions.append(
+                replace(
+                    current,
+                    workflow_id=seedmod.workflow_ids(workflow_permanent_id, f"version {number}")[1],
+                    version=number,
+                    title=title or current.title,
+                    parameters=parameters,
+                    created_at=max(now, current.created_at + timedelta(microseconds=1)),
+                )
+            )
+            self._save()
+            return number
+
+    def workflow_versions(self, api_key: str, workflow_permanent_id: str) -> list[WorkflowVersion]:
+        """Every version, oldest first; 404 for another organisation's or none."""
+        with self._lock:
+            versions = self._workflows.get(f"{api_key}|{workflow_permanent_id}")
+            if not versions:
+                raise ApiError(
+                    404, f"Workflow not found. workflow_permanent_id={workflow_permanent_id}"
+                )
+            return list(versions)
+
+    def workflow(
+        self, api_key: str, workflow_permanent_id: str, version: int | None = None
+    ) -> WorkflowVersion:
+        """The current version, or `version`; 404 as Skyvern answers."""
+        versions = self.workflow_versions(api_key, workflow_permanent_id)
+        if version is None:
+            return versions[-1]
+        for item in versions:
+            if item.version == version:
+                return item
+        raise ApiError(
+            404,
+            f"Workflow not found. workflow_permanent_id={workflow_permanent_id}, "
+            f"version={version}",
+        )
+
+    def workflow_version_numbers(self, api_key: str) -> dict[str, int]:
+        """The organisation's version ids -> version numbers."""
+        prefix = f"{api_key}|"
+        with self._lock:
+            return {
+                v.workflow_id: v.version
+                for key, versions in self._workflows.items()
+                if key.startswith(prefix)
+                for v in versions
+            }
+
+    def run_workflow(
+        self,
+        api_key: str,
+        workflow_permanent_id: str,
+        *,
+        parameters: dict | None = None,
+        title: str | None = None,
+        webhook_url: str | None = None,
+        browser_session_id: str | None = None,
+        max_steps_override: int | None = None,
+    ) -> Run:
+        """`POST /v1/run/agents`: a new run of the workflow's CURRENT version.
+
+        404 for an unknown workflow; 400 (and no run) when an input without
+        a default has no value."""
+        now = utcnow()
+        with self._lock:
+            current = self.workflow(api_key, workflow_permanent_id)
+            given = dict(parameters or {})
+            for key, default in current.parameters.items():
+                if key in given:
+                    continue
+                if default is None:
+                    raise ApiError(
+                        400,
+                        f"Missing value for parameter {key} in workflow run "
+                        f"{self._new_run_id(now)} of workflow {current.workflow_id}",
+                    )
+                given[key] = default
+            run = self._start_run(
+                api_key,
+                now,
+                workflow_title=title or current.title,
+                workflow_permanent_id=workflow_permanent_id,
+                workflow_id=current.workflow_id,
+                parameters=json.loads(json.dumps(given)),
+                webhook_url=webhook_url or current.webhook_callback_url,
+                browser_session_id=browser_session_id,
+                max_steps_override=max_steps_override,
+            )
+            self._save()
+            return run.view(now)
 
     # --- webhooks ----------------------------------------------------------------
 
@@ -1178,7 +1454,7 @@ class SimulatorState:
 
             return FaultRoll(
                 error_status=error_status,
-                busy=endpoint == "retry" and hit(knobs["busy"]),
+                busy=endpoint in RUN_SUBMISSIONS and hit(knobs["busy"]),
                 drop=hit(knobs["drop_connection"]),
                 malformed=hit(knobs["malformed_json"]),
                 truncate=hit(knobs["truncate_body"]),
@@ -1211,6 +1487,10 @@ class SimulatorState:
             "runs": [run_to_json(run) for run in self._runs.values()],
             "retry_counts": self.retry_counts(),
             "webhook_watch": sorted(self._webhook_watch),
+            "workflows": {
+                key: [_version_to_json(v) for v in versions]
+                for key, versions in self._workflows.items()
+            },
         }
         path = self.state_file
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -1253,6 +1533,10 @@ class SimulatorState:
         for run_id, count in data.get("retry_counts", {}).items():
             self._retry_counts[run_id] = int(count)
         self._webhook_watch = {r for r in data.get("webhook_watch", []) if r in self._runs}
+        for key, versions in data.get("workflows", {}).items():
+            self._workflows[key] = [_version_from_json(v) for v in versions]
+        for run in sorted(self._runs.values(), key=lambda r: r.seq):
+            self._register_workflow(run)  # a state file from before workflows were kept
 
 
 __all__ = [
@@ -1262,7 +1546,10 @@ __all__ = [
     "NON_TERMINAL",
     "TERMINAL",
     "ApiError",
+    "BULK_CANCEL_LIMIT",
+    "RUN_SUBMISSIONS",
     "Delivery",
     "DueWebhook",
     "SimulatorState",
+    "WorkflowVersion",
 ]

@@ -439,10 +439,53 @@ def test_retry_webhook_sends_it_again_and_says_how_it_went(org, receiver):
 
 
 def test_retry_webhook_without_a_url_sends_nothing(org):
+    """Skyvern's MissingWebhookTarget: 400, nothing sent."""
     run_id = org.state.add_run(KEY, status="failed")
-    answer = call(org, "POST", f"/v1/runs/{run_id}/retry_webhook").json()
-    assert answer["target_webhook_url"] is None
-    assert answer["error"] and answer["status_code"] is None
+    response = call(org, "POST", f"/v1/runs/{run_id}/retry_webhook")
+    assert response.status_code == 400
+    assert response.json() == {"detail": "No webhook URL configured for the run."}
+    assert sent(org.state) == []
+
+
+def test_retry_webhook_to_another_url_sends_it_there_signed_the_same(org, receiver):
+    run_id = org.state.add_run(
+        KEY, status="failed", webhook_url="https://hooks.example.com/customer"
+    )
+    response = call(
+        org, "POST", f"/v1/runs/{run_id}/retry_webhook", json={"webhook_url": receiver.url()}
+    )
+    assert response.status_code == 200
+    answer = response.json()
+    assert_valid("RunWebhookReplayResponse", answer)
+    assert answer["default_webhook_url"] == "https://hooks.example.com/customer"
+    assert answer["target_webhook_url"] == receiver.url()
+    assert answer["status_code"] == 200
+    [request] = receiver.requests
+    assert assert_signed(request)["run_id"] == run_id
+    assert sent(org.state) == [(run_id, receiver.url(), 200)]
+    # and a run without a URL of its own can be replayed to one
+    bare = org.state.add_run(KEY, status="completed")
+    response = call(
+        org, "POST", f"/v1/runs/{bare}/retry_webhook", json={"webhook_url": receiver.url()}
+    )
+    assert response.status_code == 200 and len(receiver.requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"webhook_url": "ftp://hooks.example.com/x"}, 400),
+        ({"webhook_url": "not a url"}, 400),
+        ({"webhook_url": 7}, 422),
+        ([1, 2], 422),
+    ],
+)
+def test_retry_webhook_refuses_a_bad_target(org, body, status):
+    run_id = org.state.add_run(KEY, status="failed", webhook_url="https://hooks.example.com/in")
+    response = call(org, "POST", f"/v1/runs/{run_id}/retry_webhook", json=body)
+    assert response.status_code == status
+    if status == 422:
+        assert_valid("HTTPValidationError", response.json())
     assert sent(org.state) == []
 
 
