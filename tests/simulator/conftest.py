@@ -26,6 +26,11 @@ ROOT_SCHEMAS = (
     "WorkflowRunStatus",
     "RunStatus",
     "TaskRunListItem",
+    "Workflow",
+    "BulkCancelRunsRequest",
+    "BulkCancelRunsResponse",
+    "RetryRunWebhookRequest",
+    "WorkflowRunRequest-Input",
 )
 
 KEY = "sk-test-acme-0123456789"
