@@ -36,6 +36,34 @@ Behaviour, as Skyvern 1.0.56 (see /work/shared/skyvern/README.md):
   timed_out runs; null otherwise.
 - `webhook_failure_reason`: a run `failed` only because its webhook could not
   be delivered; it keeps its output and files, has no errors or category.
+- Cancel: `POST /v1/runs/{id}/cancel` (above) and `POST /v1/runs/cancel`
+  `{"run_ids": [...]}` (at most 100, else 422 `too_long`): answers
+  `{"cancelled": [...], "failed": [...]}`; a run still going is cancelled,
+  a finished, unknown or another organisation's one is "failed".
+- Webhook replay, `POST /v1/runs/{id}/retry_webhook`, optional body
+  `{"webhook_url": ...}`: sends the stored webhook (signed as a delivery)
+  to that URL or the run's own, once, and answers the receiver's status,
+  latency and up to 2 KB of its answer; no URL anywhere 400 "No webhook URL
+  configured for the run." (Skyvern's MissingWebhookTarget), a non-http(s)
+  URL 400.
+- Workflows: each organisation's workflows keep their versions (made from
+  the runs added or seeded: one version per workflow). `GET
+  /v1/agents/{wpid}` answers the current `Workflow` (`?version=N` an older
+  one), `GET /v1/agents/{wpid}/versions` all of them; unknown or another
+  organisation's: 404 "Workflow not found. workflow_permanent_id=…" (",
+  version=N"). `state.publish_workflow_version(key, wpid, title=,
+  add_parameters={key: default or None}, remove_parameters=[...])` (or
+  `POST /_sim/workflows/{wpid}/versions`) edits a workflow: a new version
+  becomes current. Runs keep the version they ran (`workflow_id`, and
+  `workflow_version` in list rows); a retry re-runs that version;
+  `add_run(..., workflow_version=N)` adds a run of an older one.
+- `POST /v1/run/agents` (`agent_id`, alias `workflow_id`; `parameters`,
+  `title`, `webhook_url`, `browser_session_id`; header
+  `x-max-steps-override`): a new run of the CURRENT version, lifecycle as
+  a retry's; an input without a default and without a value 400 "Missing
+  value for parameter …" and no run; busy 503 + Retry-After like a retry.
+  A retry copies the run's `browser_session_id` (`add_run(...,
+  browser_session_id=)`).
 - The demo seed has a few of each (Skyvern retries, pending retries,
   webhook-only failures); `add_run(...)` / `POST /_sim/runs` take `attempt`,
   `attempts`, `retry_pending`, `next_attempt_at`, `failure_category`,
@@ -78,7 +106,8 @@ Knobs (`state.configure(**knobs)` or `POST /_sim/config`; unknown -> error):
                            5xx carry no Retry-After; 4xx act before the request
   rate_limit_per_second    per organisation; above it 429 + Retry-After
   rate_limit_retry_after   seconds in that Retry-After (default 1)
-  busy                     bool or probability: retry answers 503 + Retry-After,
+  busy                     bool or probability: retry and run_workflow answer
+                           503 + Retry-After,
                            body says no run was created (none is)
   busy_retry_after         seconds in that Retry-After (default 2)
   hang_seconds             sleep this long before answering (client timeouts)
@@ -88,7 +117,8 @@ Knobs (`state.configure(**knobs)` or `POST /_sim/config`; unknown -> error):
   redirect_to              URL: answer 307 to redirect_to + path (never follow!)
   fault_endpoints          None (all) or some of list (the three list
                            endpoints, /v1/runs included), get_run, retry,
-                           cancel, retry_webhook
+                           cancel (one and bulk), retry_webhook, workflows
+                           (a workflow, its versions), run_workflow
   apply_then_fail          True (default): hang/drop/5xx come after the request
                            took effect (a retry did create its run); False: before
   fault_seed               seed the dice, for reproducible benchmarks
@@ -109,7 +139,9 @@ GET|POST /_sim/config, GET /_sim/retries, POST /_sim/reset,
 GET /_sim/deliveries,
 POST /_sim/orgs {"api_key","name","seed","seed_runs","webhook_url"},
 POST /_sim/runs {"api_key", add_run's keywords...},
-POST /_sim/runs/{run_id}/status {"status","failure_reason"}.
+POST /_sim/runs/{run_id}/status {"status","failure_reason"},
+POST /_sim/workflows/{wpid}/versions {"api_key","title","add_parameters",
+"remove_parameters"} (a new current version; 404 for an unknown workflow).
 """
 
 from .server import SimulatorServer

@@ -12,7 +12,7 @@ Guarantees:
   faulted request:
     1. `redirect_to` (307 elsewhere), 2. `latency_ms`, 3. auth (403),
     4. `rate_limit_per_second` (429 + Retry-After), 5. an `error_rates` 4xx,
-    6. `busy` (retry only: 503 + Retry-After, no run created),
+    6. `busy` (retry and run_workflow only: 503 + Retry-After, no run created),
     7. the ambiguous faults - `hang_seconds`, `drop_connection`, an
        `error_rates` 5xx (no Retry-After) - AFTER the request took effect
        when `apply_then_fail` (default: a retry behind them did create a run),
@@ -31,7 +31,10 @@ Guarantees:
   scaled by `webhook_backoff_scale`) on 403, 408, 425, 429, 5xx and network
   errors. Pending re-deliveries live in memory only: a reset or a restart
   forgets them. `POST /v1/runs/{id}/retry_webhook` sends the run's webhook
-  again, now, once, and answers how that went.
+  again (or to the body's `webhook_url`), now, once, and answers how that
+  went; with nowhere to send it, 400.
+- Request bodies (bulk cancel, run a workflow, replay) are validated as
+  FastAPI does: 422 `HTTPValidationError` naming the field.
 """
 
 import contextlib
