@@ -682,6 +682,7 @@ class SimulatorState:
                 self._register_workflow(self._runs[item.run_id])
                 if item.retry_pending:
                     self._webhook_watch.add(item.run_id)
+            self._seed_drift(api_key, generated)
             self._save()
         return [item.run_id for item in generated]
 
@@ -1225,6 +1226,40 @@ class SimulatorState:
             )
         )
 
+    def _seed_drift(self, api_key: str, generated: list) -> None:
+        """Seeded history has one edited workflow (the one with the most runs):
+        version 2 was published halfway through its runs, so the older ones
+        ran version 1 and are behind. Call with the lock held; a workflow
+        that already has later versions is left as it is."""
+        counts: dict[str, int] = defaultdict(int)
+        for item in generated:
+            counts[item.workflow_permanent_id] += 1
+        if not counts:
+            return
+        wpid = max(sorted(counts), key=lambda w: counts[w])
+        versions = self._workflows.get(f"{api_key}|{wpid}", [])
+        runs = sorted(
+            (
+                r
+                for r in self._runs.values()
+                if r.org_key == api_key and r.workflow_permanent_id == wpid
+            ),
+            key=lambda r: (r.created_at, r.seq),
+        )
+        if len(versions) != 1 or len(runs) < 2:
+            return
+        published = runs[len(runs) // 2].created_at - timedelta(seconds=1)
+        second = replace(
+            versions[0],
+            workflow_id=seedmod.workflow_ids(wpid, "version 2")[1],
+            version=2,
+            created_at=published,
+        )
+        versions.append(second)
+        for run in runs:
+            if run.created_at > published:
+                run.workflow_id = second.workflow_id
+
     def _workflow_id_for(
         self,
         api_key: str,
@@ -1319,8 +1354,7 @@ class SimulatorState:
                 return item
         raise ApiError(
             404,
-            f"Workflow not found. workflow_permanent_id={workflow_permanent_id}, "
-            f"version={version}",
+            f"Workflow not found. workflow_permanent_id={workflow_permanent_id}, version={version}",
         )
 
     def workflow_version_numbers(self, api_key: str) -> dict[str, int]:

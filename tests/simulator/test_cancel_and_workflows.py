@@ -345,3 +345,22 @@ def test_faults_can_be_limited_to_the_new_endpoint_groups(org):
     org.state.configure(fault_endpoints=["run_workflow"])
     assert call(org, "GET", f"/v1/agents/{wpid}").status_code == 200
     assert call(org, "POST", "/v1/run/agents", json={"workflow_id": wpid}).status_code == 500
+
+
+def test_seeded_history_has_an_edited_workflow_with_runs_behind(seeded):
+    rows = all_runs(seeded)
+    behind = [r for r in rows if r["workflow_version"] == 1]
+    edited = {r["workflow_permanent_id"] for r in rows if r["workflow_version"] == 2}
+    assert len(edited) == 1
+    [wpid] = edited
+    current = call(seeded, "GET", f"/v1/agents/{wpid}").json()
+    assert current["version"] == 2
+    runs = [r for r in rows if r["workflow_permanent_id"] == wpid]
+    older = [r for r in runs if r["workflow_id"] != current["workflow_id"]]
+    assert older and len(older) < len(runs)
+    assert max(r["created_at"] for r in older) < current["created_at"]
+    assert min(r["created_at"] for r in runs if r not in older) > current["created_at"]
+    assert len(behind) > len(older)  # every other workflow is at its first version
+    # seeding again changes nothing
+    seeded.state.add_org(KEY, seed="acme", seed_runs=60)
+    assert call(seeded, "GET", f"/v1/agents/{wpid}").json()["version"] == 2
