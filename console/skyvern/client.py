@@ -5,8 +5,9 @@ Guarantees:
   (redirects are never followed) and appears in no message, repr or exception;
 - every failure is raised as one `SkyvernError` subclass, and
   `error.run_may_exist` says whether Skyvern could have acted anyway;
-- no request is ever repeated by the client itself: a retry is not
-  idempotent, so whether to send it again is the caller's decision.
+- no request is ever repeated by the client itself: a retry or a run of a
+  workflow is not idempotent, so whether to send it again is the caller's
+  decision (`cancel_many` sends each id in at most one call).
 """
 
 import email.utils
@@ -346,7 +347,7 @@ class SkyvernClient:
         validate_workflow_id(workflow_permanent_id)
         if webhook_url is not None and not http_url(webhook_url):
             raise InvalidWebhookUrl()
-        body: dict[str, Any] = {"workflow_id": workflow_permanent_id}
+        body: dict[str, Any] = {"agent_id": workflow_permanent_id}
         if parameters is not None:
             body["parameters"] = parameters
         for key, value in (

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import BadResponse
+from .errors import BadResponse, SkyvernError
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "terminated", "canceled", "timed_out"})
 ALL_STATUSES = (
@@ -374,7 +374,7 @@ class BulkCancelResult:
     failed: tuple[str, ...] = ()
     unknown: tuple[str, ...] = ()
     not_sent: tuple[str, ...] = ()
-    error: Exception | None = field(default=None, compare=False)
+    error: SkyvernError | None = field(default=None, compare=False)
 
     @classmethod
     def from_json(cls, data: Any) -> "BulkCancelResult":
