@@ -29,12 +29,19 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-def local_secret(filename: str, make) -> str:
+#: The settings whose secret came from a file generated under var/, not from
+#: the environment: `check --deploy` refuses them (console/checks.py), since
+#: losing var/ would sign everyone out and leave every stored API key unreadable.
+GENERATED_SECRETS: list[str] = []
+
+
+def local_secret(setting: str, filename: str, make) -> str:
     """A secret kept in an untracked file under var/, made on first use.
 
     Only for the demo and development: production passes the value in the
     environment so that it never lives next to the code.
     """
+    GENERATED_SECRETS.append(setting)
     path = VAR_DIR / filename
     if not path.exists():
         VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -45,14 +52,16 @@ def local_secret(filename: str, make) -> str:
 
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = os.environ.get("SECRET_KEY") or local_secret(
-    "secret_key", lambda: secrets.token_urlsafe(50)
+    "SECRET_KEY", "secret_key", lambda: secrets.token_urlsafe(50)
 )
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 
 # Newest key first; older keys stay readable until `rotate_encryption_keys`
 # has re-encrypted everything with the newest one.
 CONSOLE_ENCRYPTION_KEYS = env_list("CONSOLE_ENCRYPTION_KEYS", "") or [
-    local_secret("encryption_key", lambda: Fernet.generate_key().decode())
+    local_secret(
+        "CONSOLE_ENCRYPTION_KEYS", "encryption_key", lambda: Fernet.generate_key().decode()
+    )
 ]
 
 # Plain http to a loopback address is only for the simulator: the demo and the
@@ -89,6 +98,7 @@ BULK_RETRY_FOLLOW_EVERY_SECONDS = int(os.environ.get("BULK_RETRY_FOLLOW_EVERY_SE
 BULK_RETRY_FOLLOW_LIMIT_SECONDS = int(os.environ.get("BULK_RETRY_FOLLOW_LIMIT_SECONDS", "21600"))
 
 INSTALLED_APPS = [
+    "console",  # the project's own system checks (console/checks.py)
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -182,9 +192,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     # One test database per test process on a shared server too: two runs
     # (CI beside a developer, two checkouts) never drop each other's tables.
-    DATABASES["default"]["TEST"] = {
-        "NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"
-    }
+    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -285,8 +293,15 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "static"  # collectstatic output; made here so whitenoise finds it
+# Where `collectstatic` writes and whitenoise serves from (made here so that
+# whitenoise finds it). The demo's is under var/; production names its own
+# directory, outside the checkout (`check --deploy` warns otherwise).
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT") or VAR_DIR / "static")
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# The demo and the tests serve static/ as it is. A production install serves
+# only what collectstatic put in its STATIC_ROOT: the compressed copies, and
+# never a file changed in the checkout before the server was reloaded.
+WHITENOISE_USE_FINDERS = not os.environ.get("STATIC_ROOT")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -294,7 +309,6 @@ STORAGES = {
         "BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"
     },
 }
-WHITENOISE_USE_FINDERS = True
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = True

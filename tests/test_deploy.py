@@ -30,8 +30,8 @@ def production_env(tmp_path, **extra) -> dict:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("SKYVERN_", "CONSOLE_", "SECURE_", "SESSION_", "DJANGO_"))
-        and key not in ("DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL")
+        if not key.startswith(("SKYVERN_", "CONSOLE_", "SECURE_", "SESSION_", "DJANGO_", "WEB_"))
+        and key not in ("DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "STATIC_ROOT")
     }
     env.update(
         CONSOLE_HTTPS="1",
@@ -40,8 +40,9 @@ def production_env(tmp_path, **extra) -> dict:
         CONSOLE_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
         CONSOLE_VAR_DIR=str(tmp_path),
         DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        **extra,
+        STATIC_ROOT=str(tmp_path / "srv" / "static"),
     )
+    env.update(extra)
     return env
 
 
@@ -81,6 +82,49 @@ def test_check_deploy_passes_with_no_warning_under_production_settings(tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("unset", "error"),
+    [("SECRET_KEY", "console.E001"), ("CONSOLE_ENCRYPTION_KEYS", "console.E002")],
+)
+def test_check_deploy_fails_when_a_secret_falls_back_to_a_generated_file(tmp_path, unset, error):
+    """Lose var/ and everyone is signed out, or every stored API key is unreadable."""
+    env = production_env(tmp_path)
+    del env[unset]
+    result = manage("check", "--deploy", env=env)  # fails at Error level, Django's default
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert f"({error}) {unset} was read from a file generated under {tmp_path}" in output
+    (other,) = {"console.E001", "console.E002"} - {error}
+    assert other not in output
+
+
+def test_generated_secrets_are_fine_for_the_demo(tmp_path):
+    """Without --deploy (runserver, db_worker, the demo) the files are what they are for."""
+    env = production_env(tmp_path)
+    del env["SECRET_KEY"], env["CONSOLE_ENCRYPTION_KEYS"]
+    result = manage("check", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "secret_key").exists() and (tmp_path / "encryption_key").exists()
+
+
+def test_check_deploy_warns_when_static_files_go_to_the_demos_directory(tmp_path):
+    env = production_env(tmp_path)
+    del env["STATIC_ROOT"]
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=env)
+    assert result.returncode != 0
+    assert "(console.W001) STATIC_ROOT is not set: collectstatic writes into the demo's " in (
+        result.stderr
+    )
+
+
+def test_collectstatic_writes_where_static_root_says(tmp_path):
+    env = production_env(tmp_path)
+    result = manage("collectstatic", "--noinput", env=env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "srv" / "static" / "console" / "console.css.gz").exists()
+    assert not (tmp_path / "static").exists()
 
 
 def test_production_settings_are_the_secure_ones(tmp_path):
