@@ -31,7 +31,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_database_url() -> str:
+def database_url_under_test() -> str:
     """The URL of the database this test runs on, for the server's processes."""
     db = connection.settings_dict
     if db["ENGINE"] == "django.db.backends.sqlite3":
@@ -41,9 +41,6 @@ def test_database_url() -> str:
         f"postgres://{db['USER']}{password}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}"
         f"/{db['NAME']}"
     )
-
-
-test_database_url.__test__ = False  # a helper, not a test
 
 
 class Server:
@@ -92,7 +89,7 @@ def deployment(tmp_path, transactional_db):
         tmp_path,
         CONSOLE_VAR_DIR=str(tmp_path / "var"),
         STATIC_ROOT=str(tmp_path / "static"),
-        DATABASE_URL=test_database_url(),
+        DATABASE_URL=database_url_under_test(),
         CONSOLE_PROXY_SSL_HEADER="X-Forwarded-Proto",
         CONSOLE_PROXY_COUNT="1",
     )
