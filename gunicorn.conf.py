@@ -22,11 +22,12 @@ wsgi_app = "console.wsgi:application"
 # Loopback only: the TLS proxy in front (deploy/nginx.conf) is what the network reaches.
 bind = os.environ.get("WEB_BIND", "127.0.0.1:8000").split(",")
 
-# Processes, from the CPU count as gunicorn's docs advise; each with a few
-# threads, since requests mostly wait on the database or on Skyvern. Every
-# thread keeps one database connection (CONN_MAX_AGE): workers x threads
-# counts against PostgreSQL's max_connections.
-workers = int(os.environ.get("WEB_CONCURRENCY", 2 * _cpus() + 1))
+# Processes, from the CPU count as gunicorn's docs advise, but at most 8;
+# each with a few threads, since requests mostly wait on the database or on
+# Skyvern. Every thread keeps one database connection (CONN_MAX_AGE), so
+# workers x threads counts against PostgreSQL's max_connections (100 by
+# default), which a big host's 2 x CPUs + 1 would exhaust.
+workers = int(os.environ.get("WEB_CONCURRENCY", min(2 * _cpus() + 1, 8)))
 threads = int(os.environ.get("WEB_THREADS", "4"))
 worker_class = "gthread"
 # The app is imported by each worker, not by the master, so that a reload
