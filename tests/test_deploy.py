@@ -26,7 +26,7 @@ INLINE_SCRIPT = re.compile(r"<script\b(?![^>]*\bsrc=)[^>]*>", re.I)
 
 
 def production_env(tmp_path, **extra) -> dict:
-    """What README's "Running in production" says to set, and nothing from this shell."""
+    """What docs/deploy.md has production set, and nothing from this shell."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -82,6 +82,19 @@ def test_check_deploy_passes_with_no_warning_under_production_settings(tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+def test_the_guides_environment_file_passes_check_deploy(tmp_path):
+    """deploy/env.example with its two secrets filled in, as docs/deploy.md does."""
+    env = production_env(tmp_path)
+    for line in (ROOT / "deploy" / "env.example").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.split("=", 1)
+            if name not in ("SECRET_KEY", "CONSOLE_ENCRYPTION_KEYS", "DATABASE_URL", "STATIC_ROOT"):
+                env[name] = value
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert env["CONSOLE_PROXY_SSL_HEADER"] == "X-Forwarded-Proto"
 
 
 @pytest.mark.parametrize(
