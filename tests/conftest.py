@@ -73,6 +73,7 @@ class World:
         return run_id
 
     def cache_run(self, connection, run_id):
+        from console.runs.failures import failure_fields, first_failure_category
         from console.runs.models import Run
         from console.runs.store import run_fields_from_detail
 
@@ -84,16 +85,21 @@ class World:
             )
             if s.run_id == run_id
         )
+        fields = {
+            **run_fields_from_detail(detail),
+            # The listing names the workflow, as a sync would have cached it.
+            "workflow_permanent_id": summary.workflow_permanent_id or "",
+            "workflow_title": summary.workflow_title or "",
+        }
+        # And the failure columns the store works out from both.
+        fields |= failure_fields(
+            status=fields["status"],
+            failure_reason=fields["failure_reason"],
+            category=first_failure_category(summary.raw.get("failure_category")),
+            workflow=fields["workflow_permanent_id"],
+        )
         return Run.objects.create(
-            team=connection.team,
-            connection=connection,
-            run_id=run_id,
-            **{
-                **run_fields_from_detail(detail),
-                # The listing names the workflow, as a sync would have cached it.
-                "workflow_permanent_id": summary.workflow_permanent_id or "",
-                "workflow_title": summary.workflow_title or "",
-            },
+            team=connection.team, connection=connection, run_id=run_id, **fields
         )
 
 

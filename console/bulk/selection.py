@@ -193,6 +193,8 @@ FILTER_LABELS = {
     "created_to": "Created to",
     "reason": "Failure reason contains",
     "error_code": "Error code",
+    "category": "Failure category",
+    "group": "Failure group",
 }
 
 

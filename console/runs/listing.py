@@ -98,10 +98,34 @@ class RunFilterForm(forms.Form):
         label="Error code",
         widget=DrawnTextInput(attrs={"placeholder": "e.g. LOGIN_FAILED"}),
     )
+    # The failure inbox links here with these two (console/runs/inbox.py).
+    category = forms.CharField(
+        required=False,
+        max_length=40,
+        strip=True,
+        label="Failure category",
+        widget=DrawnTextInput(attrs={"placeholder": "e.g. ELEMENT_NOT_FOUND"}),
+    )
+    group = forms.RegexField(
+        regex=r"^[0-9a-f]{16}$",
+        required=False,
+        strip=True,
+        label="Failure group",
+        error_messages={"invalid": "That is not a failure group from the failure inbox."},
+        widget=DrawnTextInput(attrs={"placeholder": "A group of the failure inbox"}),
+    )
     after = forms.CharField(required=False, max_length=100, widget=forms.HiddenInput)
     since = forms.CharField(required=False, max_length=100, widget=forms.HiddenInput)
 
-    MORE_FILTERS = ("workflow", "created_from", "created_to", "reason", "error_code")
+    MORE_FILTERS = (
+        "workflow",
+        "created_from",
+        "created_to",
+        "reason",
+        "error_code",
+        "category",
+        "group",
+    )
 
     def clean(self):
         data = super().clean()
@@ -204,10 +228,13 @@ def filtered(
     created_to: date | None = None,
     reason=None,
     error_code=None,
+    category=None,
+    group=None,
 ):
     """Runs matching the runs page's filters. Dates are whole UTC days, both
     ends included; the error code is matched in Skyvern's own JSON (`errors` of
-    a run's detail, `failure_category` of a listed run)."""
+    a run's detail, `failure_category` of a listed run); the category is
+    Skyvern's most confident one, the group a failure group of the inbox."""
     if statuses:
         queryset = queryset.filter(status__in=statuses)
     if search:
@@ -227,6 +254,11 @@ def filtered(
         queryset = queryset.filter(
             Q(raw__errors__icontains=quoted) | Q(raw__failure_category__icontains=quoted)
         )
+    if category:
+        queryset = queryset.filter(failure_category=category)
+    if group:
+        # Stated as the index's own condition, so that it is used.
+        queryset = queryset.exclude(failure_group="").filter(failure_group=group)
     return queryset
 
 

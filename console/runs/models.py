@@ -68,6 +68,13 @@ class Run(models.Model):
     workflow_permanent_id = models.CharField(max_length=128, blank=True, default="")
     workflow_title = models.CharField(max_length=300, blank=True, default="")
     failure_reason = models.TextField(blank=True, default="")
+    # Skyvern's most confident failure category, and for a failed, terminated
+    # or timed-out run its failure group (category × normalised reason ×
+    # workflow) and the normalised reason shown for the group; written with
+    # the run (console/runs/store.py, console/runs/failures.py).
+    failure_category = models.CharField(max_length=40, blank=True, default="")
+    failure_group = models.CharField(max_length=16, blank=True, default="")
+    failure_reason_normalised = models.CharField(max_length=500, blank=True, default="")
     created_at = models.DateTimeField()
     modified_at = models.DateTimeField(null=True, blank=True)
     queued_at = models.DateTimeField(null=True, blank=True)
@@ -111,6 +118,17 @@ class Run(models.Model):
             # common term (one run in 15) 15,000 rows per 1,000 matches otherwise.
             models.Index(
                 fields=["team", "status", "search_text"], name="run_team_status_search"
+            ),
+            # The failure inbox counts a team's groups from this index alone
+            # (failed runs only), and the runs page filters by group with it.
+            models.Index(
+                fields=["team", "failure_group", "-created_at", "-id"],
+                name="run_team_failure_group",
+                condition=~Q(failure_group=""),
+            ),
+            models.Index(
+                fields=["team", "failure_category", "-created_at", "-id"],
+                name="run_team_failure_category",
             ),
         ]
 

@@ -23,6 +23,9 @@ Guarantees, for every function here:
 - Lineage (retried_from, retried_by, retried_at) is written only by
   retry_lineage_store and retry_lineage_link; nothing else here touches it.
 - A failure stores nothing: each function is one transaction.
+- A run's failure columns (category, failure group, normalised reason;
+  console/runs/failures.py) are worked out from what is stored with it, in
+  the same write, so they always agree with its status, reason and workflow.
 """
 
 from dataclasses import dataclass
@@ -32,6 +35,7 @@ from django.utils import timezone
 
 from console.skyvern import RunDetail, RunSummary
 
+from .failures import failure_fields, first_failure_category
 from .models import Retry, RetryState, Run, WriteLock, search_text_for
 
 # Columns a listing may change; lineage and run details are never overwritten by it.
@@ -46,6 +50,9 @@ LISTED_FIELDS = [
     "started_at",
     "finished_at",
     "search_text",
+    "failure_category",
+    "failure_group",
+    "failure_reason_normalised",
     "synced_at",
 ]
 
@@ -148,6 +155,13 @@ def _runs_from_listing(*, connection, summaries: list[RunSummary]) -> list[Run]:
                 summary.run_id, summary.workflow_permanent_id, summary.workflow_title
             ),
             synced_at=now,
+            # A listed run carries Skyvern's classification itself.
+            **failure_fields(
+                status=summary.status,
+                failure_reason=summary.failure_reason or "",
+                category=first_failure_category(summary.raw.get("failure_category")),
+                workflow=summary.workflow_permanent_id or "",
+            ),
         )
         for summary in summaries
     ]
@@ -200,20 +214,54 @@ def run_fields_from_detail(detail: RunDetail) -> dict:
         fields["workflow_permanent_id"] = detail.workflow_permanent_id
     if detail.workflow_title:
         fields["workflow_title"] = detail.workflow_title
+    # Skyvern's full view has no failure_category today (only its run list
+    # does); when it does, it counts.
+    if "failure_category" in detail.raw:
+        fields["failure_category"] = first_failure_category(detail.raw["failure_category"])
     return fields
 
 
+# What the failure columns are worked out from, beyond the view itself.
+FAILURE_INPUTS = ("failure_category", "workflow_permanent_id")
+
+
+def _with_failure(fields: dict, cached: Run | None) -> dict:
+    """`fields` (a run's columns from Skyvern's view) with its failure
+    columns; what the view lacks (the category, the workflow) is the cached
+    run's."""
+    category = fields.get("failure_category")
+    if category is None:
+        category = cached.failure_category if cached is not None else ""
+    workflow = fields.get("workflow_permanent_id") or (
+        cached.workflow_permanent_id if cached is not None else ""
+    )
+    return {
+        **fields,
+        **failure_fields(
+            status=fields["status"],
+            failure_reason=fields["failure_reason"],
+            category=category,
+            workflow=workflow,
+        ),
+    }
+
+
 def _cached(connection, run_id: str, *fields) -> Run | None:
-    """Take the lock, then read the cached run (those fields only) that
-    Skyvern's view is to be compared with; None if it isn't cached."""
+    """Take the lock, then read the cached run (those fields only, and what
+    its failure columns need) that Skyvern's view is to be compared with;
+    None if it isn't cached."""
     _lock(connection)
-    return Run.objects.filter(connection=connection, run_id=run_id).only(*fields).first()
+    return (
+        Run.objects.filter(connection=connection, run_id=run_id)
+        .only(*fields, *FAILURE_INPUTS)
+        .first()
+    )
 
 
-def _write_detail(*, connection, detail: RunDetail) -> tuple[Run, bool]:
+def _write_detail(*, connection, detail: RunDetail, cached: Run | None) -> tuple[Run, bool]:
     """Store Skyvern's full view, whatever the cache says: for a view just
-    compared under the lock. Lineage fields are never touched."""
-    fields = run_fields_from_detail(detail)
+    compared under the lock with `cached`. Lineage fields are never touched."""
+    fields = _with_failure(run_fields_from_detail(detail), cached)
     return Run.objects.update_or_create(
         connection=connection,
         run_id=detail.run_id,
@@ -232,7 +280,7 @@ def run_upsert_detail(*, connection, detail: RunDetail) -> tuple[Run, bool]:
         cached = _cached(connection, detail.run_id, "modified_at")
         if cached is not None and _older(detail.modified_at, cached.modified_at):
             return cached, False
-        return _write_detail(connection=connection, detail=detail)
+        return _write_detail(connection=connection, detail=detail, cached=cached)
 
 
 def _attempt(raw) -> int | None:
@@ -277,7 +325,7 @@ def run_store_delivery(*, connection, detail: RunDetail) -> str:
                 incoming_attempt, cached_attempt
             ):
                 return "ignored (an earlier attempt than the cached run)"
-        _, created = _write_detail(connection=connection, detail=detail)
+        _, created = _write_detail(connection=connection, detail=detail, cached=cached)
         return "created" if created else "updated"
 
 
@@ -290,11 +338,11 @@ def run_store_refresh(*, run: Run, detail: RunDetail) -> None:
     sync), `run` is reloaded with that instead and nothing is written; a run
     gone from the cache meanwhile stays gone.
     """
-    fields = run_fields_from_detail(detail)
     with transaction.atomic():
         cached = _cached(run.connection, run.run_id, "modified_at")
         if cached is None:
             return
+        fields = _with_failure(run_fields_from_detail(detail), cached)
         if _older(detail.modified_at, cached.modified_at):
             deferred = run.get_deferred_fields()
             run.refresh_from_db(fields=[name for name in fields if name not in deferred])
@@ -311,16 +359,19 @@ def _store_lineage(*, run: Run, detail: RunDetail, user, when) -> Run:
     """The new run with its lineage; Skyvern's view of it only when not older
     than the cached one. The caller holds the lock."""
     lineage = {"retried_from": run, "retried_by": user, "retried_at": when}
-    seen = {
-        **run_fields_from_detail(detail),
-        "team_id": run.team_id,
-        "workflow_permanent_id": detail.workflow_permanent_id or run.workflow_permanent_id,
-        "workflow_title": detail.workflow_title or run.workflow_title,
-    }
     cached = (
         Run.objects.filter(connection=run.connection, run_id=detail.run_id)
-        .only("modified_at")
+        .only("modified_at", *FAILURE_INPUTS)
         .first()
+    )
+    seen = _with_failure(
+        {
+            **run_fields_from_detail(detail),
+            "team_id": run.team_id,
+            "workflow_permanent_id": detail.workflow_permanent_id or run.workflow_permanent_id,
+            "workflow_title": detail.workflow_title or run.workflow_title,
+        },
+        cached,
     )
     newer_cached = cached is not None and _older(detail.modified_at, cached.modified_at)
     new_run, _ = Run.objects.update_or_create(

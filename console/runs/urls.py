@@ -8,6 +8,7 @@ register_converter(RunIdConverter, "run_id")
 app_name = "runs"
 urlpatterns = [
     path("runs/", views.run_list, name="run_list"),
+    path("failures/", views.failure_inbox, name="failure_inbox"),
     path("runs/updates/", views.run_list_updates, name="run_updates"),
     path("runs/<run_id:run_id>/", views.run_detail, name="run_detail"),
     path("runs/<run_id:run_id>/refresh/", views.run_detail_refresh, name="run_detail_refresh"),

@@ -15,6 +15,7 @@ from console.teams.models import RETRY
 from . import checking, details, services
 from .card_html import ANSWERED_FIELD
 from .cards import RunCard, read_card
+from .inbox import BAR_WIDTH, HISTOGRAM_HEIGHT, HISTOGRAM_HOURS, failure_groups
 from .listing import RunFilterForm, run_page, run_updates
 from .models import COUNTED_RETRY_STATES, Retry, Run
 from .services import RetryRefused, run_refresh
@@ -351,3 +352,22 @@ def _after_retry_change(request, team, run, *, error, notice):
     else:
         messages.success(request, f"{run.run_id}: {notice}")
     return HttpResponseRedirect(_back_to(request, team))
+
+
+@require_GET
+def failure_inbox(request: HtmxHttpRequest, team_slug: str):
+    """The team's failed runs by cause, most recently seen first, with what
+    retrying each cause did; each cause links to its runs and a bulk retry."""
+    team = team_for(request, team_slug)
+    inbox = failure_groups(Run.objects.restrict(request.user).filter(team=team))
+    return render(
+        request,
+        "runs/failure_inbox.html",
+        {
+            "team": team,
+            "inbox": inbox,
+            "can_retry": team.may[RETRY],
+            "histogram_width": HISTOGRAM_HOURS * BAR_WIDTH,
+            "histogram_height": HISTOGRAM_HEIGHT,
+        },
+    )

@@ -3,7 +3,9 @@
 
 - `{% bulk_bar form.data page.runs as bar %}`: the bulk bar's form id, the
   scope its buttons name and its hidden inputs (the filter, the page's runs);
-- `{{ selection.fields|hidden_inputs }}`: a selection carried forward.
+- `{{ selection.fields|hidden_inputs }}`: a selection carried forward;
+- `{% matching_fields group=key %}`: the hidden inputs of "all runs matching"
+  a filter, for a link to the preview from elsewhere (the failure inbox).
 """
 
 from dataclasses import dataclass
@@ -12,7 +14,7 @@ from django import template
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from console.bulk.selection import FORM_ID, SCOPE_FIELD, Scope, runs_page_fields
+from console.bulk.selection import FORM_ID, SCOPE_FIELD, Scope, Selection, runs_page_fields
 
 register = template.Library()
 
@@ -45,3 +47,11 @@ class BulkBar:
 @register.simple_tag
 def bulk_bar(filter_data, page_runs) -> BulkBar:
     return BulkBar(hidden_inputs=hidden_inputs(runs_page_fields(filter_data, page_runs)))
+
+
+@register.simple_tag
+def matching_fields(**filters) -> SafeString:
+    """The hidden inputs that select every run matching `filters` (runs page
+    filter names and values) for the bulk retry preview."""
+    pairs = tuple((name, str(value)) for name, value in filters.items())
+    return hidden_inputs(Selection(Scope.ALL_MATCHING, filter=pairs).fields())
