@@ -248,6 +248,7 @@ ACCESS: dict[str, Entry] = {
             Call("GET", 200, htmx=True, headers={"HX-Target": "run-results"}, fragment=True),
         ),
     ),
+    "runs:failure_inbox": Entry(kind="team", needs=Role.VIEWER, calls=(Call("GET", 200),)),
     "runs:run_updates": Entry(
         kind="team",
         needs=Role.VIEWER,
