@@ -15,7 +15,8 @@ from console.teams.models import RETRY
 from . import checking, details, services
 from .card_html import ANSWERED_FIELD
 from .cards import RunCard, read_card
-from .inbox import BAR_WIDTH, HISTOGRAM_HEIGHT, HISTOGRAM_HOURS, failure_groups
+from .inbox import failure_groups
+from .inbox_html import histogram_svg
 from .listing import RunFilterForm, run_page, run_updates
 from .models import COUNTED_RETRY_STATES, Retry, Run
 from .services import RetryRefused, run_refresh
@@ -366,8 +367,7 @@ def failure_inbox(request: HtmxHttpRequest, team_slug: str):
         {
             "team": team,
             "inbox": inbox,
+            "groups": [(group, histogram_svg(group, inbox.hours_from)) for group in inbox.groups],
             "can_retry": team.may[RETRY],
-            "histogram_width": HISTOGRAM_HOURS * BAR_WIDTH,
-            "histogram_height": HISTOGRAM_HEIGHT,
         },
     )
