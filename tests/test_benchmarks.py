@@ -5,6 +5,7 @@ after a change to how runs are cached; nothing here times anything, it
 only checks that each one gets to its results and reports no duplicates.
 """
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,16 @@ def test_bulk_retry_benchmark_runs_and_retries_each_run_once(tmp_path):
         tmp_path=tmp_path,
     )
     assert "exactly once / never / duplicates       30 / 0 / 0" in out
+
+
+def test_failure_inbox_benchmark_runs_and_finds_the_groups_the_baseline_finds(tmp_path):
+    out = run_bench(
+        "failure_inbox.py",
+        *("--runs", "2000", "--failed", "300", "--reps", "2", "--baseline-reps", "1"),
+        *("--var-dir", str(tmp_path / "inbox")),
+        tmp_path=tmp_path,
+    )
+    found = re.search(r"in (\d+) groups \(baseline finds (\d+)\)", out)
+    assert found and found.group(1) == found.group(2), out
+    for name in ("inbox_page", "inbox_service", "baseline"):
+        assert name in out
