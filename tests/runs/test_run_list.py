@@ -280,6 +280,7 @@ def test_updates_without_htmx_go_to_the_runs_page(world, client_as):
         {"q": 'wr_1 "<b>&', "workflow": "Invoices", "reason": "timeout", "error_code": "X"},
         {"created_from": "2026-11-01", "created_to": "2026-11-30"},
         {"created_from": "not a day", "q": "x" * 300},
+        {"category": 'AUTH_FAILURE"<', "group": "not a group <b>"},
     ],
 )
 def test_filter_inputs_drawn_in_python_match_djangos_widget_templates(data):
@@ -294,7 +295,16 @@ def test_filter_inputs_drawn_in_python_match_djangos_widget_templates(data):
     form = RunFilterForm(data)
     form.is_valid()
     drawn = [name for name, field in form.fields.items() if isinstance(field.widget, DrawnInput)]
-    assert drawn == ["q", "workflow", "created_from", "created_to", "reason", "error_code"]
+    assert drawn == [
+        "q",
+        "workflow",
+        "created_from",
+        "created_to",
+        "reason",
+        "error_code",
+        "category",
+        "group",
+    ]
     for name in drawn:
         field = form[name]
         widget = field.field.widget
