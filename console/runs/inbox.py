@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from console.skyvern import TERMINAL_STATUSES
 
-from .models import COUNTED_RETRY_STATES, Run, Status
+from .models import COUNTED_RETRY_STATES, Retry, Run, Status
 
 HISTOGRAM_HOURS = 24
 HISTOGRAM_HEIGHT = 20
@@ -149,29 +149,22 @@ def failure_groups(runs, *, now: datetime | None = None, limit: int = GROUPS_SHO
         if group is not None:
             group.per_hour = [row[f"h{hour}"] for hour in range(HISTOGRAM_HOURS)]
 
-    retried = (
-        shown.filter(retry_attempts__state__in=COUNTED_RETRY_STATES)
+    # Retries are few beside failures: counted from the retries' side, with
+    # their new runs (the console's lineage).
+    retries = (
+        Retry.objects.filter(run__in=shown, state__in=COUNTED_RETRY_STATES)
         .order_by()
-        .values("team_id", "failure_group")
-        .annotate(runs=Count("id", distinct=True))
-    )
-    for row in retried:
-        group = groups.get((row["team_id"], row["failure_group"]))
-        if group is not None:
-            group.retried = row["runs"]
-
-    outcomes = (
-        shown.filter(retries__isnull=False)
-        .order_by()
-        .values("team_id", "failure_group")
+        .values("run__team_id", "run__failure_group")
         .annotate(
-            completed=Count("retries", filter=Q(retries__status=Status.COMPLETED)),
-            finished=Count("retries", filter=Q(retries__status__in=TERMINAL_STATUSES)),
+            runs=Count("run_id", distinct=True),
+            completed=Count("id", filter=Q(new_run__status=Status.COMPLETED)),
+            finished=Count("id", filter=Q(new_run__status__in=TERMINAL_STATUSES)),
         )
     )
-    for row in outcomes:
-        group = groups.get((row["team_id"], row["failure_group"]))
+    for row in retries:
+        group = groups.get((row["run__team_id"], row["run__failure_group"]))
         if group is not None:
+            group.retried = row["runs"]
             group.retries_completed = row["completed"]
             group.retries_finished = row["finished"]
     return inbox
