@@ -81,7 +81,9 @@ def failure_groups(runs, *, now: datetime | None = None, limit: int = GROUPS_SHO
     For each group: how many runs, first and last seen (created), failures
     per hour over the last HISTOGRAM_HOURS hours, how many of its runs were
     retried, and of the retries whose new run finished, how many completed
-    (the console's own lineage: Skyvern keeps none for API retries)."""
+    (the console's own lineage: Skyvern keeps none for API retries). The
+    retries are those of the whole group in its team: `runs` narrows which
+    groups are shown and what they count, not whose retries count."""
     now = now or timezone.now()
     failed = runs.exclude(failure_group="")
     keyed = failed.order_by().values("team_id", "failure_group")
@@ -150,9 +152,15 @@ def failure_groups(runs, *, now: datetime | None = None, limit: int = GROUPS_SHO
             group.per_hour = [row[f"h{hour}"] for hour in range(HISTOGRAM_HOURS)]
 
     # Retries are few beside failures: counted from the retries' side, with
-    # their new runs (the console's lineage).
+    # their new runs (the console's lineage), over each shown group of the
+    # teams found above (a subquery of `runs` here made SQLite start from the
+    # groups' runs instead).
     retries = (
-        Retry.objects.filter(run__in=shown, state__in=COUNTED_RETRY_STATES)
+        Retry.objects.filter(
+            run__team_id__in=sorted({team for team, _key in groups}),
+            run__failure_group__in=keys,
+            state__in=COUNTED_RETRY_STATES,
+        )
         .order_by()
         .values("run__team_id", "run__failure_group")
         .annotate(
