@@ -142,6 +142,8 @@ MIDDLEWARE = [
     # mandatory, the enrolment page) until the second step is done.
     "console.twofactor.middleware.TwoFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # The person's own time zone for what they read and type (account page).
+    "console.teams.timezones.TimeZoneMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "console.bulk.middleware.FinishedJobsMiddleware",

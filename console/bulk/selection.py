@@ -21,11 +21,16 @@ from urllib.parse import urlencode
 from django import forms
 from django.db import models
 from django.db.models import Max
+from django.utils import timezone
 from django.utils.datastructures import MultiValueDict
 from django.utils.html import escape
 
-from console.runs.listing import RunFilterForm, filtered
-from console.runs.models import Status
+from console.runs.listing import (
+    RunFilterForm,
+    describe_filters,
+    filtered,
+    frozen_filters,
+)
 
 
 class Scope(models.TextChoices):
@@ -128,17 +133,30 @@ class Selection:
         form.is_valid()  # SelectionForm refused a selection whose filter is not valid
         return form.filters()
 
-    def within(self, team_runs) -> "Selection":
+    def within(self, team_runs, *, now=None) -> "Selection":
         """This selection in one team (`team_runs`, already scoped to the person):
         only the team's runs by id, and "all matching" bounded by the team's
-        newest run now, unless the preview already bounded it."""
+        newest run now and its "last …" time ranges turned into the instants
+        they cover now, unless the preview already bounded it: the runs
+        previewed are the runs a confirmation acts on, however late it comes."""
         if self.across:
-            if self.upto is not None:
-                return self
+            frozen = self.frozen(now=now or timezone.now())
+            if frozen.upto is not None:
+                return frozen
             newest = team_runs.aggregate(newest=Max("pk"))["newest"]
-            return replace(self, upto=newest or 0)
+            return replace(frozen, upto=newest or 0)
         kept = tuple(sorted(team_runs.filter(pk__in=self.ids).values_list("pk", flat=True)))
         return replace(self, ids=kept, ignored=len(self.ids) - len(kept))
+
+    def frozen(self, *, now) -> "Selection":
+        """The filter with its time ranges as exact instants (UTC offsets,
+        whatever the viewer's zone; see frozen_filters). Frozen twice, the same."""
+        times = frozen_filters(self.filters, now=now)
+        kept = [(name, value) for name, value in self.filter if name not in TIME_FIELDS]
+        kept += [
+            (name, times[name].isoformat()) for name in FROZEN_FIELDS if times.get(name) is not None
+        ]
+        return replace(self, filter=tuple(kept))
 
     def runs(self, team_runs):
         """The selected runs among `team_runs`, as a queryset (call `within` first)."""
@@ -167,6 +185,12 @@ class Selection:
         return data
 
 
+# The filter's time fields; a frozen selection has only the exact ones.
+RELATIVE_FIELDS = ("created_within", "finished_within")
+FROZEN_FIELDS = ("created_from", "created_to", "finished_from", "finished_to")
+TIME_FIELDS = (*RELATIVE_FIELDS, *FROZEN_FIELDS)
+
+
 def _multi(pairs) -> MultiValueDict:
     data = MultiValueDict()
     for name, value in pairs:
@@ -183,34 +207,6 @@ def stored_scope(stored: dict) -> Scope:
 def describe_stored(stored: dict) -> list[tuple[str, str]]:
     """A job's filter in words, from what `Selection.as_json` kept."""
     return describe_filters(dict((stored or {}).get("filter") or {}))
-
-
-FILTER_LABELS = {
-    "statuses": "Status",
-    "search": "Search",
-    "workflow": "Workflow",
-    "created_from": "Created from",
-    "created_to": "Created to",
-    "reason": "Failure reason contains",
-    "error_code": "Error code",
-    "category": "Failure category",
-    "group": "Failure group",
-}
-
-
-def describe_filters(filters: dict) -> list[tuple[str, str]]:
-    labels = dict(Status.choices)
-    described = []
-    for name, label in FILTER_LABELS.items():
-        value = filters.get(name)
-        if not value:
-            continue
-        if name == "statuses":
-            value = ", ".join(labels.get(s, s) for s in value)
-        elif hasattr(value, "isoformat"):
-            value = value.isoformat()
-        described.append((label, str(value)))
-    return described
 
 
 def card_pick_html(pk: int, run_id: str) -> str:

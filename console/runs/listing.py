@@ -6,17 +6,20 @@ ever taken: the total is counted up to a cap only.
 """
 
 import base64
+import contextlib
 import html
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from django import forms
-from django.db.models import Q
+from django.db import connection
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from django.utils.safestring import SafeData, mark_safe
 
 from .cards import RunCard, read_cards
-from .models import Status
+from .models import COUNTED_RETRY_STATES, Retry, RetryState, Status
 
 PAGE_SIZE = 50
 COUNT_CAP = 1000
@@ -54,8 +57,217 @@ class DrawnTextInput(DrawnInput, forms.TextInput):
     pass
 
 
-class DrawnDateInput(DrawnInput, forms.DateInput):
-    pass
+class DrawnMomentInput(DrawnInput, forms.TextInput):
+    """A date-and-time box (the browser's own picker). A day alone, as older
+    links have it, is shown as the first minute (a start) or the last minute
+    (an end) of that day; an exact instant, as a bulk selection freezes it, in
+    the viewer's zone."""
+
+    input_type = "datetime-local"
+
+    def __init__(self, *, end: bool, attrs=None):
+        super().__init__(attrs)
+        self.end = end
+
+    def format_value(self, value):
+        if not value or not isinstance(value, str):
+            return value
+        if DAY.fullmatch(value):
+            return f"{value}T23:59" if self.end else f"{value}T00:00"
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        if moment.tzinfo is not None:
+            return timezone.localtime(moment).replace(tzinfo=None).isoformat(timespec="seconds")
+        return value
+
+
+class DrawnSelect(forms.Select):
+    """A <select> drawn in Python, like DrawnInput and for the same reason.
+    A value that is not one of the choices (an older link's) is kept as an
+    option, so that filtering again does not drop it unseen."""
+
+    def render(self, name, value, attrs=None, renderer=None):
+        attrs = self.build_attrs(self.attrs, attrs)
+        chosen = "" if value is None else str(value)
+        choices = [(str(v), str(label)) for v, label in self.choices]
+        if chosen and chosen not in {v for v, _label in choices}:
+            choices.append((chosen, chosen))
+        options = "".join(
+            f'<option value="{html.escape(v)}"{" selected" if v == chosen else ""}>'
+            f"{html.escape(label)}</option>"
+            for v, label in choices
+        )
+        return mark_safe(f"<select{_attributes({'name': name, **attrs})}>{options}</select>")  # noqa: S308
+
+
+# --- time ranges ----------------------------------------------------------------
+
+# "Last …" ranges: relative to the moment the page is asked for, so a shared
+# link means the same span back from whenever it is opened.
+WITHIN = {
+    "15m": ("Last 15 minutes", timedelta(minutes=15)),
+    "1h": ("Last hour", timedelta(hours=1)),
+    "4h": ("Last 4 hours", timedelta(hours=4)),
+    "24h": ("Last 24 hours", timedelta(hours=24)),
+    "7d": ("Last 7 days", timedelta(days=7)),
+}
+WITHIN_CHOICES = [("", "Any time"), *((value, label) for value, (label, _span) in WITHIN.items())]
+
+DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+DAY_AND_TIME = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d{1,6})?)?"
+    r"(Z|[+-]\d{2}:\d{2})?"
+)
+BAD_MOMENT = "Enter a date (2026-12-06) or a date and time (2026-12-06 14:30)."
+
+
+@dataclass(frozen=True)
+class Moment:
+    """What a person typed as one end of a range, as instants: `start` is where
+    it begins (for a "from") and `end` where it is over (for a "to", not
+    included). A day or a minute typed includes all of it; in the hour that
+    happens twice when the clocks go back, both times; an instant with a UTC
+    offset (a frozen bulk selection) is exact. None: beyond what can be stored."""
+
+    start: datetime | None
+    end: datetime | None
+
+
+class MomentField(forms.CharField):
+    """A date, or a date and time of day, in the viewer's time zone."""
+
+    def __init__(self, **kwargs):
+        super().__init__(required=False, max_length=40, strip=True, **kwargs)
+
+    def clean(self, value):
+        text = super().clean(value)
+        return moment_parse(text) if text else None
+
+
+def moment_parse(text: str) -> Moment:
+    zone = timezone.get_current_timezone()
+    if DAY.fullmatch(text):
+        try:
+            day = date.fromisoformat(text)
+        except ValueError:
+            raise forms.ValidationError(BAD_MOMENT) from None
+        after = day + timedelta(days=1) if day < date.max else None
+        return Moment(
+            start=_utc(datetime.combine(day, time.min, tzinfo=zone)),
+            end=_utc(datetime.combine(after, time.min, tzinfo=zone)) if after else None,
+        )
+    found = DAY_AND_TIME.fullmatch(text)
+    if not found:
+        raise forms.ValidationError(BAD_MOMENT)
+    try:
+        moment = datetime.fromisoformat(text.replace(" ", "T").replace("Z", "+00:00"))
+    except ValueError:
+        raise forms.ValidationError(BAD_MOMENT) from None
+    if moment.tzinfo is not None:
+        exact = _utc(moment)
+        return Moment(start=exact, end=exact)
+    unit = (
+        timedelta(minutes=1)
+        if found[4] is None
+        else timedelta(seconds=1)
+        if found[5] is None
+        else timedelta(microseconds=1)
+    )
+    earlier, later = moment.replace(tzinfo=zone, fold=0), moment.replace(tzinfo=zone, fold=1)
+    if _wall(earlier, zone) != moment and _wall(later, zone) != moment:
+        raise forms.ValidationError(
+            f"{text.replace('T', ' ')} does not exist in {timezone.get_current_timezone_name()}: "
+            "the clocks skipped that hour. Choose a time before or after it."
+        )
+    end = _utc(later)
+    return Moment(start=_utc(earlier), end=end + unit if end and end < _LAST else end)
+
+
+_LAST = datetime.max.replace(tzinfo=UTC) - timedelta(days=2)
+
+
+def _utc(moment: datetime) -> datetime | None:
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # year 1 east of UTC, year 9999 west of it: no bound
+        return None
+
+
+def _wall(moment: datetime, zone) -> datetime | None:
+    utc = _utc(moment)
+    return utc.astimezone(zone).replace(tzinfo=None) if utc else moment.replace(tzinfo=None)
+
+
+def time_range(within=None, start=None, end=None, *, now=None, frozen=False):
+    """The (start, end) instants of one time filter: "last …" and a custom
+    range together keep what both allow. `frozen` also ends a "last …" range
+    at `now`, for a selection that must not grow as time passes."""
+    if within in WITHIN:
+        now = now or timezone.now()
+        since = now - WITHIN[within][1]
+        start = max(start, since) if start else since
+        if frozen:
+            end = min(end, now) if end else now
+    return start, end
+
+
+# --- retries --------------------------------------------------------------------
+
+RETRY_FILTERS = [
+    ("", "Any"),
+    ("not_retried", "Not yet retried"),
+    ("failed_again", "Retried and failed again"),
+]
+# How a retry's new run "failed again".
+FAILED_AGAIN = [Status.FAILED, Status.TERMINATED, Status.TIMED_OUT]
+
+
+def _retry_filter(queryset, wanted: str):
+    counted = Retry.objects.filter(state__in=COUNTED_RETRY_STATES)
+    if wanted == "not_retried":
+        return queryset.filter(~Exists(counted.filter(run=OuterRef("pk"))))
+    if wanted == "failed_again":
+        later = counted.filter(run=OuterRef("run"), number__gt=OuterRef("number"))
+        latest_failed = Retry.objects.filter(
+            state=RetryState.RETRIED, new_run__status__in=FAILED_AGAIN
+        ).filter(~Exists(later))
+        return queryset.filter(pk__in=latest_failed.values("run"))
+    return queryset
+
+
+# --- workflows ------------------------------------------------------------------
+
+MAX_WORKFLOWS = 300
+
+# Each next workflow id is one seek in run_team_workflow_newest (a "loose index
+# scan"), and so is each one's newest title: a team has tens of workflows and a
+# million runs, and a DISTINCT would read them all. SQLite and PostgreSQL alike.
+WORKFLOWS_SQL = """
+WITH RECURSIVE workflow (wpid) AS (
+    SELECT MIN("workflow_permanent_id") FROM "runs_run" WHERE "team_id" = %(team)s
+    UNION ALL
+    SELECT (
+        SELECT MIN("workflow_permanent_id") FROM "runs_run"
+        WHERE "team_id" = %(team)s AND "workflow_permanent_id" > workflow.wpid
+    ) FROM workflow WHERE workflow.wpid IS NOT NULL
+)
+SELECT wpid, (
+    SELECT "workflow_title" FROM "runs_run"
+    WHERE "team_id" = %(team)s AND "workflow_permanent_id" = workflow.wpid
+    ORDER BY "created_at" DESC, "id" DESC LIMIT 1
+) FROM workflow WHERE wpid IS NOT NULL AND wpid <> '' LIMIT %(limit)s
+"""
+
+
+def team_workflows(team) -> list[tuple[str, str]]:
+    """(workflow id, title) of each workflow among the team's cached runs,
+    by title, in one query (call with a team the person may view)."""
+    with connection.cursor() as cursor:
+        cursor.execute(WORKFLOWS_SQL, {"team": team.pk, "limit": MAX_WORKFLOWS})
+        found = cursor.fetchall()
+    return sorted(((wpid, title or wpid) for wpid, title in found), key=lambda w: w[1].lower())
 
 
 class RunFilterForm(forms.Form):
@@ -72,18 +284,24 @@ class RunFilterForm(forms.Form):
         ),
     )
     # "More filters" (also what a bulk retry selects by); see filtered().
+    # The workflow is chosen from the team's (set_workflows); an id or an exact
+    # title in a link works too.
     workflow = forms.CharField(
-        required=False,
-        max_length=300,
-        strip=True,
-        widget=DrawnTextInput(attrs={"placeholder": "Workflow id or exact title"}),
+        required=False, max_length=300, strip=True, widget=DrawnSelect(choices=[("", "Any")])
     )
-    created_from = forms.DateField(
-        required=False, label="Created from", widget=DrawnDateInput(attrs={"type": "date"})
+    retry = forms.ChoiceField(
+        choices=RETRY_FILTERS, required=False, label="Retries", widget=DrawnSelect
     )
-    created_to = forms.DateField(
-        required=False, label="Created to", widget=DrawnDateInput(attrs={"type": "date"})
+    created_within = forms.ChoiceField(
+        choices=WITHIN_CHOICES, required=False, label="Created", widget=DrawnSelect
     )
+    created_from = MomentField(label="Created from", widget=DrawnMomentInput(end=False))
+    created_to = MomentField(label="Created to", widget=DrawnMomentInput(end=True))
+    finished_within = forms.ChoiceField(
+        choices=WITHIN_CHOICES, required=False, label="Finished", widget=DrawnSelect
+    )
+    finished_from = MomentField(label="Finished from", widget=DrawnMomentInput(end=False))
+    finished_to = MomentField(label="Finished to", widget=DrawnMomentInput(end=True))
     reason = forms.CharField(
         required=False,
         max_length=200,
@@ -119,30 +337,58 @@ class RunFilterForm(forms.Form):
 
     MORE_FILTERS = (
         "workflow",
+        "retry",
+        "created_within",
         "created_from",
         "created_to",
+        "finished_within",
+        "finished_from",
+        "finished_to",
         "reason",
         "error_code",
         "category",
         "group",
     )
+    # The custom ranges: (from, to) fields, in the viewer's time zone.
+    RANGES = (("created_from", "created_to"), ("finished_from", "finished_to"))
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in ("retry", "created_within", "finished_within"):
+            self.fields[name].error_messages["invalid_choice"] = (
+                "“%(value)s” is not one of the choices offered."
+            )
+        zone = timezone.get_current_timezone_name()
+        for pair in self.RANGES:
+            for name in pair:
+                self.fields[name].help_text = zone
+
+    def set_workflows(self, workflows: list[tuple[str, str]]) -> None:
+        """Offer these (workflow id, title) to choose from."""
+        self.fields["workflow"].widget.choices = [("", "Any"), *workflows]
 
     def clean(self):
         data = super().clean()
-        start, end = data.get("created_from"), data.get("created_to")
-        if start and end and start > end:
-            self.add_error("created_to", "The end date is before the start date.")
-            data.pop("created_to", None)
+        for start_name, end_name in self.RANGES:
+            start, end = data.get(start_name), data.get(end_name)
+            if start and end and start.start and end.end and start.start >= end.end:
+                self.add_error(end_name, "The end is before the start.")
+                data.pop(end_name, None)
         return data
 
     def filters(self) -> dict:
         """The valid filters as keyword arguments of filtered() (call after is_valid())."""
         data = getattr(self, "cleaned_data", {})
-        return {
+        found = {
             "statuses": data.get("status") or (),
             "search": data.get("q") or "",
             **{name: data.get(name) or None for name in self.MORE_FILTERS},
         }
+        for start_name, end_name in self.RANGES:
+            start, end = found[start_name], found[end_name]
+            found[start_name] = start.start if start else None
+            found[end_name] = end.end if end else None
+        return found
 
     @property
     def more_filters_used(self) -> bool:
@@ -224,29 +470,46 @@ def filtered(
     statuses=(),
     search="",
     workflow=None,
-    created_from: date | None = None,
-    created_to: date | None = None,
+    retry=None,
+    created_within=None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+    finished_within=None,
+    finished_from: datetime | None = None,
+    finished_to: datetime | None = None,
     reason=None,
     error_code=None,
     category=None,
     group=None,
+    now: datetime | None = None,
 ):
-    """Runs matching the runs page's filters. Dates are whole UTC days, both
-    ends included; the error code is matched in Skyvern's own JSON (`errors` of
-    a run's detail, `failure_category` of a listed run); the category is
-    Skyvern's most confident one, the group a failure group of the inbox."""
+    """Runs matching the runs page's filters. A range's `…_from` is where it
+    starts and `…_to` where it is over (not included), as instants; `…_within`
+    a "last …" range back from `now`. The error code is matched in Skyvern's own
+    JSON (`errors` of a run's detail, `failure_category` of a listed run); the
+    category is Skyvern's most confident one, the group a failure group of the
+    inbox."""
     if statuses:
         queryset = queryset.filter(status__in=statuses)
     if search:
         queryset = queryset.search(search)
     if workflow:
+        # A workflow id alone can use the team's workflow index; a title can't.
+        by_id = Q(workflow_permanent_id=workflow)
         queryset = queryset.filter(
-            Q(workflow_permanent_id=workflow) | Q(workflow_title__iexact=workflow)
+            by_id if workflow.startswith("wpid_") else by_id | Q(workflow_title__iexact=workflow)
         )
-    if created_from:
-        queryset = queryset.filter(created_at__gte=_day_start(created_from))
-    if created_to and created_to < date.max:  # up to the last day there is: no bound
-        queryset = queryset.filter(created_at__lt=_day_start(created_to + timedelta(days=1)))
+    if retry:
+        queryset = _retry_filter(queryset, retry)
+    for column, within, start, end in (
+        ("created_at", created_within, created_from, created_to),
+        ("finished_at", finished_within, finished_from, finished_to),
+    ):
+        start, end = time_range(within, start, end, now=now)
+        if start:
+            queryset = queryset.filter(**{f"{column}__gte": start})
+        if end:
+            queryset = queryset.filter(**{f"{column}__lt": end})
     if reason:
         queryset = queryset.filter(failure_reason__icontains=reason)
     if error_code:
@@ -262,8 +525,70 @@ def filtered(
     return queryset
 
 
-def _day_start(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=timezone.get_current_timezone())
+def frozen_filters(filters: dict, *, now: datetime) -> dict:
+    """`filters` (filtered()'s keyword arguments) with every "last …" range
+    turned into the instants it covers at `now`: what a bulk selection acts on
+    once previewed, however late it is confirmed."""
+    frozen = dict(filters)
+    for prefix in ("created", "finished"):
+        within = frozen.pop(f"{prefix}_within", None)
+        start, end = time_range(
+            within, frozen.get(f"{prefix}_from"), frozen.get(f"{prefix}_to"), now=now, frozen=True
+        )
+        frozen[f"{prefix}_from"], frozen[f"{prefix}_to"] = start, end
+    return frozen
+
+
+# The filters in words (the runs page's summary, a bulk preview and job), by
+# filtered()'s keyword arguments.
+FILTER_LABELS = {
+    "statuses": "Status",
+    "search": "Search",
+    "workflow": "Workflow",
+    "retry": "Retries",
+    "created_within": "Created",
+    "created_from": "Created from",
+    "created_to": "Created before",
+    "finished_within": "Finished",
+    "finished_from": "Finished from",
+    "finished_to": "Finished before",
+    "reason": "Failure reason contains",
+    "error_code": "Error code",
+    "category": "Failure category",
+    "group": "Failure group",
+}
+
+
+def describe_filters(filters: dict, *, workflows=()) -> list[tuple[str, str]]:
+    """(label, value) of each filter used, times in the viewer's zone."""
+    statuses = dict(Status.choices)
+    words = {
+        "retry": dict(RETRY_FILTERS),
+        "created_within": dict(WITHIN_CHOICES),
+        "finished_within": dict(WITHIN_CHOICES),
+        "workflow": dict(workflows),
+    }
+    described = []
+    for name, label in FILTER_LABELS.items():
+        value = filters.get(name)
+        if not value:
+            continue
+        if name == "statuses":
+            value = ", ".join(statuses.get(s, s) for s in value)
+        elif isinstance(value, str) and name.endswith(("_from", "_to")):
+            with contextlib.suppress(ValueError):  # as a job keeps it
+                value = datetime.fromisoformat(value)
+        if isinstance(value, datetime):
+            local = timezone.localtime(value) if value.tzinfo else value
+            shown = f"{local:%Y-%m-%d %H:%M}"
+            if local.second or local.microsecond:
+                shown += f":{local:%S}"
+            value = f"{shown} ({timezone.get_current_timezone_name()})"
+        elif hasattr(value, "isoformat"):
+            value = value.isoformat()
+        value = words.get(name, {}).get(value, value)
+        described.append((label, str(value)))
+    return described
 
 
 def capped_count(queryset) -> int:

@@ -116,8 +116,12 @@ class Run(models.Model):
             models.Index(fields=["team", "run_id"], name="run_team_run_id"),
             # A search's capped count reads this index alone, not the rows: for a
             # common term (one run in 15) 15,000 rows per 1,000 matches otherwise.
+            models.Index(fields=["team", "status", "search_text"], name="run_team_status_search"),
+            # The runs page's workflow filter, newest first; also how the
+            # team's workflows are listed, one seek each (listing.team_workflows).
             models.Index(
-                fields=["team", "status", "search_text"], name="run_team_status_search"
+                fields=["team", "workflow_permanent_id", "-created_at", "-id"],
+                name="run_team_workflow_newest",
             ),
             # The failure inbox counts a team's groups from this index alone
             # (failed runs only), and the runs page filters by group with it.
@@ -130,6 +134,10 @@ class Run(models.Model):
                 fields=["team", "failure_category", "-created_at", "-id"],
                 name="run_team_failure_category",
             ),
+            # "Finished in the last hour", with and without a status: the few
+            # runs of the range are found here, then put newest first.
+            models.Index(fields=["team", "finished_at"], name="run_team_finished"),
+            models.Index(fields=["team", "status", "finished_at"], name="run_team_status_finished"),
         ]
 
     def __str__(self):

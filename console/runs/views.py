@@ -17,7 +17,7 @@ from .card_html import ANSWERED_FIELD
 from .cards import RunCard, read_card
 from .inbox import failure_groups
 from .inbox_html import histogram_svg
-from .listing import RunFilterForm, run_page, run_updates
+from .listing import RunFilterForm, describe_filters, run_page, run_updates, team_workflows
 from .models import COUNTED_RETRY_STATES, Retry, Run
 from .services import RetryRefused, run_refresh
 
@@ -58,25 +58,41 @@ def _card_context(request, team, card: RunCard, **extra):
 def run_list(request: HtmxHttpRequest, team_slug: str):
     """A team's runs, newest first; filters and search swap only the results."""
     team = team_for(request, team_slug)
+    team_runs = Run.objects.restrict(request.user).filter(team=team)
     form = RunFilterForm(request.GET)
+    results_only = request.htmx and request.htmx.target == "run-results"
+    # The filter form is not redrawn with the results: its list of workflows
+    # is read only for a whole page.
+    workflows = [] if results_only else team_workflows(team)
+    form.set_workflows(workflows)
     form.is_valid()
     data = form.cleaned_data
-    page = run_page(
-        Run.objects.restrict(request.user).filter(team=team),
-        after=data.get("after"),
-        **form.filters(),
-    )
+    filters = form.filters()
+    page = run_page(team_runs, after=data.get("after"), **filters)
+    if filters["workflow"] and not workflows:
+        workflows = _workflow_named(team_runs, filters["workflow"])
     context = {
         "team": team,
         "form": form,
         "page": page,
+        "filter_summary": describe_filters(filters, workflows=workflows),
         "can_retry": team.may[RETRY],
         "filter_query": _filter_query(request),
         "poll_seconds": settings.RUNS_PAGE_POLL_SECONDS,
     }
-    if request.htmx and request.htmx.target == "run-results":
+    if results_only:
         return render(request, "runs/run_list.html#run-results", context)
     return render(request, "runs/run_list.html", context)
+
+
+def _workflow_named(team_runs, workflow: str) -> list[tuple[str, str]]:
+    """The chosen workflow as (id, title), for the filter summary."""
+    title = (
+        team_runs.filter(workflow_permanent_id=workflow)
+        .values_list("workflow_title", flat=True)
+        .first()
+    )
+    return [(workflow, title)] if title else []
 
 
 def _filter_query(request) -> str:

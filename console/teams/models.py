@@ -169,3 +169,16 @@ class Connection(models.Model):
     @property
     def masked_key(self) -> str:
         return f"••••{self.api_key_last4}"
+
+
+class AccountSettings(models.Model):
+    """What a person chose for themselves: for now the time zone their times
+    are read and typed in (an IANA name; UTC until they choose)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="account_settings"
+    )
+    time_zone = models.CharField(max_length=64, default="UTC")
+
+    def __str__(self):
+        return f"settings of {self.user}"

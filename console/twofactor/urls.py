@@ -10,4 +10,5 @@ urlpatterns = [
     path("account/two-factor/setup/", views.setup, name="setup"),
     path("account/two-factor/confirm/", views.confirm, name="confirm"),
     path("account/two-factor/disable/", views.disable, name="disable"),
+    path("account/time-zone/", views.time_zone_change, name="time_zone_change"),
 ]

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.shortcuts import redirect, render, resolve_url
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
 from django.views.decorators.cache import never_cache
@@ -14,6 +15,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from console.audit.models import Action, Outcome
 from console.audit.services import audit_record
+from console.teams.timezones import TimeZoneForm, time_zone_set
 
 from . import services
 
@@ -94,6 +96,7 @@ def manage_context(request, *, error=None):
         "required": services.is_required_for(user),
         "error": error,
         "pending": None,
+        "time_zone_form": TimeZoneForm(initial={"time_zone": timezone.get_current_timezone_name()}),
     }
     if device is None:
         pending = services.pending_device(user)
@@ -113,6 +116,20 @@ def manage_context(request, *, error=None):
 def manage(request):
     """/account/two-factor/: set up, confirm, or turn off two-factor sign-in."""
     return render(request, "twofactor/manage.html", manage_context(request))
+
+
+@never_cache
+@require_POST
+def time_zone_change(request):
+    """The account page's time zone: every time the person reads or types is in it."""
+    form = TimeZoneForm(request.POST)
+    if form.is_valid():
+        time_zone_set(request=request, name=form.cleaned_data["time_zone"])
+        messages.success(request, f"Times are now shown in {form.cleaned_data['time_zone']}.")
+        return redirect("twofactor:manage")
+    context = manage_context(request)
+    context["time_zone_form"] = form
+    return render(request, "twofactor/manage.html", context, status=400)
 
 
 @never_cache

@@ -231,7 +231,11 @@ def test_only_another_teams_runs_make_nothing(world, client_as, runs, scope, fie
 @pytest.mark.parametrize(
     "forged,message",
     [
-        (("f-created_from", "last tuesday"), "The filter is not valid: Enter a valid date."),
+        (
+            ("f-created_from", "last tuesday"),
+            "The filter is not valid: Enter a date (2026-12-06) or a date and time "
+            "(2026-12-06 14:30).",
+        ),
         (("f-status", "<script>"), "The filter is not valid: Select a valid choice."),
         (("f-q", "x" * 201), "The filter is not valid: Ensure this value has at most 200"),
     ],

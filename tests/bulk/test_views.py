@@ -168,7 +168,7 @@ def test_more_filters_narrow_the_runs_page(world, client_as):
     assert shown(created_from=week_ago) == {*login, *captcha}
     assert shown(created_to=week_ago) == set(old)
     html = client.get(runs_url(), {"created_from": "2030-01-02", "created_to": "2030-01-01"})
-    assert "The end date is before the start date." in html.content.decode()
+    assert "The end is before the start." in html.content.decode()
 
 
 # --- the preview --------------------------------------------------------------------------
