@@ -261,11 +261,14 @@ def load_data(n_runs: int) -> dict:
 
     # Some failed runs of the big team were retried: the newest pages show lineage.
     retry_started = time.perf_counter()
-    failed_ids = list(
+    newest_failed = list(
         Run.objects.filter(team=teams[0], status="failed")
         .order_by("-created_at", "-id")
-        .values_list("id", "created_at")[:20_000:10]
+        .values_list("id", "created_at")[:20_000]
     )
+    failed_ids = newest_failed[::10]
+    # One retry in four failed again: its new run is a later failed run.
+    failed_again = [pk for pk, _created in newest_failed[5::10]]
     completed = list(
         Run.objects.filter(team=teams[0], status="completed")
         .order_by("-created_at", "-id")
@@ -274,15 +277,18 @@ def load_data(n_runs: int) -> dict:
     retries, lineage = [], []
     used = set()
     j = 0
-    for run_pk, created in failed_ids:
+    for n, (run_pk, created) in enumerate(failed_ids):
         # The retry is a later completed run not used yet.
         while j < len(completed) and (completed[j][0] in used):
             j += 1
         if j >= len(completed):
             break
         new_pk = completed[j][0]
+        if n % 4 == 0 and n // 4 < len(failed_again):
+            new_pk = failed_again[n // 4]
+        else:
+            j += 1
         used.add(new_pk)
-        j += 1
         retries.append(
             Retry(run_id=run_pk, number=1, state="retried", requested_by=member,
                   requested_at=created + timedelta(hours=1), finished_at=created
@@ -330,6 +336,7 @@ def analyze() -> float:
 
 # --- measuring ----------------------------------------------------------------
 
+RESULT_COUNT = re.compile(r'id="result-count"[^>]*>(More than )?(\d+)')
 NEXT_LINK = re.compile(r'href="\?([^"]*after=[A-Za-z0-9_-]+)"')
 
 
@@ -383,6 +390,69 @@ def search_terms(team) -> dict:
         # SQLite's id probe, too few for its newest-first scan.
         "digits": "1234",
     }
+
+
+class FilterScenarios(list):
+    clock: datetime
+
+
+def new_filter_scenarios(base: str, team) -> FilterScenarios:
+    """(name, URL) of each new filter on the big team's runs page."""
+    from console.runs.models import Run
+
+    newest = Run.objects.filter(team=team).order_by("-created_at").first()
+    clock = newest.created_at + timedelta(minutes=1)
+    day = (clock - timedelta(days=30)).date()
+    wpid = newest.workflow_permanent_id
+    scenarios = FilterScenarios(
+        [
+            ("created last hour", f"{base}?created_within=1h"),
+            ("failed, finished last 4 hours", f"{base}?status=failed&finished_within=4h"),
+            ("finished last 7 days", f"{base}?finished_within=7d"),
+            (
+                "created 09:00–17:30 one day (Europe/Berlin)",
+                f"{base}?created_from={day}T09:00&created_to={day}T17:30",
+            ),
+            ("failed, not yet retried", f"{base}?status=failed&retry=not_retried"),
+            ("retried and failed again", f"{base}?retry=failed_again"),
+            ("one workflow", f"{base}?workflow={wpid}"),
+        ]
+    )
+    scenarios.clock = clock
+    return scenarios
+
+
+def time_filters(client, scenarios: FilterScenarios, reps: int, warmup: int) -> list[dict]:
+    from unittest import mock
+
+    from django.utils import timezone
+
+    from console.teams.timezones import SESSION_KEY
+
+    session = client.session
+    session[SESSION_KEY] = "Europe/Berlin"
+    session.save()
+    results = []
+    with mock.patch.object(timezone, "now", lambda: scenarios.clock):
+        for name, url in scenarios:
+            warm_up(client, url, warmup)
+            samples = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                response = client.get(url)
+                samples.append(time.perf_counter() - t0)
+            found = RESULT_COUNT.search(response.content.decode())
+            matches, capped = found.group(2), bool(found.group(1))
+            results.append(
+                {
+                    "scenario": name,
+                    "console_url": url,
+                    "console": summary(samples),
+                    "matches": f"{matches}{'+' if capped else ''}",
+                    "console_queries": count_queries(client, url),
+                }
+            )
+    return results
 
 
 def count_queries(client, url: str) -> int:
@@ -492,6 +562,8 @@ def main() -> None:
         ),
     ]
 
+    filter_scenarios = new_filter_scenarios(base, team)
+
     if args.explain:
         explain({"status": ["failed"]}, team, member)
         explain({"status": ["failed"], "after": after}, team, member)
@@ -558,6 +630,19 @@ def main() -> None:
     print("\nqueries per request (console / admin):")
     for r in results:
         print(f"  {r['scenario']:<44} {r['console_queries']:>3} / {r['admin_queries']}")
+
+    # The filters of issue 13.1, console only (the admin has none of them).
+    # "Last …" ranges count back from the bench's clock, set to just after its
+    # newest run: the real clock would find no runs in a dataset made once.
+    filter_results = time_filters(console, filter_scenarios, args.reps, args.warmup)
+    print(f"\nfilters (console only, clock at {filter_scenarios.clock:%Y-%m-%d %H:%M} UTC):")
+    print(f"{'scenario':<44} {'median':>9} {'p95':>8} {'matches':>8} {'queries':>8}")
+    for r in filter_results:
+        print(
+            f"{r['scenario']:<44} {r['console']['median']:>7.1f}ms {r['console']['p95']:>6.1f}ms "
+            f"{r['matches']:>8} {r['console_queries']:>8}"
+        )
+    results += filter_results
 
     if args.json:
         Path(args.json).write_text(
