@@ -234,6 +234,19 @@ ACCESS: dict[str, Entry] = {
         f"oidc:{step}": Entry(kind="plain", needs=ANYONE, calls=(Call("GET", 404),))
         for step in ("sign_in", "callback")
     },
+    # One's own time zone only: there is no one else's to name.
+    "twofactor:time_zone_change": Entry(
+        kind="plain",
+        needs=SIGNED_IN,
+        calls=(
+            Call(
+                "POST",
+                302,
+                data=lambda world: {"time_zone": "Europe/Berlin"},
+                to=reverse("twofactor:manage"),
+            ),
+        ),
+    ),
     # No session, no CSRF: Skyvern's HMAC signature is the only credential, so a
     # POST without one is refused alike for everyone, signed in or not.
     "skyvern_webhook": Entry(
