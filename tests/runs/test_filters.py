@@ -76,6 +76,11 @@ def test_last_hour_and_friends_on_created_and_finished_time(world, client_as):
     assert shown(client, finished_within="4h") == {"new", "hour", "day"}
     assert shown(client, finished_within="1h", created_within="1h") == {"new"}
     assert shown(client, finished_within="1h", status="failed") == {"new", "day"}
+    # Found by the finished-time index, still newest first.
+    response = client.get(
+        reverse("runs:run_list", kwargs={"team_slug": "acme"}), {"finished_within": "24h"}
+    )
+    assert [run.run_id for run in response.context["page"].runs] == ["wr_new", "wr_hour", "wr_day"]
 
 
 def test_a_relative_range_stays_relative(world, client_as, monkeypatch):
