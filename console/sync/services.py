@@ -26,6 +26,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from console.compiled import CompiledQuery
 from console.runs.checking import retry_proposals_update
 from console.runs.models import Run
 from console.runs.store import run_upsert_detail, runs_store_listing
@@ -74,14 +75,39 @@ def sync_state_for(connection: Connection) -> ConnectionSync:
     return state
 
 
+_CONNECTION_FIELDS = list(Connection._meta.concrete_fields)
+_SYNC_FIELDS = list(ConnectionSync._meta.concrete_fields)
+
+# The sync line is on every runs page: each connection of the team with its
+# sync state (none before its first look) in one query, compiled once.
+_CONNECTIONS_WITH_SYNC = CompiledQuery(
+    lambda team_pk: (
+        Connection.objects.filter(team_id=team_pk)
+        .order_by("label")
+        .values_list(
+            *(field.name for field in _CONNECTION_FIELDS),
+            *(f"sync__{field.name}" for field in _SYNC_FIELDS),
+        )
+    ),
+    -1,
+)
+
+
 def team_sync_states(team) -> list[ConnectionSync]:
     """The sync state of each of the team's connections, in one query."""
     states = []
-    for connection in team.connections.select_related("sync").order_by("label"):
-        try:
-            state = connection.sync
-        except ConnectionSync.DoesNotExist:
+    split = len(_CONNECTION_FIELDS)
+    using = Connection.objects.db
+    for row in _CONNECTIONS_WITH_SYNC.rows(team.pk, using=using):
+        connection = Connection.from_db(
+            using, [field.attname for field in _CONNECTION_FIELDS], row[:split]
+        )
+        if row[split] is None:
             state = sync_state_for(connection)  # its first look: no sync yet
+        else:
+            state = ConnectionSync.from_db(
+                using, [field.attname for field in _SYNC_FIELDS], row[split:]
+            )
         state.connection = connection
         states.append(state)
     return states

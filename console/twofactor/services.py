@@ -14,6 +14,7 @@ from django.utils import timezone
 from django_otp.models import VerifyNotAllowed
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from console.compiled import CompiledQuery
 from console.teams.models import MANAGE, Team
 
 log = logging.getLogger("console.twofactor")
@@ -32,8 +33,17 @@ def pending_device(user) -> TOTPDevice | None:
     return TOTPDevice.objects.devices_for_user(user, confirmed=False).order_by("-pk").first()
 
 
+# Asked on every page of someone signed in with a password only: compiled once.
+_A_CONFIRMED_DEVICE = CompiledQuery(
+    lambda user_pk: TOTPDevice.objects.filter(user_id=user_pk, confirmed=True).values_list("pk")[
+        :1
+    ],
+    -1,
+)
+
+
 def has_confirmed_device(user) -> bool:
-    return TOTPDevice.objects.devices_for_user(user, confirmed=True).exists()
+    return bool(_A_CONFIRMED_DEVICE.rows(user.pk))
 
 
 def is_required_for(user) -> bool:

@@ -1,0 +1,85 @@
+"""Small queries of one shape that pages ask on every request, compiled once.
+
+Django builds and compiles a query anew each time it is run; for the few tiny
+queries every page asks (the person's teams, the sync line, the bulk-retry
+notice, the two-factor device check) that work cost several times the
+database's answer (docs/performance.md, session 6). A `CompiledQuery` is
+still written with the ORM, from stand-in values in place of the ones that
+change per request; Django compiles it once per database connection, and each
+request runs the kept SQL with its own values, through Django's own
+converters.
+
+Stand-ins must reach the SQL's parameters unchanged (ints, strings) and be
+values the query has nowhere else; a query whose parameters don't show each
+of them exactly where they were given is refused when first compiled.
+"""
+
+from collections.abc import Callable, Sequence
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.models import QuerySet
+
+
+class CompiledQuery:
+    """`build(*stand_ins)` gives the query (a `values_list()` for `rows()`, a
+    plain model query without `select_related()` for `instances()`); `rows()`
+    and `instances()` run it with real values in place of the stand-ins."""
+
+    def __init__(self, build: Callable[..., QuerySet], *stand_ins):
+        self.build = build
+        self.stand_ins = stand_ins
+
+    def rows(self, *values, using: str = DEFAULT_DB_ALIAS) -> list[tuple]:
+        connection = connections[using]
+        sql, params, converters, compiler = self._compiled(connection)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, self._params(params, values))
+            rows = cursor.fetchall()
+        if converters:
+            rows = [tuple(row) for row in compiler.apply_converters(rows, converters)]
+        return rows
+
+    def instances(self, *values, using: str = DEFAULT_DB_ALIAS) -> list:
+        """Model instances, with any annotation as an attribute (a raw query
+        of the kept SQL: Django maps the columns and converts the values)."""
+        connection = connections[using]
+        sql, params, _converters, compiler = self._compiled(connection)
+        model = compiler.query.model
+        return list(model._default_manager.db_manager(using).raw(sql, self._params(params, values)))
+
+    @staticmethod
+    def _params(params: Sequence, values: Sequence) -> list:
+        return [values[param.index] if isinstance(param, _Slot) else param for param in params]
+
+    def _compiled(self, connection):
+        kept = connection.__dict__.setdefault("_console_compiled_queries", {})
+        if self not in kept:
+            queryset = self.build(*self.stand_ins)
+            compiler = queryset.query.get_compiler(connection=connection)
+            sql, params = compiler.as_sql()
+            params = [self._slot(param) for param in params]
+            found = sorted(param.index for param in params if isinstance(param, _Slot))
+            if found != list(range(len(self.stand_ins))):
+                raise ImproperlyConfigured(
+                    f"{self.build.__qualname__}: each stand-in must be one of the query's "
+                    f"parameters, once (found {found} of {len(self.stand_ins)})"
+                )
+            converters = compiler.get_converters([column for column, _, _ in compiler.select])
+            kept[self] = (sql, params, converters, compiler)
+        return kept[self]
+
+    def _slot(self, param):
+        for index, stand_in in enumerate(self.stand_ins):
+            if type(param) is type(stand_in) and param == stand_in:
+                return _Slot(index)
+        return param
+
+
+class _Slot:
+    """Where a value given per request goes among a query's parameters."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int):
+        self.index = index
