@@ -9,12 +9,13 @@ change per request; Django compiles it once per database connection, and each
 request runs the kept SQL with its own values, through Django's own
 converters.
 
-Stand-ins must reach the SQL's parameters unchanged (ints, strings) and be
-values the query has nowhere else; a query whose parameters don't show each
-of them exactly where they were given is refused when first compiled.
+Stand-ins (ints, strings, aware datetimes) must be values the query has
+nowhere else; a query whose parameters don't carry each of them is refused
+when first compiled.
 """
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, connections
@@ -24,17 +25,20 @@ from django.db.models import QuerySet
 class CompiledQuery:
     """`build(*stand_ins)` gives the query (a `values_list()` for `rows()`, a
     plain model query without `select_related()` for `instances()`); `rows()`
-    and `instances()` run it with real values in place of the stand-ins."""
+    and `instances()` run it with real values in place of the stand-ins.
+    `around`, if given, is SQL with `{}` where the query's goes (a count of
+    its rows, say)."""
 
-    def __init__(self, build: Callable[..., QuerySet], *stand_ins):
+    def __init__(self, build: Callable[..., QuerySet], *stand_ins, around: str = "{}"):
         self.build = build
         self.stand_ins = stand_ins
+        self.around = around
 
     def rows(self, *values, using: str = DEFAULT_DB_ALIAS) -> list[tuple]:
         connection = connections[using]
         sql, params, converters, compiler = self._compiled(connection)
         with connection.cursor() as cursor:
-            cursor.execute(sql, self._params(params, values))
+            cursor.execute(sql, self._params(params, values, connection))
             rows = cursor.fetchall()
         if converters:
             rows = [tuple(row) for row in compiler.apply_converters(rows, converters)]
@@ -46,11 +50,15 @@ class CompiledQuery:
         connection = connections[using]
         sql, params, _converters, compiler = self._compiled(connection)
         model = compiler.query.model
-        return list(model._default_manager.db_manager(using).raw(sql, self._params(params, values)))
+        params = self._params(params, values, connection)
+        return list(model._default_manager.db_manager(using).raw(sql, params))
 
     @staticmethod
-    def _params(params: Sequence, values: Sequence) -> list:
-        return [values[param.index] if isinstance(param, _Slot) else param for param in params]
+    def _params(params: Sequence, values: Sequence, connection) -> list:
+        return [
+            param.value(values[param.index], connection) if isinstance(param, _Slot) else param
+            for param in params
+        ]
 
     def _compiled(self, connection):
         kept = connection.__dict__.setdefault("_console_compiled_queries", {})
@@ -58,28 +66,38 @@ class CompiledQuery:
             queryset = self.build(*self.stand_ins)
             compiler = queryset.query.get_compiler(connection=connection)
             sql, params = compiler.as_sql()
-            params = [self._slot(param) for param in params]
-            found = sorted(param.index for param in params if isinstance(param, _Slot))
-            if found != list(range(len(self.stand_ins))):
+            slots = [_Slot(index, stand_in) for index, stand_in in enumerate(self.stand_ins)]
+            params = [self._slot(param, slots, connection) for param in params]
+            found = {param.index for param in params if isinstance(param, _Slot)}
+            if found != set(range(len(self.stand_ins))):
                 raise ImproperlyConfigured(
                     f"{self.build.__qualname__}: each stand-in must be one of the query's "
-                    f"parameters, once (found {found} of {len(self.stand_ins)})"
+                    f"parameters (found {sorted(found)} of {len(self.stand_ins)})"
                 )
             converters = compiler.get_converters([column for column, _, _ in compiler.select])
-            kept[self] = (sql, params, converters, compiler)
+            kept[self] = (self.around.replace("{}", sql), params, converters, compiler)
         return kept[self]
 
-    def _slot(self, param):
-        for index, stand_in in enumerate(self.stand_ins):
+    @staticmethod
+    def _slot(param, slots, connection):
+        for slot in slots:
+            stand_in = slot.value(slot.stand_in, connection)
             if type(param) is type(stand_in) and param == stand_in:
-                return _Slot(index)
+                return slot
         return param
 
 
 class _Slot:
     """Where a value given per request goes among a query's parameters."""
 
-    __slots__ = ("index",)
+    __slots__ = ("index", "stand_in")
 
-    def __init__(self, index: int):
+    def __init__(self, index: int, stand_in):
         self.index = index
+        self.stand_in = stand_in
+
+    def value(self, value, connection):
+        """`value` as Django passes it to the database driver."""
+        if isinstance(self.stand_in, datetime):
+            return connection.ops.adapt_datetimefield_value(value)
+        return value

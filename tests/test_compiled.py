@@ -1,5 +1,7 @@
 """Queries compiled once and run with each request's values (console/compiled.py)."""
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
@@ -51,16 +53,25 @@ def test_values_go_through_djangos_converters_and_instances_keep_annotations():
     assert teams.instances(make_user("bob").pk) == []
 
 
+def test_a_datetime_stand_in_takes_the_drivers_form_of_each_value():
+    ann = make_user("ann")
+    joined_before = CompiledQuery(
+        lambda when: get_user_model().objects.filter(date_joined__lt=when).values_list("username"),
+        datetime(1900, 1, 2, 3, 4, 5, 6789, tzinfo=UTC),
+    )
+
+    assert joined_before.rows(ann.date_joined + timedelta(microseconds=1)) == [("ann",)]
+    assert joined_before.rows(ann.date_joined) == []
+
+
 def test_a_stand_in_the_query_does_not_carry_is_refused():
     # The value is written into the SQL as a constant nowhere: no parameter to replace.
     dropped = CompiledQuery(lambda user_pk: get_user_model().objects.values_list("pk"), -1)
-    twice = CompiledQuery(
-        lambda user_pk: (
-            get_user_model().objects.filter(pk=user_pk).exclude(pk=user_pk).values_list("pk")
-        ),
+    one_of_two = CompiledQuery(
+        lambda user_pk, other_pk: get_user_model().objects.filter(pk=user_pk).values_list("pk"),
         -1,
+        -2,
     )
-
-    for query in (dropped, twice):
+    for query in (dropped, one_of_two):
         with pytest.raises(ImproperlyConfigured, match="stand-in"):
-            query.rows(1)
+            query.rows(1, 2) if query is one_of_two else query.rows(1)

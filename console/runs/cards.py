@@ -120,9 +120,14 @@ def read_cards(queryset, limit: int | None = None) -> list[RunCard]:
     its order: one query for the runs, one for all their retries."""
     rows = queryset.values_list(*RUN_COLUMNS)
     rows = list(rows[:limit] if limit is not None else rows)
+    return cards_of_rows(rows, using=queryset.db)
+
+
+def cards_of_rows(rows, *, using: str) -> list[RunCard]:
+    """The cards of runs read as RUN_COLUMNS, with all their retries in one query."""
     if not rows:
         return []
-    retries = _counted_retries([row[0] for row in rows], using=queryset.db)
+    retries = _counted_retries([row[0] for row in rows], using=using)
     return [RunCard(*row, retries=tuple(retries.get(row[0], ()))) for row in rows]
 
 

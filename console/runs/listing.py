@@ -19,8 +19,11 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.safestring import SafeData, mark_safe
 
-from .cards import RunCard, read_cards
-from .models import COUNTED_RETRY_STATES, Retry, RetryState, Status
+from console.compiled import CompiledQuery
+from console.teams.access import member_stand_in, scoped_by_membership
+
+from .cards import RUN_COLUMNS, RunCard, cards_of_rows, read_cards
+from .models import COUNTED_RETRY_STATES, Retry, RetryState, Run, Status
 
 PAGE_SIZE = 50
 COUNT_CAP = 1000
@@ -594,14 +597,16 @@ def describe_filters(filters: dict, *, workflows=()) -> list[tuple[str, str]]:
 
 def capped_count(queryset) -> int:
     """How many rows match, counted up to COUNT_CAP + 1 only."""
+    return _counted(queryset).count()
+
+
+def _counted(queryset):
     # No ORDER BY: any COUNT_CAP + 1 matching rows will do.
-    return queryset.order_by().values("pk")[: COUNT_CAP + 1].count()
+    return queryset.order_by().values("pk")[: COUNT_CAP + 1]
 
 
-def run_page(queryset, *, statuses=(), search="", after=None, **more_filters) -> RunPage:
-    queryset = filtered(queryset, statuses=statuses, search=search, **more_filters)
-    total = capped_count(queryset)
-    page = queryset.order_by(*_newest_first(more_filters))
+def _page_of(queryset, after, order=("-created_at", "-id")):
+    page = queryset.order_by(*order)
     if after is not None:
         created_at, pk = after
         # The redundant `created_at <= …` is the index range bound: without it
@@ -612,7 +617,18 @@ def run_page(queryset, *, statuses=(), search="", after=None, **more_filters) ->
             Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=pk),
             created_at__lte=created_at,
         )
-    runs = read_cards(page, PAGE_SIZE + 1)
+    return page.values_list(*RUN_COLUMNS)[: PAGE_SIZE + 1]
+
+
+def run_page(queryset, *, statuses=(), search="", after=None, **more_filters) -> RunPage:
+    queryset = filtered(queryset, statuses=statuses, search=search, **more_filters)
+    total = capped_count(queryset)
+    page = _page_of(queryset, after, _newest_first(more_filters))
+    runs = cards_of_rows(list(page), using=queryset.db)
+    return _run_page(runs, total, after)
+
+
+def _run_page(runs: list[RunCard], total: int, after) -> RunPage:
     next_cursor = encode_cursor(runs[PAGE_SIZE - 1]) if len(runs) > PAGE_SIZE else None
     return RunPage(
         runs=runs[:PAGE_SIZE],
@@ -639,6 +655,61 @@ def _newest_first(filters: dict) -> tuple:
         # The same order, written so that no index on created_at can serve it.
         return (Coalesce("created_at", "created_at").desc(), "-id")
     return ("-created_at", "-id")
+
+
+def team_run_page(user, team, *, statuses=(), search="", after=None, **more_filters) -> RunPage:
+    """The runs page of `team`, of the runs `user` may see (`restrict()`).
+
+    The page most often asked (a member's, filtered by status at most, any
+    page of it) runs the same two queries as run_page(), compiled once per
+    shape: building and compiling them cost more than the database's answer
+    (docs/performance.md, session 6). Any other page is built as it comes.
+    """
+    statuses = tuple(dict.fromkeys(statuses))  # a few shapes: each status once
+    plain = len(statuses) <= len(Status) and not search and not any(more_filters.values())
+    if not plain or not scoped_by_membership(user):
+        queryset = Run.objects.restrict(user).filter(team=team)
+        return run_page(queryset, statuses=statuses, search=search, after=after, **more_filters)
+    count, page = _plain_page_queries(len(statuses), after is not None)
+    values = [user.pk, team.pk, *statuses]
+    using = Run.objects.db
+    [(total,)] = count.rows(*values, using=using)
+    runs = cards_of_rows(page.rows(*values, *(after or ()), using=using), using=using)
+    return _run_page(runs, total, after)
+
+
+_PLAIN_PAGES = {}
+
+# Stand-ins for the values of a plain page's queries (console/compiled.py).
+_USER, _TEAM, _AFTER_PK = -1, -2, -3
+_AFTER_TIME = datetime(1900, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+
+
+def _plain_page_queries(statuses: int, paged: bool) -> tuple[CompiledQuery, CompiledQuery]:
+    """The count and page queries of a member's page of a team's runs, with
+    `statuses` statuses ticked, past page 1 or not: built by run_page()'s own
+    steps from stand-ins. Both take the person, the team and the statuses;
+    the page past page 1 also the (created_at, id) it starts after."""
+    if (statuses, paged) not in _PLAIN_PAGES:
+        stand_ins = [_USER, _TEAM, *(f"stand-in status {number}" for number in range(statuses))]
+        after = (_AFTER_TIME, _AFTER_PK) if paged else ()
+
+        def matching(user_pk, team_pk, *rest):
+            queryset = Run.objects.restrict(member_stand_in(user_pk)).filter(team_id=team_pk)
+            return filtered(queryset, statuses=rest[:statuses])
+
+        def page(*values):
+            return _page_of(matching(*values), values[2 + statuses :] if paged else None)
+
+        _PLAIN_PAGES[statuses, paged] = (
+            CompiledQuery(
+                lambda *values: _counted(matching(*values)),
+                *stand_ins,
+                around="SELECT COUNT(*) FROM ({}) counted",
+            ),
+            CompiledQuery(page, *stand_ins, *after),
+        )
+    return _PLAIN_PAGES[statuses, paged]
 
 
 @dataclass

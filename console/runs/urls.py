@@ -19,7 +19,5 @@ urlpatterns = [
         views.retry_check,
         name="retry_check",
     ),
-    path(
-        "runs/<run_id:run_id>/retries/<int:number>/link/", views.retry_link, name="retry_link"
-    ),
+    path("runs/<run_id:run_id>/retries/<int:number>/link/", views.retry_link, name="retry_link"),
 ]

@@ -17,7 +17,13 @@ from .card_html import ANSWERED_FIELD
 from .cards import RunCard, read_card
 from .inbox import failure_groups
 from .inbox_html import histogram_svg
-from .listing import RunFilterForm, describe_filters, run_page, run_updates, team_workflows
+from .listing import (
+    RunFilterForm,
+    describe_filters,
+    run_updates,
+    team_run_page,
+    team_workflows,
+)
 from .models import COUNTED_RETRY_STATES, Retry, Run
 from .services import RetryRefused, run_refresh
 
@@ -68,7 +74,7 @@ def run_list(request: HtmxHttpRequest, team_slug: str):
     form.is_valid()
     data = form.cleaned_data
     filters = form.filters()
-    page = run_page(team_runs, after=data.get("after"), **filters)
+    page = team_run_page(request.user, team, after=data.get("after"), **filters)
     if filters["workflow"] and not workflows:
         workflows = _workflow_named(team_runs, filters["workflow"])
     context = {

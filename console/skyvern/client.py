@@ -449,9 +449,7 @@ class SkyvernClient:
             requests.exceptions.ContentDecodingError,
         ) as exc:
             # Skyvern answered, but its body was cut short or garbled.
-            raise ConnectionDropped(
-                "Skyvern's answer was cut short."
-            ) from exc
+            raise ConnectionDropped("Skyvern's answer was cut short.") from exc
         except requests.RequestException as exc:
             raise SkyvernUnreachable() from exc
         return self._parse(response, on_400=on_400, on_404=on_404)

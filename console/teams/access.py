@@ -15,11 +15,22 @@ from console.compiled import CompiledQuery
 
 from .models import LEAST_ROLE, VIEW, Team
 
+
+def scoped_by_membership(user) -> bool:
+    """Whether `restrict()` gives this person's rows by their memberships
+    (an active member, not a superuser): what a query compiled for one
+    member stands for (console/compiled.py)."""
+    return user.is_authenticated and user.is_active and not user.is_superuser
+
+
+def member_stand_in(user_pk: int):
+    """An active member with that id, to build a member's query once for all."""
+    return get_user_model()(pk=user_pk, is_active=True)
+
+
 # A member's teams with their roles, asked on every page: the same query as
 # `Team.objects.roles_of(member)`, compiled once (console/compiled.py).
-_MEMBER_TEAMS = CompiledQuery(
-    lambda user_pk: Team.objects.roles_of(get_user_model()(pk=user_pk, is_active=True)), -1
-)
+_MEMBER_TEAMS = CompiledQuery(lambda user_pk: Team.objects.roles_of(member_stand_in(user_pk)), -1)
 
 
 def my_teams(user) -> list[Team]:
@@ -32,7 +43,7 @@ def my_teams(user) -> list[Team]:
     """
     teams = getattr(user, "_console_teams", None)
     if teams is None:
-        if user.is_authenticated and user.is_active and not user.is_superuser:
+        if scoped_by_membership(user):
             teams = _MEMBER_TEAMS.instances(user.pk)
         else:
             teams = list(Team.objects.roles_of(user))

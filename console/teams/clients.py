@@ -96,6 +96,7 @@ def guarded_session() -> requests.Session:
     session.mount("https://", GuardedAdapter())
     return session
 
+
 _sessions: dict[int, requests.Session] = {}
 _sessions_lock = threading.Lock()
 

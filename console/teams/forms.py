@@ -120,8 +120,10 @@ class KeyCheckFields:
         )
 
     def offer_other_org_confirmation(self, cached_runs: int | None = None) -> None:
-        runs = "its cached runs" if cached_runs is None else (
-            f"its {cached_runs} cached run{'s' if cached_runs != 1 else ''}"
+        runs = (
+            "its cached runs"
+            if cached_runs is None
+            else (f"its {cached_runs} cached run{'s' if cached_runs != 1 else ''}")
         )
         self.fields["other_org_confirmed"] = forms.BooleanField(
             required=False,

@@ -90,7 +90,7 @@ def _failure(error: SkyvernError, api_key: str) -> str:
 
 
 def _refused(error: KeyRejected, api_key: str) -> str:
-    """"Skyvern refused this key (HTTP 403: …)", with Skyvern's words unless
+    """ "Skyvern refused this key (HTTP 403: …)", with Skyvern's words unless
     they quote the key."""
     detail = error.detail or ""
     if not detail or _quotes(detail, api_key):
@@ -199,7 +199,7 @@ def connection_key_replace(
 
 
 def connection_key_test(*, connection: Connection, request=None) -> KeyTest:
-    """"Test connection": the cheapest call, then whether the key sees the
+    """ "Test connection": the cheapest call, then whether the key sees the
     connection's cached runs. A passing test clears "key untested".
     Recorded once in the audit log."""
     ok = False

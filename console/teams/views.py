@@ -48,9 +48,7 @@ def connection_list(request, team_slug):
     """The team's connections; the sync app draws their webhooks below them."""
     team = team_for(request, team_slug, action=MANAGE)
     connections = team.connections.order_by("label")
-    return render(
-        request, "teams/connection_list.html", {"team": team, "connections": connections}
-    )
+    return render(request, "teams/connection_list.html", {"team": team, "connections": connections})
 
 
 UNTESTED_ADDED = (

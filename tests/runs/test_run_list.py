@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.urls import reverse
 
-from console.runs.listing import PAGE_SIZE
+from console.runs.listing import PAGE_SIZE, decode_cursor, run_page, team_run_page
 from console.runs.models import Run
 from tests.helpers import page_text
 
@@ -317,3 +317,30 @@ def test_filter_inputs_drawn_in_python_match_djangos_widget_templates(data):
         plain_widget.input_type = widget.input_type
         plain_widget.format_value = widget.format_value  # a day shown as its first/last minute
         assert parse_html(str(field)) == parse_html(field.as_widget(widget=plain_widget)), name
+
+
+@pytest.mark.parametrize("statuses", [(), ("failed",), ("failed", "canceled", "running")])
+def test_a_members_page_compiled_once_is_the_page_the_orm_builds(world, statuses):
+    """team_run_page() runs a member's plain page through queries compiled once
+    (console/compiled.py); it must find what run_page() built by the ORM finds,
+    on every page, for every member and for nobody else."""
+    cached_runs(world, 130)
+    cached_runs(world, 5, connection=world.connection_b)
+    for person in (world.viewer, world.operator, world.outsider, world.superuser):
+        for team in (world.team_a, world.team_b):
+            orm_after = compiled_after = None
+            for _ in range(4):
+                orm = run_page(
+                    Run.objects.restrict(person).filter(team=team),
+                    statuses=statuses,
+                    after=orm_after,
+                )
+                compiled = team_run_page(person, team, statuses=statuses, after=compiled_after)
+                assert compiled == orm
+                if orm.next_cursor is None:
+                    break
+                orm_after = compiled_after = decode_cursor(orm.next_cursor)
+    assert team_run_page(world.outsider, world.team_a).runs == []
+    failed = team_run_page(world.operator, world.team_a, statuses=("failed", "failed"))
+    assert [run.status for run in failed.runs] == ["failed"] * 38
+    assert (failed.total, failed.next_cursor) == (38, None)

@@ -4,15 +4,49 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('audit', '0002_two_factor_actions'),
+        ("audit", "0002_two_factor_actions"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='auditentry',
-            name='action',
-            field=models.CharField(choices=[('login', 'Signed in'), ('login_failed', 'Sign-in failed'), ('logout', 'Signed out'), ('lockout', 'Sign-in locked'), ('password_set', 'Password set'), ('run_retry', 'Run retried'), ('run_retry_failed', 'Run retry failed'), ('run_retry_check', 'Unknown retry checked'), ('run_retry_link', 'Unknown retry linked to a run'), ('bulk_job_create', 'Bulk retry created'), ('bulk_job_pause', 'Bulk retry paused'), ('bulk_job_resume', 'Bulk retry resumed'), ('bulk_job_cancel', 'Bulk retry canceled'), ('bulk_job_finish', 'Bulk retry finished'), ('bulk_item_check', 'Unknown item checked'), ('bulk_item_retry_anyway', 'Unknown item retried anyway'), ('sync_now', 'Sync started'), ('connection_create', 'Connection added'), ('connection_edit', 'Connection edited'), ('connection_replace_key', 'Connection key replaced'), ('connection_delete', 'Connection removed'), ('connection_test', 'Connection tested'), ('member_add', 'Member added'), ('member_invite', 'Account created and added'), ('member_role_change', 'Member role changed'), ('member_remove', 'Member removed'), ('team_create', 'Team created'), ('webhook_rejected', 'Webhook rejected'), ('two_factor_on', 'Two-factor sign-in turned on'), ('two_factor_off', 'Two-factor sign-in turned off'), ('two_factor_code_refused', 'Two-factor code refused')], max_length=40),
+            model_name="auditentry",
+            name="action",
+            field=models.CharField(
+                choices=[
+                    ("login", "Signed in"),
+                    ("login_failed", "Sign-in failed"),
+                    ("logout", "Signed out"),
+                    ("lockout", "Sign-in locked"),
+                    ("password_set", "Password set"),
+                    ("run_retry", "Run retried"),
+                    ("run_retry_failed", "Run retry failed"),
+                    ("run_retry_check", "Unknown retry checked"),
+                    ("run_retry_link", "Unknown retry linked to a run"),
+                    ("bulk_job_create", "Bulk retry created"),
+                    ("bulk_job_pause", "Bulk retry paused"),
+                    ("bulk_job_resume", "Bulk retry resumed"),
+                    ("bulk_job_cancel", "Bulk retry canceled"),
+                    ("bulk_job_finish", "Bulk retry finished"),
+                    ("bulk_item_check", "Unknown item checked"),
+                    ("bulk_item_retry_anyway", "Unknown item retried anyway"),
+                    ("sync_now", "Sync started"),
+                    ("connection_create", "Connection added"),
+                    ("connection_edit", "Connection edited"),
+                    ("connection_replace_key", "Connection key replaced"),
+                    ("connection_delete", "Connection removed"),
+                    ("connection_test", "Connection tested"),
+                    ("member_add", "Member added"),
+                    ("member_invite", "Account created and added"),
+                    ("member_role_change", "Member role changed"),
+                    ("member_remove", "Member removed"),
+                    ("team_create", "Team created"),
+                    ("webhook_rejected", "Webhook rejected"),
+                    ("two_factor_on", "Two-factor sign-in turned on"),
+                    ("two_factor_off", "Two-factor sign-in turned off"),
+                    ("two_factor_code_refused", "Two-factor code refused"),
+                ],
+                max_length=40,
+            ),
         ),
     ]

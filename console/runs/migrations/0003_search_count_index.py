@@ -5,16 +5,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('runs', '0002_search_index'),
-        ('teams', '0001_initial'),
+        ("runs", "0002_search_index"),
+        ("teams", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='run',
-            index=models.Index(fields=['team', 'status', 'search_text'], name='run_team_status_search'),
+            model_name="run",
+            index=models.Index(
+                fields=["team", "status", "search_text"], name="run_team_status_search"
+            ),
         ),
     ]

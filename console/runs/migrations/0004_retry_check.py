@@ -4,30 +4,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('runs', '0003_search_count_index'),
+        ("runs", "0003_search_count_index"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='retry',
-            name='check_evidence',
+            model_name="retry",
+            name="check_evidence",
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.AddField(
-            model_name='retry',
-            name='check_note',
-            field=models.CharField(blank=True, default='', max_length=500),
+            model_name="retry",
+            name="check_note",
+            field=models.CharField(blank=True, default="", max_length=500),
         ),
         migrations.AddField(
-            model_name='retry',
-            name='checked_at',
+            model_name="retry",
+            name="checked_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='retry',
-            name='proposed_runs',
-            field=models.CharField(blank=True, default='', max_length=300),
+            model_name="retry",
+            name="proposed_runs",
+            field=models.CharField(blank=True, default="", max_length=300),
         ),
     ]

@@ -19,15 +19,24 @@ class Migration(migrations.Migration):
     the connection's sync row)."""
 
     dependencies = [
-        ('runs', '0004_retry_check'),
-        ('teams', '0002_connection_key_untested'),
+        ("runs", "0004_retry_check"),
+        ("teams", "0002_connection_key_untested"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='WriteLock',
+            name="WriteLock",
             fields=[
-                ('connection', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='write_lock', serialize=False, to='teams.connection')),
+                (
+                    "connection",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="write_lock",
+                        serialize=False,
+                        to="teams.connection",
+                    ),
+                ),
             ],
         ),
         migrations.RunPython(lock_every_connection, migrations.RunPython.noop),

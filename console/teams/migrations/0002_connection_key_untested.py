@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('teams', '0001_initial'),
+        ("teams", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='connection',
-            name='key_untested',
+            model_name="connection",
+            name="key_untested",
             field=models.BooleanField(default=False, editable=False),
         ),
     ]
