@@ -344,3 +344,12 @@ def test_a_members_page_compiled_once_is_the_page_the_orm_builds(world, statuses
     failed = team_run_page(world.operator, world.team_a, statuses=("failed", "failed"))
     assert [run.status for run in failed.runs] == ["failed"] * 38
     assert (failed.total, failed.next_cursor) == (38, None)
+
+
+def test_a_cursor_id_too_large_for_the_database_gives_the_same_page_as_the_orm(world):
+    cached_runs(world, 60)
+    after = (datetime(2026, 11, 1, 0, 30, tzinfo=UTC), 2**70)
+    orm = run_page(Run.objects.restrict(world.operator).filter(team=world.team_a), after=after)
+
+    assert team_run_page(world.operator, world.team_a, after=after) == orm
+    assert len(orm.runs) == 31
