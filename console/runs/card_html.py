@@ -18,6 +18,7 @@ import inspect
 import sys
 from functools import lru_cache
 from html import escape
+from urllib.parse import urlsplit
 
 from django.template.loader import get_template
 from django.urls import reverse
@@ -29,8 +30,10 @@ from django.utils.text import Truncator
 from console.skyvern.types import http_url
 
 from .card_pick import card_pick
-from .models import RetryState
+from .models import RetryState, Status
 from .templatetags.run_links import run_url
+
+COMPLETED = Status.COMPLETED
 
 CANDIDATES_TEMPLATE = "runs/includes/retry_candidates.html"
 # A card showing the answer to the person's own action says so in the page's
@@ -45,9 +48,19 @@ def _e(value) -> str:
     return escape(str(value), quote=True)
 
 
-def draw_card(card, *, team_slug, can_retry, form_fields="", card_error=None, refresh_error=None):
+def draw_card(
+    card,
+    *,
+    team_slug,
+    can_retry,
+    form_fields="",
+    card_error=None,
+    refresh_error=None,
+    confirming=False,
+):
     """One card (templates/runs/run_list.html#run-card shows it): `form_fields`
-    go into each of its forms, already drawn."""
+    go into each of its forms, already drawn. `confirming`: the card asks
+    the person to confirm the retry of a run that succeeded."""
     pk, status, run_id = card.pk, _e(card.status), _e(card.run_id)
     zone = timezone.get_current_timezone()
     latest = card.latest_retry
@@ -83,6 +96,7 @@ def draw_card(card, *, team_slug, can_retry, form_fields="", card_error=None, re
             _check(card, latest, team_slug, can_retry, form_fields, zone)
             if latest and latest.state == RetryState.UNKNOWN and latest.checked_at
             else "",
+            _skyvern_retries(card, zone) if card.is_terminal and card.skyvern_retries else "",
             (
                 f'  <p class="card-error" role="alert">{_e(card_error)}'
                 f'<input type="hidden" name="{ANSWERED_FIELD}" value="{run_id}" '
@@ -97,7 +111,7 @@ def draw_card(card, *, team_slug, can_retry, form_fields="", card_error=None, re
             if refresh_error
             else "",
             '  <footer class="run-actions">\n',
-            _actions(card, latest, team_slug, form_fields) if can_retry else "",
+            _actions(card, latest, team_slug, form_fields, confirming) if can_retry else "",
             "  </footer>\n</article>\n",
         )
     )
@@ -229,12 +243,72 @@ def _check(card, latest, team_slug, can_retry, form_fields, zone) -> str:
     )
 
 
-def _actions(card, latest, team_slug, form_fields) -> str:
+def _skyvern_retries(card, zone) -> str:
+    """Skyvern's own retry policy will run it again: when, and which attempt."""
+    when = "soon"
+    if card.next_attempt_at:
+        local = card.next_attempt_at.astimezone(zone)
+        when = (
+            f'at <time datetime="{card.next_attempt_at.isoformat()}">'
+            f"{_shown(card.next_attempt_at, zone)} {_e(local.tzname() or '')}</time>"
+        )
+    return (
+        f'  <p class="skyvern-retries">Skyvern retries this {when} '
+        f"(attempt {_e(card.attempt + 1)}). A retry from here would make a second run "
+        "beside Skyvern's own.</p>\n"
+    )
+
+
+def webhook_host(url: str) -> str:
+    """The host a webhook URL goes to (never its path or query: they may
+    carry the customer's token), or "" when there is none to name."""
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
+
+
+def retry_effects(card) -> list[str]:
+    """What a retry of the run does besides running it again, in a support
+    person's words (plain text; escaped where drawn)."""
+    effects = []
+    if card.webhook_url:
+        host = webhook_host(card.webhook_url)
+        where = f" at {host}" if host else ""
+        effects.append(f"This retry will call the customer's webhook{where} again.")
+    if card.browser_session_id:
+        effects.append(f"It re-uses browser session {card.browser_session_id}.")
+    return effects
+
+
+def _effects(card) -> str:
+    effects = retry_effects(card)
+    if not effects:
+        return ""
+    return f'<p class="retry-effects">{" ".join(_e(effect) for effect in effects)}</p>'
+
+
+def _actions(card, latest, team_slug, form_fields, confirming=False) -> str:
     actions = []
     if latest and latest.state == RetryState.UNKNOWN:
         check_url = _e(reverse("runs:retry_check", args=[team_slug, card.run_id, latest.number]))
         actions.append(_form(card, check_url, "check-form", form_fields, _CHECK_BUTTON))
-    if card.is_terminal:
+    if card.is_terminal and card.skyvern_retries:
+        pass  # said above the actions: Skyvern runs it again by itself
+    elif card.is_terminal and card.status == COMPLETED and not confirming:
+        # A run that succeeded is run again only after a confirmation step.
+        confirm_url = _e(run_url("runs:run_retry_confirm", team_slug, card.run_id))
+        actions.append(
+            f'<form method="get" action="{confirm_url}"\n'
+            f'          hx-get="{confirm_url}" hx-target="#run-{card.pk}" hx-swap="outerHTML"\n'
+            '          hx-disabled-elt="find button" class="retry-form">\n'
+            '          <button type="submit" class="secondary">Retry</button>\n'
+            "        </form>"
+        )
+    elif card.is_terminal and confirming:
+        actions.append(_confirm(card, latest, team_slug, form_fields))
+    elif card.is_terminal:
+        actions.append(_effects(card))
         retry_url = _e(run_url("runs:run_retry", team_slug, card.run_id))
         if not card.retries:
             button = '<button type="submit">Retry</button>'
@@ -260,6 +334,39 @@ def _actions(card, latest, team_slug, form_fields) -> str:
             f"{_e(card.not_finished_because)}. Only finished runs can be retried.</p>"
         )
     return "".join(f"    {action}\n" for action in actions)
+
+
+def _confirm(card, latest, team_slug, form_fields) -> str:
+    """The confirmation step of a retry of a run that succeeded."""
+    retry_url = _e(run_url("runs:run_retry", team_slug, card.run_id))
+    card_url = _e(run_url("runs:run_card", team_slug, card.run_id))
+    detail_url = _detail(team_slug, card.run_id)
+    again = ""
+    if card.retries:
+        again = (
+            '\n          <label class="confirm-again"><input type="checkbox" '
+            'name="confirm_again" value="yes" required> It was retried before: '
+            "retry it again</label>"
+        )
+    fields = (
+        f'{form_fields}\n          <input type="hidden" name="seen_retries" '
+        f'value="{len(card.retries)}">\n'
+        '          <input type="hidden" name="confirm_completed" value="yes">'
+        f"{again}"
+    )
+    button = (
+        '<button type="submit">Yes, run it again</button>\n'
+        f'          <a href="{detail_url}" hx-get="{card_url}" hx-target="#run-{card.pk}" '
+        'hx-swap="outerHTML" role="button" class="secondary outline">Don\'t retry</a>'
+    )
+    return (
+        '<section class="retry-confirm" aria-label="Confirm the retry">\n'
+        '      <p class="retry-warning"><strong>This run succeeded; retrying runs it again.'
+        "</strong></p>\n"
+        f"      {_effects(card)}\n"
+        f"      {_form(card, retry_url, 'retry-form', fields, button)}\n"
+        "    </section>"
+    )
 
 
 _CHECK_BUTTON = '<button type="submit" class="secondary">Check</button>'

@@ -33,7 +33,7 @@ from console.skyvern import TERMINAL_STATUSES
 
 from . import card_html
 from .card_html import draw_card
-from .models import COUNTED_RETRY_STATES, NOT_FINISHED_BECAUSE, Retry, Status
+from .models import COUNTED_RETRY_STATES, NOT_FINISHED_BECAUSE, Retry, Status, skyvern_retries
 
 # Drawn once per request into every form of every card.
 FORM_FIELDS_TEMPLATE = "runs/run_list.html#card-form-fields"
@@ -89,6 +89,13 @@ class RunCard:
     retried_from: str | None = column("retried_from__run_id")  # that run's id
     retried_by: str | None = column("retried_by__username")
     retried_at: datetime | None = column("retried_at")
+    # What a retry would do (see Run): Skyvern's own retry of the run, and
+    # what a retry copies from it.
+    attempt: int = column("attempt")
+    retry_pending: bool = column("retry_pending")
+    next_attempt_at: datetime | None = column("next_attempt_at")
+    webhook_url: str = column("webhook_url")
+    browser_session_id: str = column("browser_session_id")
     retries: tuple[RetryCard, ...] = ()  # newest first
 
     @property
@@ -105,6 +112,10 @@ class RunCard:
     @property
     def latest_retry(self) -> RetryCard | None:
         return self.retries[0] if self.retries else None
+
+    @property
+    def skyvern_retries(self) -> bool:
+        return skyvern_retries(self.retry_pending, self.next_attempt_at)
 
 
 def _columns(cls) -> tuple[str, ...]:
@@ -197,12 +208,14 @@ def render_cards(
     form_fields: str = "",
     card_error: str | None = None,
     refresh_error: str | None = None,
+    confirming: bool = False,
 ) -> SafeString:
     """The cards, in order, for this viewer; `form_fields` go into each of
     their forms (drawn per request: FORM_FIELDS_TEMPLATE). A card with a
-    message on it (only ever a single card) is not cached."""
+    message on it, or asking to confirm a retry (only ever a single card),
+    is not cached."""
     drawing = {"team_slug": team.slug, "can_retry": can_retry}
-    if card_error or refresh_error:
+    if card_error or refresh_error or confirming:
         drawn = [
             draw_card(
                 card,
@@ -210,6 +223,7 @@ def render_cards(
                 form_fields=form_fields,
                 card_error=card_error,
                 refresh_error=refresh_error,
+                confirming=confirming,
             )
             for card in cards
         ]
@@ -238,6 +252,9 @@ def _key(viewing: bytes, card: RunCard) -> str:
     holds, and costs less than pickle; docs/performance.md, change 15)."""
     digest = hashlib.blake2b(viewing, digest_size=16)
     digest.update(repr(card).encode())
+    # Skyvern's own retry stops being ahead once its time has come: the card
+    # drawn before then shows no Retry button, the one after does.
+    digest.update(b"s" if card.skyvern_retries else b"-")
     return "card:" + digest.hexdigest()
 
 

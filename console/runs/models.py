@@ -85,6 +85,18 @@ class Run(models.Model):
     screenshot_urls = models.JSONField(default=list, blank=True)
     output = models.JSONField(null=True, blank=True)
     raw = models.JSONField(default=dict, blank=True)
+    # What a retry decision needs, kept from whichever view of the run said it
+    # last (a listing row, a full view, a webhook): Skyvern's own retries of
+    # the run (its current attempt, every attempt, whether another is
+    # scheduled and when), and what a retry would copy (the webhook URL, the
+    # browser session) or cost (credits; only list rows report them).
+    attempt = models.PositiveIntegerField(default=1)
+    attempts = models.JSONField(default=list, blank=True)
+    retry_pending = models.BooleanField(default=False)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    webhook_url = models.CharField(max_length=2000, blank=True, default="")
+    browser_session_id = models.CharField(max_length=128, blank=True, default="")
+    credits_used = models.PositiveIntegerField(null=True, blank=True)
     # Lowercased id + workflow id + title, kept for the indexed substring search.
     search_text = models.TextField(editable=False, default="")
     synced_at = models.DateTimeField(default=timezone.now)
@@ -160,6 +172,20 @@ class Run(models.Model):
     def not_finished_because(self) -> str:
         """Why an unfinished run can't be retried yet, as the end of a sentence."""
         return NOT_FINISHED_BECAUSE.get(self.status, f"is {self.get_status_display().lower()}")
+
+    @property
+    def skyvern_retries(self) -> bool:
+        """Skyvern's own retry policy will try this run again by itself."""
+        return skyvern_retries(self.retry_pending, self.next_attempt_at)
+
+
+def skyvern_retries(retry_pending: bool, next_attempt_at, now=None) -> bool:
+    """Is Skyvern going to retry the run itself: it says a retry is pending,
+    or names a next attempt still to come. A retry from the console then
+    makes a second run beside Skyvern's own."""
+    if retry_pending:
+        return True
+    return next_attempt_at is not None and next_attempt_at > (now or timezone.now())
 
 
 NOT_FINISHED_BECAUSE = {

@@ -20,7 +20,7 @@ from console.teams.clients import client_for
 from console.teams.models import RETRY
 from console.teams.secrets import ApiKeyUnreadable
 
-from .models import COUNTED_RETRY_STATES, Retry, RetryState, Run
+from .models import COUNTED_RETRY_STATES, Retry, RetryState, Run, Status
 from .store import retry_lineage_store, run_store_refresh
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ def run_retry(
     user,
     seen_retries: int,
     confirm_again: bool = False,
+    confirm_completed: bool = False,
     max_steps_override: int | None = None,
     request=None,
 ) -> RetryOutcome:
@@ -89,7 +90,10 @@ def run_retry(
     Skyvern is called; a second click with the same view of the run — a
     double-click, a colleague at the same moment — finds that record and
     makes no call. A run already retried is only retried again with
-    `confirm_again`.
+    `confirm_again`, a run that succeeded only with `confirm_completed` (it
+    runs again: the customer's form submitted twice, say), and a run Skyvern
+    is about to retry itself (`retry_pending`, or a next attempt to come)
+    never: that would make a second run beside Skyvern's own.
 
     On success the new run is stored with its lineage (retried_from,
     retried_by, retried_at). When Skyvern refuses the run as not retryable
@@ -106,6 +110,15 @@ def run_retry(
     if not run.is_terminal:
         raise RetryRefused(
             f"This run {run.not_finished_because}; only finished runs can be retried."
+        )
+    if run.skyvern_retries:
+        raise RetryRefused(
+            f"Skyvern retries this run itself (attempt {run.attempt + 1}); a retry from here "
+            "would make a second run beside it. Nothing was sent."
+        )
+    if run.status == Status.COMPLETED and not confirm_completed:
+        raise RetryRefused(
+            "This run succeeded; retrying runs it again. Confirm to retry it. Nothing was sent."
         )
     give_up_stale_sends(run)
     already = counted_retries(run).count()

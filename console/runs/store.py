@@ -38,6 +38,17 @@ from console.skyvern import RunDetail, RunSummary
 from .failures import failure_fields, first_failure_category
 from .models import Retry, RetryState, Run, WriteLock, search_text_for
 
+# What a retry decision reads (see Run): a list row says all of it.
+RETRY_FACT_FIELDS = [
+    "attempt",
+    "attempts",
+    "retry_pending",
+    "next_attempt_at",
+    "webhook_url",
+    "browser_session_id",
+    "credits_used",
+]
+
 # Columns a listing may change; lineage and run details are never overwritten by it.
 LISTED_FIELDS = [
     "status",
@@ -54,6 +65,7 @@ LISTED_FIELDS = [
     "failure_group",
     "failure_reason_normalised",
     "synced_at",
+    *RETRY_FACT_FIELDS,
 ]
 
 
@@ -162,6 +174,15 @@ def _runs_from_listing(*, connection, summaries: list[RunSummary]) -> list[Run]:
                 category=first_failure_category(summary.raw.get("failure_category")),
                 workflow=summary.workflow_permanent_id or "",
             ),
+            attempt=summary.attempt,
+            attempts=_attempts_json(summary.attempts),
+            retry_pending=summary.retry_pending,
+            next_attempt_at=summary.next_attempt_at,
+            webhook_url=(summary.webhook_callback_url or "")[:2000],
+            browser_session_id=(summary.browser_session_id or "")[:128],
+            credits_used=summary.credits_used
+            if summary.credits_used is not None and summary.credits_used >= 0
+            else None,
         )
         for summary in summaries
     ]
@@ -191,6 +212,28 @@ def _runs_insert(*, connection, summaries: list[RunSummary]) -> int:
 # --- Skyvern's full view of one run -----------------------------------------------------
 
 
+def _attempts_json(attempts) -> list[dict]:
+    """Skyvern's attempts at a run, oldest first, as the cache keeps them (JSON)."""
+
+    def iso(moment):
+        return moment.isoformat() if moment else None
+
+    return [
+        {
+            "number": a.number,
+            "status": a.status,
+            "failure_reason": a.failure_reason,
+            "error_codes": list(a.error_codes),
+            "started_at": iso(a.started_at),
+            "finished_at": iso(a.finished_at),
+            "retry_decision": a.retry_decision,
+            "decision_reason": a.decision_reason,
+            "next_attempt_at": iso(a.next_attempt_at),
+        }
+        for a in sorted(attempts, key=lambda a: a.number)
+    ]
+
+
 def run_fields_from_detail(detail: RunDetail) -> dict:
     """The cached columns of a Run, from Skyvern's full view of it."""
     fields = {
@@ -208,6 +251,21 @@ def run_fields_from_detail(detail: RunDetail) -> dict:
         "raw": {key: value for key, value in detail.raw.items() if key != "output"},
         "synced_at": timezone.now(),
     }
+    fields.update(
+        attempt=detail.attempt,
+        attempts=_attempts_json(detail.attempts),
+        retry_pending=detail.retry_pending,
+        next_attempt_at=detail.next_attempt_at,
+    )
+    # A full view says these only sometimes (a webhook's half, a newer
+    # Skyvern); what a list row said stays until a view says otherwise.
+    webhook_url = detail.webhook_url or _str(detail.raw, "webhook_callback_url")
+    if webhook_url:
+        fields["webhook_url"] = webhook_url[:2000]
+    if detail.browser_session_id:
+        fields["browser_session_id"] = detail.browser_session_id[:128]
+    if detail.credits_used is not None and detail.credits_used >= 0:
+        fields["credits_used"] = detail.credits_used
     if detail.created_at:
         fields["created_at"] = detail.created_at
     if detail.workflow_permanent_id:
@@ -244,6 +302,9 @@ def _with_failure(fields: dict, cached: Run | None) -> dict:
             workflow=workflow,
         ),
     }
+def _str(data, key) -> str:
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, str) else ""
 
 
 def _cached(connection, run_id: str, *fields) -> Run | None:

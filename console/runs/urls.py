@@ -14,6 +14,7 @@ urlpatterns = [
     path("runs/<run_id:run_id>/refresh/", views.run_detail_refresh, name="run_detail_refresh"),
     path("runs/<run_id:run_id>/card/", views.run_card, name="run_card"),
     path("runs/<run_id:run_id>/retry/", views.run_retry, name="run_retry"),
+    path("runs/<run_id:run_id>/retry/confirm/", views.run_retry_confirm, name="run_retry_confirm"),
     path(
         "runs/<run_id:run_id>/retries/<int:number>/check/",
         views.retry_check,

@@ -24,7 +24,7 @@ from .listing import (
     team_run_page,
     team_workflows,
 )
-from .models import COUNTED_RETRY_STATES, Retry, Run
+from .models import COUNTED_RETRY_STATES, Retry, Run, Status
 from .services import RetryRefused, run_refresh
 
 
@@ -259,6 +259,7 @@ def run_retry(request: HtmxHttpRequest, team_slug: str, run_id: str):
             user=request.user,
             seen_retries=seen_retries,
             confirm_again=request.POST.get("confirm_again") == "yes",
+            confirm_completed=request.POST.get("confirm_completed") == "yes",
         )
     except RetryRefused as refused:
         error_message = str(refused)
@@ -301,6 +302,23 @@ def run_retry(request: HtmxHttpRequest, team_slug: str, run_id: str):
         messages.success(request, f"Retried {run.run_id} as {new_card.run_id}.")
     # Not redirect(): it would take a `next` without "/" or "." for a view name.
     return HttpResponseRedirect(_back_to(request, team))
+
+
+@require_GET
+def run_retry_confirm(request: HtmxHttpRequest, team_slug: str, run_id: str):
+    """The confirmation step of retrying a run that succeeded: it says the run
+    runs again, and what else the retry does. With htmx: the card, asking.
+    Without JavaScript: a page with that card. Sends nothing."""
+    team = team_for(request, team_slug, action=RETRY)
+    card = _team_card(request, team, run_id)
+    asks = card.is_terminal and card.status == Status.COMPLETED and not card.skyvern_retries
+    if request.htmx:
+        return render(request, CARD, _card_context(request, team, card, confirming=asks))
+    if not asks:
+        return redirect("runs:run_detail", team_slug=team.slug, run_id=card.run_id)
+    detail = reverse("runs:run_detail", args=[team.slug, card.run_id])
+    context = _card_context(request, team, card, confirming=True, retry_next=detail)
+    return render(request, "runs/run_retry_confirm.html", context)
 
 
 def _not_sent_message(outcome) -> str:

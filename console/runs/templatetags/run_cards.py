@@ -23,7 +23,8 @@ def run_cards(context, cards):
         form_fields = get_template(FORM_FIELDS_TEMPLATE).render(
             {
                 "csrf_token": context.get("csrf_token", ""),
-                "retry_next": _back_here(request) if request is not None else "",
+                "retry_next": context.get("retry_next")
+                or (_back_here(request) if request is not None else ""),
             }
         )
     return render_cards(
@@ -33,6 +34,7 @@ def run_cards(context, cards):
         form_fields=form_fields,
         card_error=context.get("card_error"),
         refresh_error=context.get("refresh_error"),
+        confirming=bool(context.get("confirming")),
     )
 
 
