@@ -75,7 +75,7 @@ class World:
     def cache_run(self, connection, run_id):
         from console.runs.failures import failure_fields, first_failure_category
         from console.runs.models import Run
-        from console.runs.store import run_fields_from_detail
+        from console.runs.store import retry_facts_from_summary, run_fields_from_detail
 
         detail = SkyvernClient(connection.base_url, connection.api_key()).get_run(run_id)
         summary = next(
@@ -86,6 +86,8 @@ class World:
             if s.run_id == run_id
         )
         fields = {
+            # As a sync caches it: the list row, then the full view.
+            **retry_facts_from_summary(summary),
             **run_fields_from_detail(detail),
             # The listing names the workflow, as a sync would have cached it.
             "workflow_permanent_id": summary.workflow_permanent_id or "",

@@ -7,6 +7,7 @@ of `output`.
 """
 
 import json
+from datetime import datetime
 from urllib.parse import unquote, urlsplit
 
 from django.db import connection
@@ -126,8 +127,39 @@ def detail_context(team, run: Run) -> dict:
         "recording": _recording(run.recording_url, archived is True),
         "app": _link(run.app_url),
         "parameters": _parameters(parameters),
+        "attempts": _attempts(run),
         **_lineage(team, run),
     }
+
+
+def _when(value):
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _attempts(run: Run) -> list[dict]:
+    """Skyvern's own attempts at the run, oldest first, when it made more
+    than one or means to make another (one attempt is the run itself)."""
+    rows = run.attempts if isinstance(run.attempts, list) else []
+    if len(rows) < 2 and not run.skyvern_retries:
+        return []
+    return [
+        {
+            "number": row.get("number"),
+            "status": row.get("status") or "",
+            "error_codes": [_short(code, 80) for code in row.get("error_codes") or []],
+            "failure_reason": _short(row.get("failure_reason") or ""),
+            "retry_decision": row.get("retry_decision") or "",
+            "decision_reason": _short(row.get("decision_reason") or ""),
+            "started_at": _when(row.get("started_at")),
+            "finished_at": _when(row.get("finished_at")),
+            "next_attempt_at": _when(row.get("next_attempt_at")),
+        }
+        for row in rows[:ITEMS_SHOWN]
+        if isinstance(row, dict)
+    ]
 
 
 def _short(value, limit: int = VALUE_CHARS) -> str:

@@ -174,18 +174,24 @@ def _runs_from_listing(*, connection, summaries: list[RunSummary]) -> list[Run]:
                 category=first_failure_category(summary.raw.get("failure_category")),
                 workflow=summary.workflow_permanent_id or "",
             ),
-            attempt=summary.attempt,
-            attempts=_attempts_json(summary.attempts),
-            retry_pending=summary.retry_pending,
-            next_attempt_at=summary.next_attempt_at,
-            webhook_url=(summary.webhook_callback_url or "")[:2000],
-            browser_session_id=(summary.browser_session_id or "")[:128],
-            credits_used=summary.credits_used
-            if summary.credits_used is not None and summary.credits_used >= 0
-            else None,
+            **retry_facts_from_summary(summary),
         )
         for summary in summaries
     ]
+
+
+def retry_facts_from_summary(summary: RunSummary) -> dict:
+    """What a retry decision reads (RETRY_FACT_FIELDS), from a list row."""
+    credits = summary.credits_used
+    return {
+        "attempt": summary.attempt,
+        "attempts": _attempts_json(summary.attempts),
+        "retry_pending": summary.retry_pending,
+        "next_attempt_at": summary.next_attempt_at,
+        "webhook_url": (summary.webhook_callback_url or "")[:2000],
+        "browser_session_id": (summary.browser_session_id or "")[:128],
+        "credits_used": credits if credits is not None and credits >= 0 else None,
+    }
 
 
 def _runs_upsert(*, connection, summaries: list[RunSummary]) -> int:

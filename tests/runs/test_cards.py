@@ -279,6 +279,23 @@ def test_every_value_a_card_shows_is_escaped_on_both_pages(world, client_as):
         retried_from=original,
         retried_by=person,
         retried_at=WHEN - timedelta(hours=1),
+        webhook_url=f"https://hooks{TAG_IN}.example/hook",
+        browser_session_id=f"pbs{TAG_IN}",
+        attempt=2,
+        attempts=[
+            {
+                "number": number,
+                "status": f"failed{TAG_IN}",
+                "error_codes": [f"CODE{TAG_IN}"],
+                "failure_reason": f"Attempt reason {TAG_IN}",
+                "retry_decision": f"retry{TAG_IN}",
+                "decision_reason": f"Decided {TAG_IN}",
+                "started_at": None,
+                "finished_at": None,
+                "next_attempt_at": None,
+            }
+            for number in (1, 2)
+        ],
     )
     Retry.objects.create(
         run=run,
@@ -330,9 +347,14 @@ def test_every_value_a_card_shows_is_escaped_on_both_pages(world, client_as):
             f"failed{TAG_IN}",
             f"after {TAG_IN}",
             'wr_p2"><script>alert(3)</script>',
+            f"re-uses browser session pbs{TAG_IN}",
         ):
             assert shown in text  # shown as the text it is, escaped once
         assert f'title="{escape(f"wpid{TAG_IN}")}"' in html
+        assert "call the customer's webhook at hooks" in text
+    detail_page = page_text(pages[1])
+    for shown in (f"CODE{TAG_IN}", f"Attempt reason {TAG_IN}", f"retry{TAG_IN}: Decided {TAG_IN}"):
+        assert shown in detail_page  # Skyvern's own attempts, as text
     runs_page = pages[0].content.decode()
     assert escape(failure) in runs_page
     assert long_run.run_id in runs_page

@@ -25,46 +25,45 @@ def search_triggers_restore(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('runs', '0005_write_lock'),
+        ("runs", "0005_write_lock"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='run',
-            name='attempt',
+            model_name="run",
+            name="attempt",
             field=models.PositiveIntegerField(default=1),
         ),
         migrations.AddField(
-            model_name='run',
-            name='attempts',
+            model_name="run",
+            name="attempts",
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.AddField(
-            model_name='run',
-            name='browser_session_id',
-            field=models.CharField(blank=True, default='', max_length=128),
+            model_name="run",
+            name="browser_session_id",
+            field=models.CharField(blank=True, default="", max_length=128),
         ),
         migrations.AddField(
-            model_name='run',
-            name='credits_used',
+            model_name="run",
+            name="credits_used",
             field=models.PositiveIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='run',
-            name='next_attempt_at',
+            model_name="run",
+            name="next_attempt_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='run',
-            name='retry_pending',
+            model_name="run",
+            name="retry_pending",
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name='run',
-            name='webhook_url',
-            field=models.CharField(blank=True, default='', max_length=2000),
+            model_name="run",
+            name="webhook_url",
+            field=models.CharField(blank=True, default="", max_length=2000),
         ),
         migrations.RunPython(search_triggers_restore, search_triggers_restore),
     ]
