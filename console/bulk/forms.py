@@ -17,6 +17,17 @@ class BulkRetryForm(forms.Form):
         label="Include already-retried runs",
         help_text="Retry runs again even if they were retried before.",
     )
+    include_skyvern_retrying = forms.BooleanField(
+        required=False,
+        label="Retry now the runs Skyvern retries itself",
+        help_text="Each makes a second run beside Skyvern's own retry. Kept in the audit log.",
+    )
+    include_completed = forms.BooleanField(
+        required=False,
+        label="Also retry runs that succeeded",
+        help_text="They run again: the customer's forms are submitted again, their webhook "
+        "called again. Kept in the audit log.",
+    )
     max_steps_override = forms.IntegerField(
         required=False,
         min_value=1,

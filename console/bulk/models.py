@@ -65,6 +65,8 @@ class SkipReason(models.TextChoices):
     ALREADY_RETRIED = "already_retried", "Already retried"
     IN_ACTIVE_JOB = "in_active_job", "Already in another active bulk job"
     KEY_FAILING = "key_failing", "Its connection's API key is failing"
+    SKYVERN_RETRIES = "skyvern_retries", "Skyvern retries it itself"
+    COMPLETED = "completed", "It succeeded (retrying runs it again)"
     RETRIED_MEANWHILE = "retried_meanwhile", "Retried by someone else meanwhile"
     JOB_CANCELED = "job_canceled", "Job canceled"
 

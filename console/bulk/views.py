@@ -107,9 +107,15 @@ def _selection_refused(request, team, form: SelectionForm):
 
 
 def _render_preview(request, team, selection: Selection, options: BulkRetryForm, *, status=200):
-    include = bool(options.is_bound and options["include_already_retried"].value())
+    def ticked(name):
+        return bool(options.is_bound and options[name].value())
+
     preview = services.bulk_retry_preview(
-        team=team, runs=selection.runs(_team_runs(request, team)), include_already_retried=include
+        team=team,
+        runs=selection.runs(_team_runs(request, team)),
+        include_already_retried=ticked("include_already_retried"),
+        include_skyvern_retrying=ticked("include_skyvern_retrying"),
+        include_completed=ticked("include_completed"),
     )
     return render(
         request,
@@ -122,6 +128,7 @@ def _render_preview(request, team, selection: Selection, options: BulkRetryForm,
             "already_retried_skipped": any(
                 group.reason == SkipReason.ALREADY_RETRIED for group in preview.skipped
             ),
+            "skipped_reasons": {group.reason.value for group in preview.skipped},
         },
         status=status,
     )
@@ -162,6 +169,8 @@ def bulk_retry_create(request: HtmxHttpRequest, team_slug: str):
             runs=runs,
             reason=data["reason"],
             include_already_retried=data["include_already_retried"],
+            include_skyvern_retrying=data["include_skyvern_retrying"],
+            include_completed=data["include_completed"],
             max_steps_override=data["max_steps_override"],
             selection=selection.as_json(count=runs.count()),
         )

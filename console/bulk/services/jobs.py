@@ -30,7 +30,7 @@ from ..models import (
 )
 from .common import BulkRetryRefused, _audit, _book_worker_on_commit, log
 from .following import bulk_job_settle
-from .preview import _classified
+from .preview import _classified, side_effects
 from .throttle import throttle_for
 
 
@@ -43,6 +43,8 @@ def bulk_retry_create(
     include_already_retried: bool,
     max_steps_override: int | None,
     selection: dict,
+    include_skyvern_retrying: bool = False,
+    include_completed: bool = False,
     request=None,
 ) -> BulkRetryJob:
     """Create a job over exactly the runs selected now, and book its worker.
@@ -52,7 +54,9 @@ def bulk_retry_create(
     worker is enqueued when the transaction commits; nothing is sent here,
     so this returns at once. Needs the operator role. Recorded in the audit
     log with the job (bulk_job_create; and bulk_job_finish when every run
-    was skipped).
+    was skipped). Runs Skyvern retries itself and runs that succeeded are
+    skipped unless the person ticked them in (`include_skyvern_retrying`,
+    `include_completed`); the audit record says how many each tick let in.
     """
     require(user, RETRY, team)
     reason = (reason or "").strip()
@@ -62,7 +66,13 @@ def bulk_retry_create(
         raise BulkRetryRefused("The max steps override must be a positive number.")
     now = timezone.now()
     with transaction.atomic():
-        rows = _classified(team=team, runs=runs, include_already_retried=include_already_retried)
+        rows = _classified(
+            team=team,
+            runs=runs,
+            include_already_retried=include_already_retried,
+            include_skyvern_retrying=include_skyvern_retrying,
+            include_completed=include_completed,
+        )
         if not rows:
             raise BulkRetryRefused("No runs are selected.")
         job = BulkRetryJob.objects.create(
@@ -93,6 +103,12 @@ def bulk_retry_create(
         for connection_id in {row.connection_id for row in rows if row.skip is None}:
             throttle_for(connection_id)
         skipped = sum(1 for row in rows if row.skip)
+        effects = side_effects([row for row in rows if row.skip is None])
+        overrides = {}
+        if include_skyvern_retrying:
+            overrides["skyvern_retries_overridden"] = effects.beside_skyvern
+        if include_completed:
+            overrides["completed_included"] = effects.completed
         _audit(
             "bulk_job_create",
             job=job,
@@ -102,6 +118,7 @@ def bulk_retry_create(
             to_send=len(rows) - skipped,
             skipped=skipped,
             reason=reason,
+            **overrides,
         )
         if all(row.skip for row in rows):
             job.state = JobState.FINISHED

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 from django.db.models import Count, Exists, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
-from console.runs.models import COUNTED_RETRY_STATES, Retry, Run
+from console.runs.card_html import webhook_host
+from console.runs.models import COUNTED_RETRY_STATES, Retry, Run, Status, skyvern_retries
 from console.skyvern import TERMINAL_STATUSES, KeyRejected
 from console.sync.models import ConnectionSync
 from console.teams.models import Connection, Team
@@ -45,6 +47,29 @@ class SkipGroup:
         return self.reason.label
 
 
+@dataclass(frozen=True)
+class SideEffects:
+    """What the runs to be sent do besides running again, counted."""
+
+    webhook_calls: int = 0  # runs whose retry calls the customer's webhook again
+    webhook_hosts: tuple[Breakdown, ...] = ()  # where those webhooks go (hosts only)
+    browser_sessions: int = 0  # runs whose retry re-uses their browser session
+    completed: int = 0  # runs that succeeded, ticked to run again
+    beside_skyvern: int = 0  # runs Skyvern retries itself, ticked to retry now anyway
+    credits: int = 0  # what the runs that report credits used, added up
+    credits_runs: int = 0  # how many of the runs to send report credits
+
+    @property
+    def any(self) -> bool:
+        return bool(
+            self.webhook_calls
+            or self.browser_sessions
+            or self.completed
+            or self.beside_skyvern
+            or self.credits_runs
+        )
+
+
 @dataclass
 class BulkPreview:
     """What a bulk retry of a selection would do; nothing has been sent.
@@ -59,6 +84,7 @@ class BulkPreview:
     by_workflow: list[Breakdown]
     by_failure_reason: list[Breakdown]
     skipped: list[SkipGroup]
+    effects: SideEffects = SideEffects()
 
     @property
     def skipped_count(self) -> int:
@@ -106,9 +132,20 @@ class _Row:
     failure_reason: str
     counted_retries: int
     skip: SkipReason | None
+    skyvern_retries: bool = False
+    webhook_url: str = ""
+    browser_session_id: str = ""
+    credits_used: int | None = None
 
 
-def _classified(*, team: Team, runs, include_already_retried: bool) -> list[_Row]:
+def _classified(
+    *,
+    team: Team,
+    runs,
+    include_already_retried: bool,
+    include_skyvern_retrying: bool = False,
+    include_completed: bool = False,
+) -> list[_Row]:
     """Every selected run of the team, oldest first, with why it is skipped (or None)."""
     counted = (
         Retry.objects.filter(run=OuterRef("pk"), state__in=COUNTED_RETRY_STATES)
@@ -136,24 +173,75 @@ def _classified(*, team: Team, runs, include_already_retried: bool) -> list[_Row
             "failure_reason",
             "n_retries",
             "in_job",
+            "retry_pending",
+            "next_attempt_at",
+            "webhook_url",
+            "browser_session_id",
+            "credits_used",
         )
     )
     out = []
-    for pk, status, connection_id, title, reason, n_retries, in_job in rows.iterator(
-        chunk_size=2000
-    ):
+    now = timezone.now()
+    for (
+        pk,
+        status,
+        connection_id,
+        title,
+        reason,
+        n_retries,
+        in_job,
+        retry_pending,
+        next_attempt_at,
+        webhook_url,
+        browser_session_id,
+        credits_used,
+    ) in rows.iterator(chunk_size=2000):
+        itself = skyvern_retries(retry_pending, next_attempt_at, now)
         if status not in TERMINAL_STATUSES:
             skip = SkipReason.NOT_TERMINAL
         elif in_job:
             skip = SkipReason.IN_ACTIVE_JOB
         elif connection_id in failing:
             skip = SkipReason.KEY_FAILING
+        elif itself and not include_skyvern_retrying:
+            skip = SkipReason.SKYVERN_RETRIES
+        elif status == Status.COMPLETED and not include_completed:
+            skip = SkipReason.COMPLETED
         elif n_retries and not include_already_retried:
             skip = SkipReason.ALREADY_RETRIED
         else:
             skip = None
-        out.append(_Row(pk, status, connection_id, title, reason, n_retries, skip))
+        out.append(
+            _Row(
+                pk,
+                status,
+                connection_id,
+                title,
+                reason,
+                n_retries,
+                skip,
+                itself,
+                webhook_url,
+                browser_session_id,
+                credits_used,
+            )
+        )
     return out
+
+
+def side_effects(rows: list[_Row]) -> SideEffects:
+    """What sending `rows` does besides running them again, counted."""
+    hosts = Counter(webhook_host(row.webhook_url) or "(no host)" for row in rows if row.webhook_url)
+    reporting = [row.credits_used for row in rows if row.credits_used is not None]
+    return SideEffects(
+        webhook_calls=sum(hosts.values()),
+        webhook_hosts=tuple(_top(hosts)),
+        browser_sessions=sum(1 for row in rows if row.browser_session_id),
+        completed=sum(1 for row in rows if row.status == Status.COMPLETED),
+        beside_skyvern=sum(1 for row in rows if row.skyvern_retries),
+        credits=sum(reporting),
+        credits_runs=len(reporting),
+    )
 
 
 def _reason_label(reason: str) -> str:
@@ -172,15 +260,31 @@ def _top(counter: Counter) -> list[Breakdown]:
     return top
 
 
-def bulk_retry_preview(*, team: Team, runs, include_already_retried: bool) -> BulkPreview:
+def bulk_retry_preview(
+    *,
+    team: Team,
+    runs,
+    include_already_retried: bool,
+    include_skyvern_retrying: bool = False,
+    include_completed: bool = False,
+) -> BulkPreview:
     """What retrying `runs` (a Run queryset already scoped to the team) would do.
 
     Sends nothing and records nothing. Each selected run is either to be sent
     or skipped for exactly one reason, checked in this order: not terminal;
     already in another active bulk job; its connection's key is failing (see
-    `failing_connections`); already retried (unless include_already_retried).
+    `failing_connections`); Skyvern retries it itself (unless
+    include_skyvern_retrying); it succeeded (unless include_completed);
+    already retried (unless include_already_retried). `effects` counts what
+    the runs to be sent do besides running again.
     """
-    rows = _classified(team=team, runs=runs, include_already_retried=include_already_retried)
+    rows = _classified(
+        team=team,
+        runs=runs,
+        include_already_retried=include_already_retried,
+        include_skyvern_retrying=include_skyvern_retrying,
+        include_completed=include_completed,
+    )
     sending = [row for row in rows if row.skip is None]
     skipped: dict[SkipReason, list[_Row]] = {}
     for row in rows:
@@ -200,4 +304,5 @@ def bulk_retry_preview(*, team: Team, runs, include_already_retried: bool) -> Bu
         by_workflow=_top(Counter(row.workflow_title or "(untitled workflow)" for row in sending)),
         by_failure_reason=_top(Counter(_reason_label(row.failure_reason) for row in sending)),
         skipped=groups,
+        effects=side_effects(sending),
     )
