@@ -354,9 +354,10 @@ def _confirm(card, latest, team_slug, form_fields) -> str:
         '          <input type="hidden" name="confirm_completed" value="yes">'
         f"{again}"
     )
-    button = (
-        '<button type="submit">Yes, run it again</button>\n'
-        f'          <a href="{detail_url}" hx-get="{card_url}" hx-target="#run-{card.pk}" '
+    button = '<button type="submit">Yes, run it again</button>'
+    # Outside the form: it would inherit the form's hx-disabled-elt.
+    back = (
+        f'<a href="{detail_url}" hx-get="{card_url}" hx-target="#run-{card.pk}" '
         'hx-swap="outerHTML" role="button" class="secondary outline">Don\'t retry</a>'
     )
     return (
@@ -365,6 +366,7 @@ def _confirm(card, latest, team_slug, form_fields) -> str:
         "</strong></p>\n"
         f"      {_effects(card)}\n"
         f"      {_form(card, retry_url, 'retry-form', fields, button)}\n"
+        f"      {back}\n"
         "    </section>"
     )
 
