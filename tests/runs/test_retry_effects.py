@@ -3,6 +3,7 @@ retries a run itself, a confirmation step for a run that succeeded, and the
 side effects (the customer's webhook, the browser session) on the card."""
 
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.urls import reverse
@@ -228,3 +229,40 @@ def test_a_sync_keeps_the_list_rows_facts_and_a_full_view_does_not_drop_them(wor
     run.refresh_from_db()
     assert run.credits_used == summary.credits_used and run.webhook_url == HOOK
     assert run.retry_pending and run.status == Status.FAILED
+
+
+def test_a_drawn_card_is_not_served_once_skyverns_next_attempt_has_come(
+    world, client_as, monkeypatch
+):
+    """Cards are cached by what they show; the time of Skyvern's next attempt
+    passing changes what the card shows without changing the run."""
+    run_id = world.add_run(status="failed")
+    later = timezone.now() + timedelta(hours=1)
+    Run.objects.filter(run_id=run_id).update(next_attempt_at=later)
+    list_url = reverse("runs:run_list", args=["acme"])
+    client = client_as(world.operator)
+    assert "Skyvern retries this at" in client.get(list_url).content.decode()
+
+    real_now = timezone.now
+    monkeypatch.setattr(
+        "console.runs.models.timezone",
+        SimpleNamespace(now=lambda: real_now() + timedelta(hours=2)),
+    )
+    html = client.get(list_url).content.decode()
+    assert "Skyvern retries this" not in html and "retry-form" in html
+
+
+def test_a_completed_run_retried_before_asks_to_confirm_both(world, client_as):
+    run_id = world.add_run(status="completed")
+    client = client_as(world.operator)
+    post_retry(client, run_id, confirm_completed="yes")
+    asking = client.get(url("runs:run_retry_confirm", run_id), **HTMX).content.decode()
+    assert 'name="confirm_again"' in asking and 'name="confirm_completed"' in asking
+
+    again = client.post(
+        url("runs:run_retry", run_id),
+        {"seen_retries": "1", "confirm_completed": "yes", "confirm_again": "yes"},
+        **HTMX,
+    )
+    assert again.status_code == 200
+    assert world.simulator.state.retry_count(run_id) == 2
