@@ -292,6 +292,12 @@ ACCESS: dict[str, Entry] = {
         )
         for name in ("runs:retry_check", "runs:retry_link")
     },
+    "runs:run_retry_confirm": Entry(
+        kind="run",
+        needs=Role.OPERATOR,
+        # A failed run needs no confirmation: without htmx, off to its page.
+        calls=(Call("GET", 302), Call("GET", 200, htmx=True, fragment=True)),
+    ),
     "runs:run_retry": Entry(
         kind="run",
         needs=Role.OPERATOR,
