@@ -26,7 +26,7 @@ def search_triggers_restore(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("runs", "0005_write_lock"),
+        ("runs", "0007_filter_indexes"),
     ]
 
     operations = [
