@@ -96,6 +96,15 @@ BULK_RETRY_MAX_ATTEMPTS = int(os.environ.get("BULK_RETRY_MAX_ATTEMPTS", "20"))
 # (runs still going then are reported "still running").
 BULK_RETRY_FOLLOW_EVERY_SECONDS = int(os.environ.get("BULK_RETRY_FOLLOW_EVERY_SECONDS", "10"))
 BULK_RETRY_FOLLOW_LIMIT_SECONDS = int(os.environ.get("BULK_RETRY_FOLLOW_LIMIT_SECONDS", "21600"))
+# The canary: a job sending more runs than this sends a few first and waits
+# for their outcomes (at most BULK_RETRY_CANARY_WAIT_SECONDS); it goes on, and
+# keeps going, only while at least BULK_RETRY_MIN_SUCCESS_PERCENT of them (then
+# of its last BULK_RETRY_WATCH_WINDOW finished retries) succeed. The first and
+# the percentage are each job's choice on the preview.
+BULK_RETRY_CANARY_OVER = int(os.environ.get("BULK_RETRY_CANARY_OVER", "20"))
+BULK_RETRY_CANARY_WAIT_SECONDS = int(os.environ.get("BULK_RETRY_CANARY_WAIT_SECONDS", "600"))
+BULK_RETRY_MIN_SUCCESS_PERCENT = int(os.environ.get("BULK_RETRY_MIN_SUCCESS_PERCENT", "60"))
+BULK_RETRY_WATCH_WINDOW = int(os.environ.get("BULK_RETRY_WATCH_WINDOW", "10"))
 
 INSTALLED_APPS = [
     "console",  # the project's own system checks (console/checks.py)

@@ -117,6 +117,21 @@ class BulkRetryJob(models.Model):
     # When the person who started it was told it ended (a message on a page view).
     notified_at = models.DateTimeField(null=True, blank=True)
 
+    # The guard against burning credits on retries that fail again. A job
+    # sending more runs than `canary_over` first sends its `canary_size`
+    # canary items, waits for their outcomes, and goes on only if at least
+    # `min_success_percent` of them succeeded; after that the share of its
+    # last finished retries keeps being watched (`console.bulk.services.canary`).
+    canary_over = models.PositiveIntegerField(null=True, blank=True)
+    canary_size = models.PositiveIntegerField(default=0)
+    min_success_percent = models.PositiveSmallIntegerField(default=60)
+    # When the canary was judged good enough (by its outcomes, or by a person resuming).
+    canary_passed_at = models.DateTimeField(null=True, blank=True)
+    # After a person resumes a halted job, only retries sent since count.
+    watch_since = models.DateTimeField(null=True, blank=True)
+    # Why the job paused itself, in words; empty when a person paused it.
+    halt_reason = models.CharField(max_length=500, blank=True, default="")
+
     objects = BulkRetryJobQuerySet.as_manager()
 
     class Meta:
@@ -132,6 +147,15 @@ class BulkRetryJob(models.Model):
     @property
     def is_active(self) -> bool:
         return self.state in ACTIVE_JOB_STATES
+
+    @property
+    def is_guarded(self) -> bool:
+        """Whether this job starts with a canary and halts itself on failures."""
+        return self.canary_size > 0
+
+    @property
+    def in_canary(self) -> bool:
+        return self.is_guarded and self.canary_passed_at is None
 
 
 class BulkRetryItemQuerySet(RestrictedQuerySet):
@@ -193,6 +217,8 @@ class BulkRetryItem(models.Model):
     # What the last "check" of an unknown item found, in words.
     check_note = models.CharField(max_length=500, blank=True, default="")
     checked_at = models.DateTimeField(null=True, blank=True)
+    # One of the runs sent first, whose outcomes decide whether the rest go.
+    canary = models.BooleanField(default=False)
 
     objects = BulkRetryItemQuerySet.as_manager()
 

@@ -14,6 +14,8 @@ One module per part of the work:
   and picks up jobs whose worker died;
 - `checking`: a run whose retry outcome is unknown: check at Skyvern, or
   retry anyway;
+- `canary`: a big job sends a few runs first and goes on only if enough
+  of their retries succeed; then it keeps watching, and halts itself;
 - `following`: each sent retry's new run followed to its end (completed,
   failed again, still running), and when the job is over;
 - `common`: what they share (the refusal, the operator check, the audit row,
@@ -25,6 +27,7 @@ it up (e.g. `console.bulk.services.sending.POLL_SECONDS`). Tuning constants are
 not re-exported, so a patch aimed at this package fails instead of doing nothing.
 """
 
+from .canary import Guard, bulk_job_guard, canary_size
 from .checking import CheckResult, bulk_item_check, bulk_item_retry_anyway
 from .common import BulkRetryRefused
 from .following import (
@@ -41,6 +44,7 @@ from .jobs import (
     bulk_retry_create,
     bulk_retry_pause,
     bulk_retry_resume,
+    bulk_retry_set_threshold,
     item_counts,
 )
 from .preview import (
@@ -60,9 +64,11 @@ __all__ = [
     "CheckResult",
     "Claim",
     "FollowUp",
+    "Guard",
     "JobProgress",
     "SkipGroup",
     "bulk_item_check",
+    "bulk_job_guard",
     "bulk_item_claim",
     "bulk_item_retry_anyway",
     "bulk_item_send",
@@ -78,6 +84,8 @@ __all__ = [
     "bulk_retry_pause",
     "bulk_retry_preview",
     "bulk_retry_resume",
+    "bulk_retry_set_threshold",
+    "canary_size",
     "failing_connections",
     "item_counts",
     "item_outcomes",

@@ -11,6 +11,7 @@ Guarantees:
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
@@ -28,6 +29,7 @@ from ..models import (
     JobState,
     SkipReason,
 )
+from .canary import canary_size
 from .common import BulkRetryRefused, _audit, _book_worker_on_commit, log
 from .following import bulk_job_settle
 from .preview import _classified, side_effects
@@ -45,9 +47,16 @@ def bulk_retry_create(
     selection: dict,
     include_skyvern_retrying: bool = False,
     include_completed: bool = False,
+    canary_over: int | None = None,
+    min_success_percent: int | None = None,
     request=None,
 ) -> BulkRetryJob:
     """Create a job over exactly the runs selected now, and book its worker.
+
+    A job sending more runs than `canary_over` (BULK_RETRY_CANARY_OVER when
+    None) starts with a canary: its first items are marked, sent first, and
+    the rest go only if at least `min_success_percent`
+    (BULK_RETRY_MIN_SUCCESS_PERCENT when None) of them succeed (`canary`).
 
     Every selected run becomes an item: `pending`, or `skipped` with its
     reason (as the preview said). Runs added later are never included. The
@@ -64,6 +73,11 @@ def bulk_retry_create(
         raise BulkRetryRefused("Say why these runs are being retried.")
     if max_steps_override is not None and max_steps_override < 1:
         raise BulkRetryRefused("The max steps override must be a positive number.")
+    if canary_over is None:
+        canary_over = settings.BULK_RETRY_CANARY_OVER
+    if min_success_percent is None:
+        min_success_percent = settings.BULK_RETRY_MIN_SUCCESS_PERCENT
+    _check_percent(min_success_percent)
     now = timezone.now()
     with transaction.atomic():
         rows = _classified(
@@ -75,6 +89,8 @@ def bulk_retry_create(
         )
         if not rows:
             raise BulkRetryRefused("No runs are selected.")
+        to_send = sum(1 for row in rows if row.skip is None)
+        canary = canary_size(to_send=to_send, canary_over=canary_over)
         job = BulkRetryJob.objects.create(
             team=team,
             created_by=user,
@@ -84,7 +100,12 @@ def bulk_retry_create(
             max_steps_override=max_steps_override,
             selection=selection or {},
             total=len(rows),
+            canary_over=canary_over,
+            canary_size=canary,
+            min_success_percent=min_success_percent,
         )
+        canary_ids = {row.pk for row in rows if row.skip is None}
+        canary_ids = set(sorted(canary_ids)[:canary]) if canary else set()
         BulkRetryItem.objects.bulk_create(
             [
                 BulkRetryItem(
@@ -95,6 +116,7 @@ def bulk_retry_create(
                     skip_reason=row.skip or "",
                     seen_retries=row.counted_retries,
                     finished_at=now if row.skip else None,
+                    canary=row.pk in canary_ids,
                 )
                 for row in rows
             ],
@@ -119,6 +141,8 @@ def bulk_retry_create(
             skipped=skipped,
             reason=reason,
             **overrides,
+            canary=canary,
+            min_success_percent=min_success_percent,
         )
         if all(row.skip for row in rows):
             job.state = JobState.FINISHED
@@ -158,20 +182,75 @@ def bulk_retry_pause(*, job: BulkRetryJob, user, request=None) -> BulkRetryJob:
 
 
 def bulk_retry_resume(*, job: BulkRetryJob, user, request=None) -> BulkRetryJob:
-    """Carry on with a paused job: its worker is booked again. Needs the operator role."""
+    """Carry on with a paused job: its worker is booked again. Needs the operator role.
+
+    Resuming a job that halted itself is the person's decision to go on: its
+    canary counts as passed, and its rolling window starts over (only
+    retries sent from now on count)."""
     require(user, RETRY, job.team)
     with transaction.atomic():
-        job.refresh_from_db(fields=["started_at"])
+        job.refresh_from_db(fields=["started_at", "halt_reason"])
+        halt_reason = job.halt_reason
         to_state = JobState.RUNNING if job.started_at else JobState.QUEUED
-        if not _set_state(job, user, from_states=[JobState.PAUSED], to_state=to_state):
+        extra = {}
+        if halt_reason:
+            extra = {"halt_reason": "", "watch_since": timezone.now()}
+        if not _set_state(job, user, from_states=[JobState.PAUSED], to_state=to_state, **extra):
             job.refresh_from_db()
             raise BulkRetryRefused(
                 f"This job is {job.get_state_display().lower()}; only a paused job can resume."
             )
+        if halt_reason:
+            BulkRetryJob.objects.filter(
+                pk=job.pk, canary_size__gt=0, canary_passed_at__isnull=True
+            ).update(canary_passed_at=timezone.now())
         _book_worker_on_commit(job.pk)
-        _audit("bulk_job_resume", job=job, user=user, request=request)
+        details = {"halt_reason": halt_reason} if halt_reason else {}
+        _audit("bulk_job_resume", job=job, user=user, request=request, **details)
     job.refresh_from_db()
     log.info("bulk retry #%s resumed by %s", job.pk, user)
+    return job
+
+
+def _check_percent(value) -> None:
+    if not isinstance(value, int) or not 0 <= value <= 100:
+        raise BulkRetryRefused("The success threshold must be a percentage from 0 to 100.")
+
+
+def bulk_retry_set_threshold(
+    *, job: BulkRetryJob, user, min_success_percent: int, request=None
+) -> BulkRetryJob:
+    """Change the share of retries that must succeed for the job to go on
+    (its canary, then its rolling window). A job that halted itself stays
+    paused: resuming is a separate decision. Audited with the old and new
+    value. Needs the operator role."""
+    require(user, RETRY, job.team)
+    _check_percent(min_success_percent)
+    with transaction.atomic():
+        current = (
+            BulkRetryJob.objects.select_for_update()
+            .filter(pk=job.pk, state__in=ACTIVE_JOB_STATES)
+            .values_list("min_success_percent", flat=True)
+            .first()
+        )
+        if current is None:
+            job.refresh_from_db()
+            raise BulkRetryRefused(
+                f"This job is {job.get_state_display().lower()}; its threshold can't change."
+            )
+        BulkRetryJob.objects.filter(pk=job.pk).update(min_success_percent=min_success_percent)
+        _audit(
+            "bulk_job_threshold",
+            job=job,
+            user=user,
+            request=request,
+            before=current,
+            after=min_success_percent,
+        )
+    job.refresh_from_db()
+    log.info(
+        "bulk retry #%s: threshold %s%% -> %s%% by %s", job.pk, current, min_success_percent, user
+    )
     return job
 
 

@@ -43,10 +43,11 @@ from ..models import (
     ItemState,
     JobState,
 )
+from .canary import bulk_job_guard
 from .common import JOB_PASS, _audit, log
 from .following import bulk_job_settle
 from .jobs import _skip_canceled, item_counts
-from .throttle import bulk_item_claim, sending_lease, throttle_hold
+from .throttle import Claim, bulk_item_claim, sending_lease, throttle_hold
 
 #: A worker sleeps in place for a due time closer than this; later, it books
 #: itself again for then and lets the worker process do other tasks.
@@ -189,7 +190,13 @@ def _work_loop(job_id: int, deadline: float) -> datetime | None:
     while True:
         if time.monotonic() > deadline:
             return timezone.now()
-        claim = bulk_item_claim(job_id=job_id)
+        guard = bulk_job_guard(job_id=job_id)
+        if guard.stop:
+            return None
+        if guard.wait_until is not None:
+            claim = Claim(wait_until=guard.wait_until)  # the canary's outcomes are awaited
+        else:
+            claim = bulk_item_claim(job_id=job_id, canary_only=guard.canary_only)
         if claim.item is not None:
             try:
                 bulk_item_send(item=claim.item)

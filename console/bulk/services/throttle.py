@@ -67,13 +67,14 @@ class Claim:
     stop: bool = False
 
 
-def _due(job_id: int, now: datetime):
-    return BulkRetryItem.objects.filter(job_id=job_id, state=ItemState.PENDING).filter(
+def _due(job_id: int, now: datetime, canary_only: bool = False):
+    due = BulkRetryItem.objects.filter(job_id=job_id, state=ItemState.PENDING).filter(
         Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
     )
+    return due.filter(canary=True) if canary_only else due
 
 
-def bulk_item_claim(*, job_id: int) -> Claim:
+def bulk_item_claim(*, job_id: int, canary_only: bool = False) -> Claim:
     """Take the job's next due item for sending, if the throttle allows.
 
     The item moves pending → sending by a conditional UPDATE inside a
@@ -81,25 +82,33 @@ def bulk_item_claim(*, job_id: int) -> Claim:
     intent recorded in the same transaction: at most one claimer ever gets an
     item, and the in-flight count and rate it checked can't change under it.
     An item whose run was retried meanwhile (by a person or another job) is
-    skipped here, with no Skyvern call.
+    skipped here, with no Skyvern call. With `canary_only`, only the job's
+    canary items are taken (the rest wait for the canary's verdict).
     """
     now = timezone.now()
     job_state = BulkRetryJob.objects.filter(pk=job_id).values_list("state", flat=True).first()
     if job_state not in (JobState.QUEUED, JobState.RUNNING):
         return Claim(stop=True)
     connection_ids = list(
-        _due(job_id, now).order_by().values_list("connection_id", flat=True).distinct()[:20]
+        _due(job_id, now, canary_only)
+        .order_by()
+        .values_list("connection_id", flat=True)
+        .distinct()[:20]
     )
     if not connection_ids:
-        later = BulkRetryItem.objects.filter(job_id=job_id, state=ItemState.PENDING).aggregate(
-            at=Min("next_attempt_at")
-        )["at"]
+        pending = BulkRetryItem.objects.filter(job_id=job_id, state=ItemState.PENDING)
+        if canary_only:
+            pending = pending.filter(canary=True)
+        later = pending.aggregate(at=Min("next_attempt_at"))["at"]
         if later is None:
+            if canary_only:
+                # The last canary items are out: look again soon for their verdict.
+                return Claim(wait_until=now + timedelta(seconds=0.25))
             return Claim(stop=True)  # nothing pending: the job is (nearly) done
         return Claim(wait_until=later)
     earliest = None
     for connection_id in connection_ids:
-        claim = _claim_on_connection(job_id, connection_id)
+        claim = _claim_on_connection(job_id, connection_id, canary_only)
         if claim.item is not None or claim.stop:
             return claim
         if claim.wait_until and (earliest is None or claim.wait_until < earliest):
@@ -107,19 +116,19 @@ def bulk_item_claim(*, job_id: int) -> Claim:
     return Claim(wait_until=earliest or timezone.now())
 
 
-def _claim_on_connection(job_id: int, connection_id: int) -> Claim:
+def _claim_on_connection(job_id: int, connection_id: int, canary_only: bool) -> Claim:
     try:
-        return _claim_holding_throttle(job_id, connection_id)
+        return _claim_holding_throttle(job_id, connection_id, canary_only)
     except ConnectionThrottle.DoesNotExist:
         # A job makes its connections' throttle rows when it is created; an
         # item of any other connection gets one here, committed on its own
         # before the claim locks it, so that claimers only ever queue on a
         # row every one of them can see.
         throttle_for(connection_id)
-        return _claim_holding_throttle(job_id, connection_id)
+        return _claim_holding_throttle(job_id, connection_id, canary_only)
 
 
-def _claim_holding_throttle(job_id: int, connection_id: int) -> Claim:
+def _claim_holding_throttle(job_id: int, connection_id: int, canary_only: bool) -> Claim:
     skip_locked = db_connection.features.has_select_for_update_skip_locked
     with transaction.atomic():
         # PostgreSQL: every claimer of this connection queues here. SQLite:
@@ -147,7 +156,9 @@ def _claim_holding_throttle(job_id: int, connection_id: int) -> Claim:
         ).count()
         if in_flight >= throttle.effective_max_in_flight:
             return Claim(wait_until=now + timedelta(seconds=0.1))
-        candidates = _due(job_id, now).filter(connection_id=connection_id).order_by("id")
+        candidates = (
+            _due(job_id, now, canary_only).filter(connection_id=connection_id).order_by("id")
+        )
         if skip_locked:
             candidates = candidates.select_for_update(skip_locked=True)
         item = candidates.first()
