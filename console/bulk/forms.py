@@ -5,6 +5,7 @@ Which runs a bulk retry is over (the selection) is read by its own form, in
 """
 
 from django import forms
+from django.conf import settings
 
 from .models import ItemState, Outcome
 
@@ -36,6 +37,22 @@ class BulkRetryForm(forms.Form):
         help_text="Sent as x-max-steps-override with every retry of this job.",
         widget=forms.NumberInput(attrs={"placeholder": "Skyvern's default"}),
     )
+    canary_over = forms.IntegerField(
+        required=False,  # empty: the console's default
+        min_value=0,
+        max_value=1_000_000,
+        label="Canary first for jobs of more than (runs)",
+        help_text="A bigger job first sends 5 runs (or 5 %), waits for their outcomes, "
+        "and goes on only if enough of them succeed.",
+    )
+    min_success_percent = forms.IntegerField(
+        required=False,  # empty: the console's default
+        min_value=0,
+        max_value=100,
+        label="Go on only while at least this share succeeds (%)",
+        help_text="Judged on the canary, then on the last finished retries: "
+        "below it, the job pauses itself and says why.",
+    )
     reason = forms.CharField(
         required=False,  # required to confirm, not to preview again: see clean()
         max_length=2000,
@@ -54,12 +71,25 @@ class BulkRetryForm(forms.Form):
     def __init__(self, *args, confirming: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.confirming = confirming
+        self.fields["canary_over"].initial = settings.BULK_RETRY_CANARY_OVER
+        self.fields["min_success_percent"].initial = settings.BULK_RETRY_MIN_SUCCESS_PERCENT
 
     def clean_reason(self):
         reason = self.cleaned_data.get("reason", "")
         if self.confirming and not reason:
             raise forms.ValidationError("Say why these runs are retried; it is kept with the job.")
         return reason
+
+
+class ThresholdForm(forms.Form):
+    """A job's success threshold, changed while it is active."""
+
+    min_success_percent = forms.IntegerField(
+        min_value=0,
+        max_value=100,
+        label="Success threshold (%)",
+        error_messages={"required": "Give a percentage from 0 to 100."},
+    )
 
 
 class ItemFilterForm(forms.Form):

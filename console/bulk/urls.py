@@ -13,6 +13,7 @@ urlpatterns = [
     path("<int:job_id>/pause/", views.bulk_job_pause, name="bulk_job_pause"),
     path("<int:job_id>/resume/", views.bulk_job_resume, name="bulk_job_resume"),
     path("<int:job_id>/cancel/", views.bulk_job_cancel, name="bulk_job_cancel"),
+    path("<int:job_id>/threshold/", views.bulk_job_threshold, name="bulk_job_threshold"),
     path("<int:job_id>/items/<int:item_id>/check/", views.bulk_item_check, name="bulk_item_check"),
     path(
         "<int:job_id>/items/<int:item_id>/retry-anyway/",

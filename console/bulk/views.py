@@ -27,7 +27,7 @@ from console.teams.access import team_for
 from console.teams.models import RETRY
 
 from . import services
-from .forms import BulkRetryForm, ItemFilterForm, RetryAnywayForm
+from .forms import BulkRetryForm, ItemFilterForm, RetryAnywayForm, ThresholdForm
 from .models import (
     FAILED_AGAIN_STATUSES,
     BulkRetryItem,
@@ -173,6 +173,8 @@ def bulk_retry_create(request: HtmxHttpRequest, team_slug: str):
             include_completed=data["include_completed"],
             max_steps_override=data["max_steps_override"],
             selection=selection.as_json(count=runs.count()),
+            canary_over=data["canary_over"],
+            min_success_percent=data["min_success_percent"],
         )
     except BulkRetryRefused as refused:
         options.add_error(None, str(refused))
@@ -501,6 +503,28 @@ def bulk_job_cancel(request: HtmxHttpRequest, team_slug: str, job_id: int):
         services.bulk_retry_cancel,
         "Canceled: runs not sent yet are skipped; those already sent stay recorded.",
     )
+
+
+@require_POST
+def bulk_job_threshold(request: HtmxHttpRequest, team_slug: str, job_id: int):
+    """Change the share of retries that must succeed for the job to go on."""
+    team = team_for(request, team_slug, action=RETRY)
+    job = _team_job(request, team, job_id)
+    form = ThresholdForm(request.POST)
+    if not form.is_valid():
+        error = " ".join(form.errors.get("min_success_percent", ["Give a percentage."]))
+        return _after_action(request, team, job, error=error)
+    percent = form.cleaned_data["min_success_percent"]
+    try:
+        job = services.bulk_retry_set_threshold(
+            job=job, user=request.user, min_success_percent=percent
+        )
+    except BulkRetryRefused as refused:
+        return _after_action(request, team, job, error=str(refused))
+    notice = f"Threshold set to {percent} %."
+    if job.state == JobState.PAUSED:
+        notice += " The job stays paused until it is resumed."
+    return _after_action(request, team, job, notice=notice)
 
 
 @require_POST

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from console.bulk.models import BulkRetryJob, ItemState
+from console.bulk.models import BulkRetryJob, ItemState, JobState
 from console.bulk.services import bulk_job_progress, bulk_jobs_revive, item_outcomes
 
 
@@ -43,6 +43,8 @@ class Command(BaseCommand):
                 f"#{job.pk} {job.team.slug} {job.get_state_display().lower()}: "
                 f"{progress.done}/{progress.total} done ({counts}); rate {rate}; left {eta}"
             )
+            if job.halt_reason and job.state == JobState.PAUSED:
+                self.stdout.write(f"  paused by itself: {job.halt_reason}")
             follow = item_outcomes(job.pk)
             if follow.sent:
                 still = "" if job.followed_at else "; following the new runs"
