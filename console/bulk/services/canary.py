@@ -120,15 +120,25 @@ def _top_cause(rows) -> str:
 
 
 def _category(raw) -> str:
-    """Skyvern's most confident failure category of a run, if it gave one."""
-    rows = raw.get("failure_category") if isinstance(raw, dict) else None
-    if not isinstance(rows, list):
+    """Skyvern's most confident failure category of a run (only its runs
+    list carries one), else the code of the run's first error."""
+    if not isinstance(raw, dict):
         return ""
-    rows = [row for row in rows if isinstance(row, dict) and row.get("category")]
-    if not rows:
-        return ""
-    best = max(rows, key=lambda row: row.get("confidence_float") or 0)
-    return str(best["category"])[:60]
+    rows = raw.get("failure_category")
+    rows = (
+        [row for row in rows if isinstance(row, dict) and row.get("category")]
+        if isinstance(rows, list)
+        else []
+    )
+    if rows:
+        best = max(rows, key=lambda row: row.get("confidence_float") or 0)
+        return str(best["category"])[:60]
+    errors = raw.get("errors")
+    if isinstance(errors, list):
+        for error in errors:
+            if isinstance(error, dict) and error.get("error_code"):
+                return str(error["error_code"])[:60]
+    return ""
 
 
 def _failed_again_text(failed: int, of_what: str, failures) -> str:
