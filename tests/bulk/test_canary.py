@@ -76,6 +76,7 @@ def test_the_reason_names_the_most_common_category_and_reason():
         ("Page timed out", page),
         ("Login failed: portal rejected the password ", auth),
         ("Login failed", coded),
+        ("Wrong password", auth),
     ]
     assert _top_cause(failures) == "AUTH_FAILURE 'Login failed: portal rejected the password'"
     assert _top_cause([("Login failed", coded)]) == "LOGIN_FAILED 'Login failed'"

@@ -107,12 +107,14 @@ def bulk_job_guard(*, job_id: int) -> Guard:
 
 
 def _top_cause(rows) -> str:
-    """The most common Skyvern category and reason among failed new runs:
-    `AUTH_FAILURE 'Login failed: portal rejected the password'`."""
-    causes = Counter((_category(raw), (reason or "").strip()) for reason, raw in rows)
+    """The most common Skyvern category among failed new runs, with the most
+    common reason within it: `AUTH_FAILURE 'Login failed: portal rejected
+    the password'`."""
+    causes = [(_category(raw), (reason or "").strip()) for reason, raw in rows]
     if not causes:
         return ""
-    (category, reason), _ = causes.most_common(1)[0]
+    category = Counter(category for category, _ in causes).most_common(1)[0][0]
+    reason = Counter(reason for c, reason in causes if c == category).most_common(1)[0][0]
     if len(reason) > QUOTE_MAX:
         reason = reason[: QUOTE_MAX - 1] + "…"
     quoted = f"'{reason}'" if reason else ""
