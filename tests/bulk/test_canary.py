@@ -247,6 +247,14 @@ def test_resuming_a_halted_job_sends_the_rest_once(world):
     assert world.simulator.state.retry_counts() == {run_id: 1 for run_id in run_ids}
 
 
+def test_bulk_retry_status_says_why_a_job_paused_itself(world, capsys):
+    from django.core.management import call_command
+
+    job, _ = halted_job(world)
+    call_command("bulk_retry_status", str(job.pk))
+    assert f"paused by itself: {job.halt_reason}" in capsys.readouterr().out
+
+
 def test_changing_the_threshold_keeps_a_halted_job_paused_until_resumed(world):
     job, _ = halted_job(world)
 

@@ -193,16 +193,19 @@ def _judge_canary(job: BulkRetryJob) -> Guard:
         )
         return Guard(stop=True)
     if completed * 100 >= job.min_success_percent * judged:
-        if BulkRetryJob.objects.filter(pk=job.pk, canary_passed_at__isnull=True).update(
-            canary_passed_at=now
-        ):
-            _audit(
-                "bulk_job_canary_pass",
-                job=job,
-                completed=completed,
-                judged=judged,
-                min_success_percent=job.min_success_percent,
+        with transaction.atomic():
+            passed = BulkRetryJob.objects.filter(pk=job.pk, canary_passed_at__isnull=True).update(
+                canary_passed_at=now
             )
+            if passed:
+                _audit(
+                    "bulk_job_canary_pass",
+                    job=job,
+                    completed=completed,
+                    judged=judged,
+                    min_success_percent=job.min_success_percent,
+                )
+        if passed:
             log.info("bulk retry #%s: canary passed, %s of %s succeeded", job.pk, completed, judged)
         return GO
     failures = items.outcome(Outcome.FAILED_AGAIN).values_list(
