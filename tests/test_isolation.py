@@ -122,6 +122,10 @@ def bulk_create_data(world):
     return {**bulk_preview_data(world), "reason": "Portal down overnight"}
 
 
+def threshold_data(world) -> dict:
+    return {"min_success_percent": "40"}
+
+
 def retry_anyway_data(world):
     return {"confirm": "on"}
 
@@ -385,6 +389,14 @@ ACCESS: dict[str, Entry] = {
         )
         for verb in ("pause", "resume", "cancel")
     },
+    "bulk:bulk_job_threshold": Entry(
+        kind="job",
+        needs=Role.OPERATOR,
+        calls=(
+            Call("POST", 303, data=threshold_data),
+            Call("POST", 200, htmx=True, fragment=True, data=threshold_data),
+        ),
+    ),
     "bulk:bulk_item_check": Entry(
         kind="item",
         needs=Role.OPERATOR,
