@@ -126,6 +126,7 @@ INSTALLED_APPS = [
     "console.runs",
     "console.sync",
     "console.bulk",
+    "console.incidents",
     "console.audit",
     "console.demo",
     "console.twofactor",

@@ -12,6 +12,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("console.twofactor.urls")),  # /login/code/, /account/two-factor/
     path("oidc/", include("console.oidc.urls")),  # sign-in with the identity provider
+    path("", include("console.incidents.urls")),  # /failures/, /jobs/, /runs/find/: all my teams
     path("t/<slug:team_slug>/", include("console.runs.urls")),
     path("t/<slug:team_slug>/connections/", include("console.teams.urls")),
     # /t/<team>/sync/…, and /t/<team>/connections/<pk>/webhook-url/

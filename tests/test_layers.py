@@ -21,6 +21,7 @@ RANK = {
     "bulk": 4,
     "twofactor": 5,
     "demo": 5,
+    "incidents": 5,
     "operations": 6,
     "oidc": 5,
 }

@@ -79,6 +79,36 @@ class BulkRetryJobQuerySet(RestrictedQuerySet):
     def active(self):
         return self.filter(state__in=ACTIVE_JOB_STATES)
 
+    def with_outcome_counts(self):
+        """Each job with its items counted per state (`n_<state>`) and what
+        became of its sent retries: `n_completed`, `n_failed_again`,
+        `n_canceled_at_skyvern`, `n_still_running`; the jobs lists read them."""
+        counts = {
+            f"n_{state}": models.Count("items", filter=Q(items__state=state))
+            for state in ItemState.values
+        }
+        retried = Q(items__state=ItemState.RETRIED)
+        ended = {
+            "n_completed": models.Count(
+                "items", filter=retried & Q(items__new_run__status=Status.COMPLETED)
+            ),
+            "n_failed_again": models.Count(
+                "items", filter=retried & Q(items__new_run__status__in=FAILED_AGAIN_STATUSES)
+            ),
+            "n_canceled_at_skyvern": models.Count(
+                "items", filter=retried & Q(items__new_run__status=Status.CANCELED)
+            ),
+        }
+        return (
+            self.annotate(**counts, **ended)
+            .annotate(
+                n_still_running=models.F("n_retried")
+                - models.F("n_completed")
+                - models.F("n_failed_again")
+                - models.F("n_canceled_at_skyvern")
+            )
+        )
+
 
 class BulkRetryJob(models.Model):
     """One support person's decision to retry a captured set of runs."""

@@ -13,7 +13,6 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Count, F, Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -21,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseStopPolling
 from django_htmx.middleware import HtmxDetails
 
-from console.runs.models import Run, Status
+from console.runs.models import Run
 from console.spreadsheets import csv_safe
 from console.teams.access import team_for
 from console.teams.models import RETRY
@@ -29,7 +28,6 @@ from console.teams.models import RETRY
 from . import services
 from .forms import BulkRetryForm, ItemFilterForm, RetryAnywayForm, ThresholdForm
 from .models import (
-    FAILED_AGAIN_STATUSES,
     BulkRetryItem,
     BulkRetryJob,
     ItemState,
@@ -195,30 +193,11 @@ def bulk_job_list(request: HtmxHttpRequest, team_slug: str):
     """The team's bulk retry jobs, newest first: who, when, why, how many, and
     what became of the retries (succeeded, failed again, still running)."""
     team = team_for(request, team_slug)
-    counts = {
-        f"n_{state}": Count("items", filter=Q(items__state=state)) for state in ItemState.values
-    }
-    retried = Q(items__state=ItemState.RETRIED)
-    ended = {
-        "n_completed": Count("items", filter=retried & Q(items__new_run__status=Status.COMPLETED)),
-        "n_failed_again": Count(
-            "items", filter=retried & Q(items__new_run__status__in=FAILED_AGAIN_STATUSES)
-        ),
-        "n_canceled_at_skyvern": Count(
-            "items", filter=retried & Q(items__new_run__status=Status.CANCELED)
-        ),
-    }
     jobs = (
         BulkRetryJob.objects.restrict(request.user)
         .filter(team=team)
         .select_related("created_by")
-        .annotate(**counts, **ended)
-        .annotate(
-            n_still_running=F("n_retried")
-            - F("n_completed")
-            - F("n_failed_again")
-            - F("n_canceled_at_skyvern")
-        )
+        .with_outcome_counts()
         .order_by("-created_at", "-id")
     )
     page = Paginator(jobs, JOBS_PER_PAGE).get_page(request.GET.get("page"))

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class IncidentsConfig(AppConfig):
+    name = "console.incidents"
+    label = "incidents"
+    verbose_name = "Incident view across teams"
