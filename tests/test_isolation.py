@@ -126,6 +126,20 @@ def threshold_data(world) -> dict:
     return {"min_success_percent": "40"}
 
 
+def group_preview_data(world):
+    run = Run.objects.filter(team=world.team_a).order_by("-pk").first()
+    return {"group": run.failure_group}
+
+
+def group_create_data(world):
+    return {
+        **group_preview_data(world),
+        "options": "1",
+        "team": [world.team_a.slug],
+        "reason": "Portal down overnight",
+    }
+
+
 def retry_anyway_data(world):
     return {"confirm": "on"}
 
@@ -407,6 +421,31 @@ ACCESS: dict[str, Entry] = {
         needs=Role.OPERATOR,
         # A confirmation page, then the confirmed POST.
         calls=(Call("GET", 200), Call("POST", 303, data=retry_anyway_data)),
+    ),
+    # --- the incident view across the person's teams ------------------------------------------
+    # Not team URLs: everyone signed in sees their own teams' rows (the outsider,
+    # team B's); tests/incidents/ shows that no other team's row is ever there.
+    **{
+        name: Entry(kind="plain", needs=SIGNED_IN, calls=(Call("GET", 200),))
+        for name in ("incidents:failure_inbox", "incidents:job_list", "incidents:run_find")
+    },
+    # Retrying needs the operator role in some team: A's viewer may nowhere. The
+    # outsider (B's operator) gets a preview of B's runs of the group: none.
+    "incidents:group_retry_preview": Entry(
+        kind="plain",
+        needs=SIGNED_IN,
+        setup=add_team_a_run,
+        calls=(Call("POST", 200, data=group_preview_data),),
+        per_person={"viewer": 403},
+    ),
+    # The outsider posting team A's slug is refused on the preview page, which
+    # comes back (200) with nothing created: test_a_form_naming_team_a_...
+    "incidents:group_retry_create": Entry(
+        kind="plain",
+        needs=SIGNED_IN,
+        setup=add_team_a_run,
+        calls=(Call("POST", 303, data=group_create_data),),
+        per_person={"viewer": 403, "outsider": 200},
     ),
     # --- the audit log ------------------------------------------------------------------------
     **{
@@ -757,3 +796,40 @@ def test_each_person_gets_their_own_role_in_each_of_their_teams(world):
     }
     every = [(team.slug, team.my_role) for team in Team.objects.roles_of(world.superuser)]
     assert every == [("acme", "admin"), ("globex", "admin")]
+
+
+def test_a_form_naming_team_a_posted_by_team_bs_operator_creates_nothing(world, client_as):
+    """The cross-team bulk retry refuses a team the person may not retry in,
+    and takes nothing of it: no job, no item, nothing sent."""
+    add_team_a_run(world)
+    before = snapshot(world)
+    response = client_as(world.outsider).post(
+        reverse("incidents:group_retry_create"), group_create_data(world)
+    )
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "You can&#x27;t retry runs in acme: nothing was created." in html
+    assert "Acme" not in html
+    assert snapshot(world) == before
+    assert world.simulator.state.retry_counts() == {}
+
+
+@pytest.mark.parametrize("person", ["viewer", "outsider"])
+def test_the_incident_view_never_shows_another_team(person, world, client_as):
+    """Team A's people see none of B's rows across teams, and B's none of A's."""
+    mine, other = (
+        (world.connection_a, world.connection_b)
+        if person == "viewer"
+        else (world.connection_b, world.connection_a)
+    )
+    theirs = world.add_run(other, status="failed", failure_reason="Not yours: other team")
+    make_bulk_job(world, other.team)
+    world.add_run(mine, status="failed", failure_reason="Yours: own team")
+    client = client_as(getattr(world, person))
+    for name in ("incidents:failure_inbox", "incidents:job_list"):
+        html = client.get(reverse(name)).content.decode()
+        assert other.team.name not in html, name
+        assert "Not yours" not in html and "Isolation check" not in html, name
+    found = client.get(reverse("incidents:run_find"), {"run_id": theirs})
+    assert found.status_code == 200
+    assert "No run with the id" in found.content.decode()
