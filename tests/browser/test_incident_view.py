@@ -58,9 +58,7 @@ def test_operator_in_two_teams_retries_one_cause_in_both(page, live_world, conso
     page.get_by_role("textbox", name=re.compile(r"^Reason")).fill("Carrier portal outage")
     page.get_by_role("button", name="Retry 3 runs in 2 teams").click()
 
-    expect(page.get_by_role("heading", level=2)).to_have_text(
-        "Just started: 2 jobs, one per team"
-    )
+    expect(page.get_by_role("heading", level=2)).to_have_text("Just started: 2 jobs, one per team")
     created = page.locator("li.created-job")
     expect(created).to_have_count(2)
     expect(page.locator("tr.bulk-job")).to_have_count(2)
