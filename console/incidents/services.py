@@ -22,7 +22,7 @@ from console.bulk.services import (
     bulk_retry_create,
     bulk_retry_preview,
 )
-from console.runs.inbox import FailureGroup, failure_groups
+from console.runs.inbox import GROUPS_SHOWN, FailureGroup, failure_groups
 from console.runs.models import Run
 from console.teams.models import RETRY, VIEW, Team
 
@@ -50,7 +50,8 @@ class InboxAcrossTeams:
     total_runs: int
     total_groups: int  # (team, group) pairs, as the team inbox counts them
     hours_from: datetime
-    teams: int  # how many teams had failures
+    teams: int  # how many teams the shown causes hit
+    truncated: bool = False  # more causes than shown
 
 
 def _teams_of(user, team_ids) -> dict[int, Team]:
@@ -58,15 +59,27 @@ def _teams_of(user, team_ids) -> dict[int, Team]:
     return {team.pk: team for team in Team.objects.roles_of(user).filter(pk__in=team_ids)}
 
 
-def inbox_across_teams(*, user, now: datetime | None = None) -> InboxAcrossTeams:
+def inbox_across_teams(
+    *, user, now: datetime | None = None, limit: int = GROUPS_SHOWN
+) -> InboxAcrossTeams:
     """The person's failed runs in all their teams, by cause, most recently
     seen first. A cause hitting several teams is one row naming each team
     with its own count, retries and success rate (each team's retries are
-    its own); the row's totals add them up."""
-    inbox = failure_groups(Run.objects.restrict(user, VIEW), now=now)
-    teams = _teams_of(user, {group.team_id for group in inbox.groups})
+    its own); the row's totals add them up. At most `limit` team groups
+    pick the causes shown, each then shown in all its teams."""
+    runs = Run.objects.restrict(user, VIEW)
+    inbox = failure_groups(runs, now=now, limit=limit)
+    groups = inbox.groups
+    if inbox.total_groups > len(groups):
+        # The shown causes' other teams may be past the limit: count those
+        # causes again in every team, so that no row leaves a team out.
+        keys = {group.key for group in groups}
+        groups = failure_groups(
+            runs.filter(failure_group__in=sorted(keys)), now=now, limit=inbox.total_groups
+        ).groups
+    teams = _teams_of(user, {group.team_id for group in groups})
     causes: dict[str, CauseAcrossTeams] = {}
-    for group in inbox.groups:
+    for group in groups:
         team = teams.get(group.team_id)
         if team is None:  # left the team meanwhile
             continue
@@ -93,7 +106,8 @@ def inbox_across_teams(*, user, now: datetime | None = None) -> InboxAcrossTeams
         total_runs=inbox.total_runs,
         total_groups=inbox.total_groups,
         hours_from=inbox.hours_from,
-        teams=len({group.team_id for group in inbox.groups}),
+        teams=len(teams),
+        truncated=inbox.total_groups > len(inbox.groups),
     )
 
 
