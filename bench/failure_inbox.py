@@ -9,6 +9,8 @@ Then times, through Django's test Client and as plain queries:
 
   inbox:    GET /t/<team>/failures/          (the page, whole)
             failure_groups(team's runs)      (the service alone)
+  across:   GET /failures/                   (the inbox across teams, as a
+            person in both teams: operator in one, viewer in the other)
   baseline: the team's failed runs' raw columns (reason, workflow, Skyvern's
             failure_category JSON), normalised and grouped in Python per
             request, as without stored keys
@@ -38,6 +40,7 @@ from _setup import setup_django, summary  # noqa: E402
 SLUG = "bench-inbox"
 OTHER_SLUG = "bench-inbox-other"
 MEMBER = "bench-inbox-member"
+ACROSS_MEMBER = "bench-inbox-two-teams"  # added to a loaded database as it is
 PASSWORD = "bench-password-not-secret"
 SEED = 20261206
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -227,6 +230,18 @@ def load(n_runs: int, n_failed: int) -> dict:
     return {"load_s": time.perf_counter() - started, "retries": len(retries)}
 
 
+def two_teams_member(team, other):
+    """A person in both teams, for the inbox across teams."""
+    from django.contrib.auth import get_user_model
+
+    from console.teams.models import Membership, Role
+
+    user, _ = get_user_model().objects.get_or_create(username=ACROSS_MEMBER)
+    Membership.objects.get_or_create(team=team, user=user, defaults={"role": Role.OPERATOR})
+    Membership.objects.get_or_create(team=other, user=user, defaults={"role": Role.VIEWER})
+    return user
+
+
 def baseline(team) -> int:
     """Group the team's failed runs as without stored keys: read the raw
     columns and normalise each reason, per request."""
@@ -285,6 +300,8 @@ def main() -> None:
     client = Client(HTTP_HOST="localhost")
     client.force_login(get_user_model().objects.get(username=MEMBER))
     url = f"/t/{SLUG}/failures/"
+    across = Client(HTTP_HOST="localhost")
+    across.force_login(two_teams_member(team, Team.objects.get(slug=OTHER_SLUG)))
 
     if True:
 
@@ -296,6 +313,14 @@ def main() -> None:
         with CaptureQueriesContext(connection) as queries:
             page()
         inbox = failure_groups(Run.objects.filter(team=team))
+
+        def across_page():
+            response = across.get("/failures/")
+            assert response.status_code == 200, response.status_code
+
+        across_page()
+        with CaptureQueriesContext(connection) as across_queries:
+            across_page()
         results = {
             "vendor": connection.vendor,
             "runs": args.runs,
@@ -304,6 +329,8 @@ def main() -> None:
             "page_queries": len(queries.captured_queries),
             "load": load_info,
             "inbox_page": summary(timed(page, args.reps)),
+            "across_page": summary(timed(across_page, args.reps)),
+            "across_queries": len(across_queries.captured_queries),
             "inbox_service": summary(
                 timed(lambda: failure_groups(Run.objects.filter(team=team)), args.reps)
             ),
@@ -317,7 +344,8 @@ def main() -> None:
     print(f"\n{results['vendor']}: {results['runs']:,} runs, {results['failed']:,} failed in "
           f"{results['groups']} groups (baseline finds {groups}); page: "
           f"{results['page_queries']} queries")  # fmt: skip
-    for name in ("inbox_page", "inbox_service", "baseline"):
+    print(f"  across teams: {results['across_queries']} queries")
+    for name in ("inbox_page", "across_page", "inbox_service", "baseline"):
         s = results[name]
         print(f"  {name:14} median {s['median']:8.1f} ms  p95 {s['p95']:8.1f} ms  "
               f"min {s['min']:8.1f} ms  (n={s['n']})")  # fmt: skip

@@ -82,5 +82,5 @@ def test_failure_inbox_benchmark_runs_and_finds_the_groups_the_baseline_finds(tm
     )
     found = re.search(r"in (\d+) groups \(baseline finds (\d+)\)", out)
     assert found and found.group(1) == found.group(2), out
-    for name in ("inbox_page", "inbox_service", "baseline"):
+    for name in ("inbox_page", "across_page", "inbox_service", "baseline"):
         assert name in out
