@@ -228,10 +228,10 @@ def group_retry_plan(
         )
         plan.refused = sorted(set(teams) - retryable)
     for team in sorted(mine.values(), key=lambda team: team.name):
-        if teams is not None and team.slug not in teams:
-            continue
         if not team.may[RETRY]:
             plan.left_out.append(TeamLeftOut(team=team, runs=counts[team.pk]))
+            continue
+        if teams is not None and team.slug not in teams:
             continue
         team_runs = _retry_runs(user, team)
         selection = _group_selection(group, bounds.get(team.slug)).within(team_runs)

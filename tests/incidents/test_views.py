@@ -183,6 +183,30 @@ def test_a_viewer_in_one_team_gets_that_team_left_out_with_a_note(world, client_
     assert "Retry 1 run in 1 team" in html
 
 
+def test_update_preview_keeps_the_teams_shown_and_the_left_out_note(world, client_as):
+    join_b(world, world.operator, Role.VIEWER)
+    run = fail(world)
+    fail(world, world.connection_b)
+
+    html = (
+        client_as(world.operator)
+        .post(
+            PREVIEW,
+            {
+                "options": "1",
+                "group": cause_of(run),
+                "team": ["acme"],
+                "include_already_retried": "on",
+            },
+        )
+        .content.decode()
+    )
+
+    assert "Globex Billing: you are a viewer there" in text(html)
+    assert "Retry 1 run in 1 team" in html
+    assert re.search(r"<input[^>]*name=\"include_already_retried\"[^>]*checked", html)
+
+
 def test_confirming_creates_one_job_per_team_each_with_its_own_runs(world, client_as):
     join_b(world, world.operator)
     run = fail(world)
