@@ -294,3 +294,10 @@ def test_a_team_created_later_is_not_in_anyone_s_view_but_the_superuser_s(world,
     Team.objects.create(name="Initech", slug="initech")
     html = client_as(world.operator).get(INBOX).content.decode()
     assert "Initech" not in html
+
+
+def test_the_home_page_of_someone_in_two_teams_finds_a_run_by_id(world, client_as):
+    join_b(world, world.operator, Role.VIEWER)
+    html = client_as(world.operator).get(reverse("home")).content.decode()
+    assert f'action="{FIND}"' in html
+    assert f'href="{JOBS}"' in html
