@@ -71,12 +71,11 @@ def inbox_across_teams(
     inbox = failure_groups(runs, now=now, limit=limit)
     groups = inbox.groups
     if inbox.total_groups > len(groups):
-        # The shown causes' other teams may be past the limit: count those
-        # causes again in every team, so that no row leaves a team out.
-        keys = {group.key for group in groups}
-        groups = failure_groups(
-            runs.filter(failure_group__in=sorted(keys)), now=now, limit=inbox.total_groups
-        ).groups
+        # The shown causes' other teams may be past the limit: then count
+        # those causes again in every team, so that no row leaves a team out.
+        shown = runs.filter(failure_group__in=sorted({group.key for group in groups}))
+        if shown.order_by().values("team_id", "failure_group").distinct().count() > len(groups):
+            groups = failure_groups(shown, now=now, limit=inbox.total_groups).groups
     teams = _teams_of(user, {group.team_id for group in groups})
     causes: dict[str, CauseAcrossTeams] = {}
     for group in groups:
