@@ -4,6 +4,8 @@ retries it across both from one preview, and sees the two jobs it made, one
 per team; then finds a run by its id."""
 
 import re
+import tempfile
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -15,6 +17,7 @@ from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.browser
 
+SHOTS = Path(tempfile.gettempdir())  # looked at by people
 LOGIN_FAILED = "Login failed: portal rejected the password"
 AUTH = [{"category": "AUTH_FAILURE", "confidence_float": 0.8, "reasoning": "Refused."}]
 
@@ -49,6 +52,7 @@ def test_operator_in_two_teams_retries_one_cause_in_both(page, live_world, conso
         [re.compile(r"Acme Logistics:\s*2"), re.compile(r"Globex Billing:\s*1")]
     )
     expect(groups.filter(has_text="Element").locator(".group-teams")).to_contain_text("Globex")
+    page.screenshot(path=str(SHOTS / "console-incident-inbox.png"), full_page=True)
 
     login.get_by_role("button", name="Retry this group").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Bulk retry across teams — preview")
@@ -56,6 +60,7 @@ def test_operator_in_two_teams_retries_one_cause_in_both(page, live_world, conso
     expect(parts.filter(has_text="Acme Logistics").locator(".part-to-send")).to_have_text("2")
     expect(parts.filter(has_text="Globex Billing").locator(".part-to-send")).to_have_text("1")
     page.get_by_role("textbox", name=re.compile(r"^Reason")).fill("Carrier portal outage")
+    page.screenshot(path=str(SHOTS / "console-incident-preview.png"), full_page=True)
     page.get_by_role("button", name="Retry 3 runs in 2 teams").click()
 
     expect(page.get_by_role("heading", level=2)).to_have_text("Just started: 2 jobs, one per team")
@@ -66,6 +71,7 @@ def test_operator_in_two_teams_retries_one_cause_in_both(page, live_world, conso
         ("acme", 2),
         ("globex", 1),
     ]
+    page.screenshot(path=str(SHOTS / "console-incident-jobs.png"), full_page=True)
     created.filter(has_text="Globex Billing").get_by_role("link").click()
     expect(page).to_have_url(re.compile(r"/t/globex/bulk/\d+/$"))
 
