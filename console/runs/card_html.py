@@ -30,7 +30,7 @@ from django.utils.text import Truncator
 from console.skyvern.types import http_url
 
 from .card_pick import card_pick
-from .models import RetryState, Status
+from .models import ActionKind, ActionState, RetryState, Status
 from .templatetags.run_links import run_url
 
 COMPLETED = Status.COMPLETED
@@ -57,15 +57,17 @@ def draw_card(
     card_error=None,
     refresh_error=None,
     confirming=False,
+    confirm_cancel=False,
 ):
     """One card (templates/runs/run_list.html#run-card shows it): `form_fields`
     go into each of its forms, already drawn. `confirming`: the card asks
-    the person to confirm the retry of a run that succeeded."""
+    the person to confirm the retry of a run that succeeded; `confirm_cancel`:
+    to confirm canceling the run (and it stops refreshing itself meanwhile)."""
     pk, status, run_id = card.pk, _e(card.status), _e(card.run_id)
     zone = timezone.get_current_timezone()
     latest = card.latest_retry
     polls = ""
-    if not card.is_terminal:
+    if not card.is_terminal and not confirm_cancel:
         polls = (
             f' hx-get="{_e(run_url("runs:run_card", team_slug, card.run_id))}?shown={status}"'
             ' hx-trigger="every 3s" hx-swap="outerHTML"'
@@ -86,7 +88,8 @@ def draw_card(
             f'    <span class="workflow" title="{_e(card.workflow_permanent_id)}">'
             f"{_e(title)}</span>\n"
             "  </header>\n",
-            _failure(card.failure_reason),
+            _failure(card.failure_reason) if not card.webhook_only_failure else "",
+            _webhook_only(card, zone) if card.webhook_only_failure else "",
             f'  <p class="times">\n    Created {_time(card.created_at, zone)}\n',
             f"    · finished {_time(card.finished_at, zone)}\n" if card.finished_at else "",
             "  </p>\n",
@@ -104,6 +107,11 @@ def draw_card(
             )
             if card_error
             else "",
+            # The detail page's refreshes keep a card that is asking (ANSWERED_FIELD).
+            f'  <input type="hidden" name="{ANSWERED_FIELD}" value="{run_id}" '
+            f'form="{ANSWERS_FORM}">\n'
+            if confirm_cancel and not card_error
+            else "",
             (
                 f'  <p class="card-warning">Couldn\'t refresh from Skyvern: {_e(refresh_error)} '
                 "Showing the cached copy.</p>\n"
@@ -111,7 +119,9 @@ def draw_card(
             if refresh_error
             else "",
             '  <footer class="run-actions">\n',
-            _actions(card, latest, team_slug, form_fields, confirming) if can_retry else "",
+            _actions(card, latest, team_slug, form_fields, confirming, confirm_cancel)
+            if can_retry
+            else "",
             "  </footer>\n</article>\n",
         )
     )
@@ -288,11 +298,109 @@ def _effects(card) -> str:
     return f'<p class="retry-effects">{" ".join(_e(effect) for effect in effects)}</p>'
 
 
-def _actions(card, latest, team_slug, form_fields, confirming=False) -> str:
+def _webhook_only(card, zone) -> str:
+    """A webhook-only failure: what failed, and what its replays got back."""
+    lines = [
+        '  <p class="webhook-only" role="note"><strong>Only the webhook failed</strong>: '
+        "the automation succeeded and its output is intact. "
+        f'<span class="webhook-failure">{_e(card.webhook_failure_reason)}</span></p>\n'
+    ]
+    replays = card.actions_of(ActionKind.REPLAY_WEBHOOK)
+    if replays:
+        lines.append(_replay_result(replays[0], zone, len(replays)))
+    return "".join(lines)
+
+
+def _replay_result(replay, zone, count) -> str:
+    who = f"by {_e(replay.requested_by or 'someone')}, {_bare_time(replay.requested_at, zone)}"
+    to = (
+        f" to {_e(replay.target_url or replay.webhook_url)}"
+        if (replay.target_url or replay.webhook_url)
+        else ""
+    )
+    if replay.state == ActionState.SENDING:
+        what = "Webhook replay being sent"
+    elif replay.state == ActionState.UNKNOWN:
+        what = f"Webhook replay outcome unknown: {_e(replay.error)}"
+    elif replay.status_code is not None:
+        ok = "delivered" if 200 <= replay.status_code < 300 else "refused by the receiver"
+        latency = f" in {replay.latency_ms} ms" if replay.latency_ms is not None else ""
+        what = f"Webhook replayed{to}: {ok}, HTTP {replay.status_code}{latency}"
+    else:
+        why = _e(replay.error or "no answer")
+        what = f"Webhook replayed{to}: the receiver didn't answer ({why})"
+    again = f" ({count} replays)" if count > 1 else ""
+    excerpt = ""
+    if replay.response_excerpt:
+        excerpt = (
+            '\n    <details class="replay-response"><summary>Receiver\'s answer</summary>'
+            f"<pre>{_e(replay.response_excerpt)}</pre></details>"
+        )
+    return (
+        f'  <p class="webhook-replay replay-state-{_e(replay.state)}" role="status">\n'
+        f"    {what} {who}{again}{excerpt}\n  </p>\n"
+    )
+
+
+def _cancel_note(card, zone) -> str:
+    cancels = card.actions_of(ActionKind.CANCEL)
+    if not cancels:
+        return ""
+    latest = cancels[0]
+    who = f"by {_e(latest.requested_by or 'someone')}, {_bare_time(latest.requested_at, zone)}"
+    if latest.state == ActionState.UNKNOWN:
+        what = f"Cancel outcome unknown: {_e(latest.error)}"
+    elif latest.state == ActionState.SENDING:
+        what = "Cancel being sent"
+    else:
+        what = "Cancel sent; Skyvern stops the run after its current action"
+    return f'<p class="cancel-note">{what} {who}.</p>'
+
+
+def _cancel(card, team_slug, form_fields, confirm_cancel) -> str:
+    url = _e(run_url("runs:run_cancel", team_slug, card.run_id))
+    if not confirm_cancel:
+        return (
+            f'<a href="{url}" hx-get="{url}" hx-target="#run-{card.pk}" hx-swap="outerHTML" '
+            'role="button" class="secondary outline cancel-run">Cancel run…</a>'
+        )
+    fields = (
+        f'{form_fields}\n          <input type="hidden" name="seen_cancels" '
+        f'value="{len(card.actions_of(ActionKind.CANCEL))}">'
+        '<input type="hidden" name="confirm" value="yes">'
+    )
+    card_url = _e(run_url("runs:run_card", team_slug, card.run_id))
+    button = (
+        '<p class="confirm-cancel">Cancel this run at Skyvern? It stops after its current '
+        "action; what it already did stays done.</p>\n"
+        '          <button type="submit" class="danger">Yes, cancel this run</button>\n'
+        f'          <a href="{_detail(team_slug, card.run_id)}" hx-get="{card_url}" '
+        f'hx-target="#run-{card.pk}" hx-swap="outerHTML" role="button" '
+        'class="secondary outline">Keep it running</a>'
+    )
+    return _form(card, url, "cancel-form", fields, button)
+
+
+def _actions(card, latest, team_slug, form_fields, confirming=False, confirm_cancel=False) -> str:
     actions = []
     if latest and latest.state == RetryState.UNKNOWN:
         check_url = _e(reverse("runs:retry_check", args=[team_slug, card.run_id, latest.number]))
         actions.append(_form(card, check_url, "check-form", form_fields, _CHECK_BUTTON))
+    if card.webhook_only_failure:
+        replay_url = _e(run_url("runs:run_webhook_replay", team_slug, card.run_id))
+        fields = (
+            f'{form_fields}\n          <input type="hidden" name="seen_replays" '
+            f'value="{len(card.actions_of(ActionKind.REPLAY_WEBHOOK))}">'
+        )
+        actions.append(
+            _form(
+                card,
+                replay_url,
+                "replay-form",
+                fields,
+                '<button type="submit">Replay webhook</button>',
+            )
+        )
     if card.is_terminal and card.skyvern_retries:
         pass  # said above the actions: Skyvern runs it again by itself
     elif card.is_terminal and card.status == COMPLETED and not confirming:
@@ -310,7 +418,18 @@ def _actions(card, latest, team_slug, form_fields, confirming=False) -> str:
     elif card.is_terminal:
         actions.append(_effects(card))
         retry_url = _e(run_url("runs:run_retry", team_slug, card.run_id))
-        if not card.retries:
+        if card.webhook_only_failure:
+            again = ""
+            if card.retries:
+                again = '<input type="hidden" name="confirm_again" value="yes">'
+            button = (
+                f'{again}<label class="confirm-redo"><input type="checkbox" name="confirm_redo" '
+                'value="yes" required> Redo the browser work: the automation already '
+                "succeeded, and retrying runs it again (it may submit the customer's form "
+                "twice)</label>\n"
+                '          <button type="submit" class="secondary">Retry anyway</button>'
+            )
+        elif not card.retries:
             button = '<button type="submit">Retry</button>'
         else:
             again = (
@@ -333,6 +452,8 @@ def _actions(card, latest, team_slug, form_fields, confirming=False) -> str:
             f'<p class="muted cant-retry">Can\'t retry yet: this run '
             f"{_e(card.not_finished_because)}. Only finished runs can be retried.</p>"
         )
+        actions.append(_cancel_note(card, timezone.get_current_timezone()))
+        actions.append(_cancel(card, team_slug, form_fields, confirm_cancel))
     return "".join(f"    {action}\n" for action in actions)
 
 

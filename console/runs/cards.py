@@ -33,7 +33,15 @@ from console.skyvern import TERMINAL_STATUSES
 
 from . import card_html
 from .card_html import draw_card
-from .models import COUNTED_RETRY_STATES, NOT_FINISHED_BECAUSE, Retry, Status, skyvern_retries
+from .models import (
+    COUNTED_ACTION_STATES,
+    COUNTED_RETRY_STATES,
+    NOT_FINISHED_BECAUSE,
+    Retry,
+    RunAction,
+    Status,
+    skyvern_retries,
+)
 
 # Drawn once per request into every form of every card.
 FORM_FIELDS_TEMPLATE = "runs/run_list.html#card-form-fields"
@@ -72,6 +80,24 @@ class RetryCard:
 
 
 @dataclass(frozen=True, slots=True)
+class ActionCard:
+    """A counted webhook replay or cancel of a run, as its card shows it."""
+
+    pk: int = column("id")
+    kind: str = column("kind")
+    number: int = column("number")
+    state: str = column("state")
+    requested_at: datetime = column("requested_at")
+    requested_by: str | None = column("requested_by__username")
+    webhook_url: str = column("webhook_url")
+    target_url: str = column("target_url")
+    status_code: int | None = column("status_code")
+    latency_ms: int | None = column("latency_ms")
+    response_excerpt: str = column("response_excerpt")
+    error: str = column("error")
+
+
+@dataclass(frozen=True, slots=True)
 class RunCard:
     """Everything a run's card shows (see the module docstring)."""
 
@@ -81,6 +107,7 @@ class RunCard:
     workflow_permanent_id: str = column("workflow_permanent_id")
     workflow_title: str = column("workflow_title")
     failure_reason: str = column("failure_reason")
+    webhook_failure_reason: str = column("webhook_failure_reason")
     created_at: datetime = column("created_at")
     finished_at: datetime | None = column("finished_at")
     # Links from Skyvern, as cached (only an http(s) URL is drawn as a link).
@@ -97,6 +124,20 @@ class RunCard:
     webhook_url: str = column("webhook_url")
     browser_session_id: str = column("browser_session_id")
     retries: tuple[RetryCard, ...] = ()  # newest first
+    # Webhook replays and cancels, newest first: read only for the cards that
+    # offer them (a webhook-only failure, a run still going).
+    actions: tuple[ActionCard, ...] = ()
+
+    @property
+    def webhook_only_failure(self) -> bool:
+        return self.status == Status.FAILED and bool(self.webhook_failure_reason)
+
+    @property
+    def replay_count(self) -> int:
+        return len(self.actions_of("replay_webhook"))
+
+    def actions_of(self, kind: str) -> tuple[ActionCard, ...]:
+        return tuple(action for action in self.actions if action.kind == kind)
 
     @property
     def is_terminal(self) -> bool:
@@ -124,6 +165,7 @@ def _columns(cls) -> tuple[str, ...]:
 
 RUN_COLUMNS = _columns(RunCard)
 RETRY_COLUMNS = _columns(RetryCard)
+ACTION_COLUMNS = _columns(ActionCard)
 
 
 def read_cards(queryset, limit: int | None = None) -> list[RunCard]:
@@ -139,7 +181,40 @@ def cards_of_rows(rows, *, using: str) -> list[RunCard]:
     if not rows:
         return []
     retries = _counted_retries([row[0] for row in rows], using=using)
-    return [RunCard(*row, retries=tuple(retries.get(row[0], ()))) for row in rows]
+    actions = _counted_actions(rows, using=using)
+    return [
+        RunCard(
+            *row,
+            retries=tuple(retries.get(row[0], ())),
+            actions=tuple(actions.get(row[0], ())),
+        )
+        for row in rows
+    ]
+
+
+_STATUS_AT = RUN_COLUMNS.index("status")
+_WEBHOOK_FAILURE_AT = RUN_COLUMNS.index("webhook_failure_reason")
+
+
+def _counted_actions(rows, *, using: str) -> dict[int, list[ActionCard]]:
+    """The counted replays and cancels of the runs that offer them, by run."""
+    pks = [
+        row[0]
+        for row in rows
+        if row[_STATUS_AT] not in TERMINAL_STATUSES
+        or (row[_STATUS_AT] == Status.FAILED and row[_WEBHOOK_FAILURE_AT])
+    ]
+    if not pks:
+        return {}
+    by_run = defaultdict(list)
+    for run_pk, *values in (
+        RunAction.objects.using(using)
+        .filter(run_id__in=pks, state__in=COUNTED_ACTION_STATES)
+        .order_by("-number", "-id")
+        .values_list("run_id", *ACTION_COLUMNS)
+    ):
+        by_run[run_pk].append(ActionCard(*values))
+    return by_run
 
 
 def read_card(queryset) -> RunCard | None:
@@ -209,13 +284,14 @@ def render_cards(
     card_error: str | None = None,
     refresh_error: str | None = None,
     confirming: bool = False,
+    confirm_cancel: bool = False,
 ) -> SafeString:
     """The cards, in order, for this viewer; `form_fields` go into each of
     their forms (drawn per request: FORM_FIELDS_TEMPLATE). A card with a
-    message on it, or asking to confirm a retry (only ever a single card),
+    message on it, or asking to confirm a retry or a cancel (only ever a single card),
     is not cached."""
     drawing = {"team_slug": team.slug, "can_retry": can_retry}
-    if card_error or refresh_error or confirming:
+    if card_error or refresh_error or confirming or confirm_cancel:
         drawn = [
             draw_card(
                 card,
@@ -224,6 +300,7 @@ def render_cards(
                 card_error=card_error,
                 refresh_error=refresh_error,
                 confirming=confirming,
+                confirm_cancel=confirm_cancel,
             )
             for card in cards
         ]

@@ -75,6 +75,9 @@ class Run(models.Model):
     failure_category = models.CharField(max_length=40, blank=True, default="")
     failure_group = models.CharField(max_length=16, blank=True, default="")
     failure_reason_normalised = models.CharField(max_length=500, blank=True, default="")
+    # Set when the run failed only because its webhook couldn't be delivered
+    # (the automation itself succeeded, its output intact).
+    webhook_failure_reason = models.TextField(blank=True, default="")
     created_at = models.DateTimeField()
     modified_at = models.DateTimeField(null=True, blank=True)
     queued_at = models.DateTimeField(null=True, blank=True)
@@ -169,6 +172,11 @@ class Run(models.Model):
         return self.status in TERMINAL_STATUSES
 
     @property
+    def webhook_only_failure(self) -> bool:
+        """Only the webhook failed: replaying it, not retrying, is the fix."""
+        return self.status == Status.FAILED and bool(self.webhook_failure_reason)
+
+    @property
     def not_finished_because(self) -> str:
         """Why an unfinished run can't be retried yet, as the end of a sentence."""
         return NOT_FINISHED_BECAUSE.get(self.status, f"is {self.get_status_display().lower()}")
@@ -254,3 +262,69 @@ class Retry(models.Model):
 
     def __str__(self):
         return f"retry #{self.number} of {self.run.run_id} ({self.state})"
+
+
+class ActionKind(models.TextChoices):
+    REPLAY_WEBHOOK = "replay_webhook", "Webhook replay"
+    CANCEL = "cancel", "Cancel"
+
+
+class ActionState(models.TextChoices):
+    SENDING = "sending", "Sending to Skyvern"
+    DONE = "done", "Done"
+    FAILED = "failed", "Not done"
+    UNKNOWN = "unknown", "Outcome unknown"
+
+
+# The states in which an action counts: it happened, is happening, or may have.
+COUNTED_ACTION_STATES = [ActionState.SENDING, ActionState.DONE, ActionState.UNKNOWN]
+
+
+class RunActionQuerySet(RestrictedQuerySet):
+    team_path = "run__team"
+
+
+class RunAction(models.Model):
+    """One person's intent to replay a run's webhook or cancel a run,
+    recorded before Skyvern is called (as a Retry is).
+
+    `number` is which action of that kind on the run this is; the partial
+    unique constraint lets one intent per number count, so a double-click or
+    two people at once make one Skyvern call. A replay keeps what the
+    receiver answered, as Skyvern reported it.
+    """
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="actions")
+    kind = models.CharField(max_length=16, choices=ActionKind.choices)
+    number = models.PositiveIntegerField()
+    state = models.CharField(
+        max_length=10, choices=ActionState.choices, default=ActionState.SENDING
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # A replay to another URL than the run's own (an admin's choice).
+    webhook_url = models.URLField(max_length=2000, blank=True, default="")
+    # The receiver's answer to a replay, as Skyvern reported it.
+    target_url = models.CharField(max_length=2000, blank=True, default="")
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    response_excerpt = models.TextField(blank=True, default="")
+    error = models.CharField(max_length=500, blank=True, default="")
+
+    objects = RunActionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "kind", "number"],
+                condition=Q(state__in=COUNTED_ACTION_STATES),
+                name="one_run_action_per_intent",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} #{self.number} of {self.run.run_id} ({self.state})"

@@ -80,6 +80,7 @@ def run_retry(
     seen_retries: int,
     confirm_again: bool = False,
     confirm_completed: bool = False,
+    confirm_redo: bool = False,
     max_steps_override: int | None = None,
     request=None,
 ) -> RetryOutcome:
@@ -93,7 +94,10 @@ def run_retry(
     `confirm_again`, a run that succeeded only with `confirm_completed` (it
     runs again: the customer's form submitted twice, say), and a run Skyvern
     is about to retry itself (`retry_pending`, or a next attempt to come)
-    never: that would make a second run beside Skyvern's own.
+    never: that would make a second run beside Skyvern's own. A run whose
+    webhook alone failed (its automation succeeded) is only retried with
+    `confirm_redo`: the browser work is done again, and may submit a
+    customer's form twice.
 
     On success the new run is stored with its lineage (retried_from,
     retried_by, retried_at). When Skyvern refuses the run as not retryable
@@ -119,6 +123,11 @@ def run_retry(
     if run.status == Status.COMPLETED and not confirm_completed:
         raise RetryRefused(
             "This run succeeded; retrying runs it again. Confirm to retry it. Nothing was sent."
+        )
+    if run.webhook_only_failure and not confirm_redo:
+        raise RetryRefused(
+            "Only this run's webhook failed; its automation succeeded. Replay the webhook, "
+            "or confirm that the browser work will be redone."
         )
     give_up_stale_sends(run)
     already = counted_retries(run).count()

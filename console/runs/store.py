@@ -55,6 +55,7 @@ LISTED_FIELDS = [
     "workflow_permanent_id",
     "workflow_title",
     "failure_reason",
+    "webhook_failure_reason",
     "created_at",
     "modified_at",
     "queued_at",
@@ -157,6 +158,7 @@ def _runs_from_listing(*, connection, summaries: list[RunSummary]) -> list[Run]:
             workflow_permanent_id=summary.workflow_permanent_id or "",
             workflow_title=summary.workflow_title or "",
             failure_reason=summary.failure_reason or "",
+            webhook_failure_reason=summary.webhook_failure_reason or "",
             created_at=summary.created_at or now,
             modified_at=summary.modified_at,
             queued_at=summary.queued_at,
@@ -272,6 +274,9 @@ def run_fields_from_detail(detail: RunDetail) -> dict:
         fields["browser_session_id"] = detail.browser_session_id[:128]
     if detail.credits_used is not None and detail.credits_used >= 0:
         fields["credits_used"] = detail.credits_used
+    if detail.webhook_failure_reason:
+        # Only a delivery carries it; a plain read of the run doesn't say.
+        fields["webhook_failure_reason"] = detail.webhook_failure_reason
     if detail.created_at:
         fields["created_at"] = detail.created_at
     if detail.workflow_permanent_id:

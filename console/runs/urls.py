@@ -16,6 +16,12 @@ urlpatterns = [
     path("runs/<run_id:run_id>/retry/", views.run_retry, name="run_retry"),
     path("runs/<run_id:run_id>/retry/confirm/", views.run_retry_confirm, name="run_retry_confirm"),
     path(
+        "runs/<run_id:run_id>/webhook/replay/",
+        views.run_webhook_replay,
+        name="run_webhook_replay",
+    ),
+    path("runs/<run_id:run_id>/cancel/", views.run_cancel, name="run_cancel"),
+    path(
         "runs/<run_id:run_id>/retries/<int:number>/check/",
         views.retry_check,
         name="retry_check",

@@ -4,7 +4,7 @@ from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
@@ -12,7 +12,7 @@ from console.skyvern.errors import NotRetryable
 from console.teams.access import team_for
 from console.teams.models import RETRY
 
-from . import checking, details, services
+from . import actions, checking, details, services
 from .card_html import ANSWERED_FIELD
 from .cards import RunCard, read_card
 from .inbox import failure_groups
@@ -260,6 +260,7 @@ def run_retry(request: HtmxHttpRequest, team_slug: str, run_id: str):
             seen_retries=seen_retries,
             confirm_again=request.POST.get("confirm_again") == "yes",
             confirm_completed=request.POST.get("confirm_completed") == "yes",
+            confirm_redo=request.POST.get("confirm_redo") == "yes",
         )
     except RetryRefused as refused:
         error_message = str(refused)
@@ -411,3 +412,84 @@ def failure_inbox(request: HtmxHttpRequest, team_slug: str):
             "can_retry": team.may[RETRY],
         },
     )
+
+
+def _seen(request, name: str) -> int:
+    try:
+        return max(0, int(request.POST.get(name, "0")))
+    except ValueError:
+        return -1  # never matches: treated as a stale page
+
+
+def _action_message(outcome, what: str) -> str | None:
+    """What the person is told when a replay or cancel did not simply go."""
+    if outcome.error is not None:
+        return outcome.action.error if outcome.action else str(outcome.error)
+    if not outcome.sent:
+        action = outcome.action
+        if action is None:
+            return "The page was out of date; here is the run as it is now. Nothing was sent."
+        who = action.requested_by.get_username() if action.requested_by else "someone"
+        return f"Not sent again: {who} already asked for this {what}. Nothing was sent twice."
+    return None
+
+
+@require_POST
+def run_webhook_replay(request: HtmxHttpRequest, team_slug: str, run_id: str):
+    """Send a webhook-only failure's webhook again (no browser work redone);
+    to another URL only for an admin. With htmx: the card, which shows the
+    receiver's answer. Without JavaScript: back, with a message."""
+    team = team_for(request, team_slug, action=RETRY)
+    run = _team_run(request, team, run_id)
+    error, notice = None, None
+    try:
+        outcome = actions.run_webhook_replay(
+            run=run,
+            user=request.user,
+            seen_replays=_seen(request, "seen_replays"),
+            webhook_url=request.POST.get("webhook_url", ""),
+            request=request,
+        )
+    except RetryRefused as refused:
+        error = str(refused)
+    else:
+        error = _action_message(outcome, "webhook replay")
+        if error is None:
+            replay = outcome.action
+            notice = (
+                f"Webhook replayed: HTTP {replay.status_code}"
+                if replay.status_code is not None
+                else f"Webhook replayed; the receiver didn't answer ({replay.error})"
+            )
+    return _after_retry_change(request, team, run, error=error, notice=notice)
+
+
+@require_http_methods(["GET", "POST"])
+def run_cancel(request: HtmxHttpRequest, team_slug: str, run_id: str):
+    """Cancel a run still going, after a confirmation step: GET asks (the
+    card, with htmx; a page of its own without JavaScript), POST with the
+    confirmation cancels. With htmx: the card. Without JavaScript: back."""
+    team = team_for(request, team_slug, action=RETRY)
+    run = _team_run(request, team, run_id)
+    if request.method == "GET" or request.POST.get("confirm") != "yes":
+        card = _team_card(request, team, run_id)
+        context = _card_context(request, team, card, confirm_cancel=not card.is_terminal)
+        if request.htmx:
+            return render(request, CARD, context)
+        return render(request, "runs/run_cancel.html", context)
+    error, notice = None, None
+    try:
+        outcome = actions.run_cancel(
+            run=run,
+            user=request.user,
+            seen_cancels=_seen(request, "seen_cancels"),
+            request=request,
+        )
+    except RetryRefused as refused:
+        error = str(refused)
+    else:
+        error = _action_message(outcome, "cancel")
+        if error is None:
+            run.refresh_from_db(fields=["status"])
+            notice = f"Cancel sent; Skyvern has the run as {run.get_status_display().lower()}."
+    return _after_retry_change(request, team, run, error=error, notice=notice)

@@ -3,7 +3,7 @@
 
 Reads from the surrounding context what every page that shows cards has:
 `team`, `can_retry`, `request`, `csrf_token`, and on a single card the
-optional `card_error` and `refresh_error`.
+optional `card_error`, `refresh_error` and `confirm_cancel`.
 """
 
 from django import template
@@ -35,6 +35,7 @@ def run_cards(context, cards):
         card_error=context.get("card_error"),
         refresh_error=context.get("refresh_error"),
         confirming=bool(context.get("confirming")),
+        confirm_cancel=bool(context.get("confirm_cancel")),
     )
 
 
