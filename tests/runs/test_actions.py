@@ -38,9 +38,7 @@ def webhook_only_run(world, webhook_url) -> str:
     connection = world.connection_a
     summary = next(
         s
-        for s in SkyvernClient(connection.base_url, connection.api_key()).list_runs(
-            page_size=1000
-        )
+        for s in SkyvernClient(connection.base_url, connection.api_key()).list_runs(page_size=1000)
         if s.run_id == run_id
     )
     runs_store_listing(connection=connection, summaries=[summary])
@@ -61,9 +59,7 @@ def test_the_sync_keeps_why_only_the_webhook_failed(world, receiver):
     assert run.webhook_failure_reason == HOOK_FAILURE and run.webhook_only_failure
 
 
-def test_card_says_only_the_webhook_failed_and_offers_replay_not_retry(
-    world, client_as, receiver
-):
+def test_card_says_only_the_webhook_failed_and_offers_replay_not_retry(world, client_as, receiver):
     run_id = webhook_only_run(world, receiver.url)
     html = client_as(world.operator).get(url("run_detail", world, run_id)).content.decode()
     assert "Only the webhook failed" in html and HOOK_FAILURE in html
