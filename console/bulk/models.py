@@ -11,7 +11,7 @@ from django.db import models
 from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 
-from console.runs.models import Retry, Run, Status
+from console.runs.models import Retry, Run, RunAction, Status
 from console.teams.models import Connection, RestrictedQuerySet, Team
 
 
@@ -27,10 +27,20 @@ class JobState(models.TextChoices):
 ACTIVE_JOB_STATES = [JobState.QUEUED, JobState.RUNNING, JobState.PAUSED]
 
 
+class JobKind(models.TextChoices):
+    """What a bulk job does to each of its runs."""
+
+    RETRY = "retry", "Bulk retry"
+    REPLAY_WEBHOOK = "replay_webhook", "Bulk webhook replay"
+    CANCEL = "cancel", "Bulk cancel"
+
+
 class ItemState(models.TextChoices):
     PENDING = "pending", "Waiting"
     SENDING = "sending", "Sending to Skyvern"
     RETRIED = "retried", "Retried"
+    # A webhook replayed or a run canceled (the jobs that make no new run).
+    DONE = "done", "Done"
     FAILED = "failed", "Not retried"
     SKIPPED = "skipped", "Skipped"
     UNKNOWN = "unknown", "Outcome unknown"
@@ -38,7 +48,13 @@ class ItemState(models.TextChoices):
 
 #: Items not yet settled; the job is active while it has any.
 OPEN_ITEM_STATES = [ItemState.PENDING, ItemState.SENDING]
-DONE_ITEM_STATES = [ItemState.RETRIED, ItemState.FAILED, ItemState.SKIPPED, ItemState.UNKNOWN]
+DONE_ITEM_STATES = [
+    ItemState.RETRIED,
+    ItemState.DONE,
+    ItemState.FAILED,
+    ItemState.SKIPPED,
+    ItemState.UNKNOWN,
+]
 
 
 class Outcome(models.TextChoices):
@@ -69,6 +85,13 @@ class SkipReason(models.TextChoices):
     COMPLETED = "completed", "It succeeded (retrying runs it again)"
     RETRIED_MEANWHILE = "retried_meanwhile", "Retried by someone else meanwhile"
     JOB_CANCELED = "job_canceled", "Job canceled"
+    WEBHOOK_ONLY = (
+        "webhook_only",
+        "Only its webhook failed: replay the webhooks instead of redoing the browser work",
+    )
+    NOT_WEBHOOK_ONLY = "not_webhook_only", "Not a webhook-only failure: nothing to replay"
+    FINISHED = "finished", "Already finished: nothing to cancel"
+    DONE_MEANWHILE = "done_meanwhile", "Done by someone else meanwhile"
 
 
 class BulkRetryJobQuerySet(RestrictedQuerySet):
@@ -119,6 +142,7 @@ class BulkRetryJob(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now)
     reason = models.TextField()
+    kind = models.CharField(max_length=16, choices=JobKind.choices, default=JobKind.RETRY)
     include_already_retried = models.BooleanField(default=False)
     # Sent as `x-max-steps-override` with every retry of the job.
     max_steps_override = models.PositiveIntegerField(null=True, blank=True)
@@ -172,7 +196,12 @@ class BulkRetryJob(models.Model):
         ]
 
     def __str__(self):
-        return f"bulk retry #{self.pk} of {self.total} runs ({self.state})"
+        return f"{self.title} of {self.total} runs ({self.state})"
+
+    @property
+    def title(self) -> str:
+        """ "Bulk retry #12", "Bulk cancel #13": how pages name the job."""
+        return f"{self.get_kind_display()} #{self.pk}"
 
     @property
     def is_active(self) -> bool:
@@ -240,6 +269,10 @@ class BulkRetryItem(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     retry = models.ForeignKey(
         Retry, null=True, blank=True, on_delete=models.SET_NULL, related_name="bulk_items"
+    )
+    # The replay or cancel intent of an item of a job that makes no retry.
+    action = models.ForeignKey(
+        RunAction, null=True, blank=True, on_delete=models.SET_NULL, related_name="bulk_items"
     )
     new_run = models.ForeignKey(
         Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -472,9 +472,30 @@ def bulk_job_resume(request: HtmxHttpRequest, team_slug: str, job_id: int):
     return _steer(request, team_slug, job_id, services.bulk_retry_resume, "Resumed.")
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 def bulk_job_cancel(request: HtmxHttpRequest, team_slug: str, job_id: int):
-    """Cancel a job: runs not sent yet are skipped; those already sent stay recorded."""
+    """Cancel a job, after a confirmation step: GET (or a POST without the
+    confirmation) asks, saying what canceling does; the confirmed POST
+    cancels. Runs not sent yet are skipped; those already sent stay recorded."""
+    if request.method == "GET" or request.POST.get("confirm") != "yes":
+        team = team_for(request, team_slug, action=RETRY)
+        job = _team_job(request, team, job_id)
+        counts = services.item_counts(job.pk)
+        filters = ItemFilterForm(request.GET if request.method == "GET" else request.POST)
+        filters.is_valid()
+        return render(
+            request,
+            "bulk/job_cancel.html",
+            {
+                "team": team,
+                "job": job,
+                "waiting": counts[ItemState.PENDING],
+                "sent": job.total - counts[ItemState.PENDING] - counts[ItemState.SKIPPED],
+                "item_query": _item_query(filters.data),
+                "item_state": filters.cleaned_data.get("state", ""),
+                "item_outcome": filters.cleaned_data.get("outcome", ""),
+            },
+        )
     return _steer(
         request,
         team_slug,

@@ -134,7 +134,7 @@ def test_a_bulk_job_created_paused_resumed_canceled_is_one_row_each(world):
     assert (entry.ip_address, entry.user_agent) == (ADDRESS, BROWSER)
 
     for verb in ("pause", "resume", "cancel"):
-        assert client.post(job_url(job, f"bulk_job_{verb}")).status_code == 303
+        assert client.post(job_url(job, f"bulk_job_{verb}"), {"confirm": "yes"}).status_code == 303
     assert [e.action for e in rows().order_by("id")] == [
         "bulk_job_create",
         "bulk_job_pause",

@@ -396,13 +396,40 @@ def test_pause_resume_cancel(world, client_as, incident):
     response = client.post(job_url(job, "bulk_job_pause"), headers=HTMX)
     assert "can&#x27;t be paused" in response.content.decode()
 
-    response = client.post(job_url(job, "bulk_job_cancel"))
+    response = client.post(job_url(job, "bulk_job_cancel"), {"confirm": "yes"})
     job.refresh_from_db()
     assert job.state == JobState.CANCELED
     assert set(job.items.values_list("skip_reason", flat=True)) == {SkipReason.JOB_CANCELED}
     page = client.get(job_url(job)).content.decode()
-    assert ">Pause</button>" not in page and ">Cancel job</button>" not in page
+    assert ">Pause</button>" not in page and "Cancel job" not in page
     assert world.simulator.state.retry_counts() == {}
+
+
+def test_cancel_job_asks_first_on_a_page_that_needs_no_javascript(world, client_as, incident):
+    """Issue 14: "Cancel job" is a confirmation step, not a browser dialog."""
+    client = client_as(world.operator)
+    job = make_job(world, client, incident["invoices"])
+    page = client.get(job_url(job), {"state": "pending"}).content.decode()
+    link = reverse("bulk:bulk_job_cancel", args=["acme", job.pk])
+    assert f'href="{link}?state=pending"' in page and "Cancel job…" in page
+
+    asking = client.get(link, {"state": "pending"})
+    html = asking.content.decode()
+    assert asking.status_code == 200 and "Cancel bulk retry #" in html
+    assert f"<strong>{job.total}</strong> runs not sent yet will be skipped" in html
+    assert "Yes, cancel this job" in html and "Keep it going" in html
+    assert 'name="state" value="pending"' in html
+    # Neither the question nor a POST without the confirmation cancels.
+    unconfirmed = client.post(link)
+    assert unconfirmed.status_code == 200 and "Yes, cancel this job" in unconfirmed.content.decode()
+    job.refresh_from_db()
+    assert job.state == JobState.QUEUED
+
+    done = client.post(link, {"confirm": "yes", "state": "pending"})
+    assert done.status_code == 303 and done["Location"] == job_url(job) + "?state=pending"
+    job.refresh_from_db()
+    assert job.state == JobState.CANCELED
+    assert "there is nothing to cancel" in client.get(link).content.decode()
 
 
 def test_an_unknown_items_check_shows_the_candidate_and_the_person_links_it(world, client_as):
@@ -531,7 +558,8 @@ def test_viewers_watch_but_cannot_steer(world, client_as, incident):
     assert page.count("<button") == 1  # sign out only
     assert "Retry anyway" not in page
     for name in ("bulk_job_pause", "bulk_job_resume", "bulk_job_cancel"):
-        assert client.post(job_url(job, name)).status_code == 403
+        assert client.post(job_url(job, name), {"confirm": "yes"}).status_code == 403
+    assert client.get(job_url(job, "bulk_job_cancel")).status_code == 403
     for name in ("bulk_item_check", "bulk_item_retry_anyway"):
         url = reverse(f"bulk:{name}", args=["acme", job.pk, item.pk])
         assert client.post(url, {"confirm": "on"}).status_code == 403
@@ -552,7 +580,7 @@ def test_outsiders_and_other_teams_jobs_are_not_found(world, client_as, incident
     assert client_as(world.outsider).get(url).status_code == 404
     assert (
         client_as(world.outsider)
-        .post(reverse("bulk:bulk_job_cancel", args=["globex", job.pk]))
+        .post(reverse("bulk:bulk_job_cancel", args=["globex", job.pk]), {"confirm": "yes"})
         .status_code
         == 404
     )
