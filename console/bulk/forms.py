@@ -7,11 +7,16 @@ Which runs a bulk retry is over (the selection) is read by its own form, in
 from django import forms
 from django.conf import settings
 
-from .models import ItemState, Outcome
+from .models import ItemState, JobKind, Outcome
 
 
 class BulkRetryForm(forms.Form):
     """The preview's choices, and what confirming needs: a reason."""
+
+    # What the job does to each run: retry it, replay its webhook, cancel it.
+    kind = forms.ChoiceField(
+        choices=JobKind.choices, required=False, initial=JobKind.RETRY, widget=forms.HiddenInput
+    )
 
     include_already_retried = forms.BooleanField(
         required=False,
@@ -73,6 +78,9 @@ class BulkRetryForm(forms.Form):
         self.confirming = confirming
         self.fields["canary_over"].initial = settings.BULK_RETRY_CANARY_OVER
         self.fields["min_success_percent"].initial = settings.BULK_RETRY_MIN_SUCCESS_PERCENT
+
+    def clean_kind(self):
+        return self.cleaned_data.get("kind") or JobKind.RETRY
 
     def clean_reason(self):
         reason = self.cleaned_data.get("reason", "")

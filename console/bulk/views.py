@@ -31,6 +31,7 @@ from .models import (
     BulkRetryItem,
     BulkRetryJob,
     ItemState,
+    JobKind,
     JobState,
     Outcome,
     SkipReason,
@@ -104,9 +105,17 @@ def _selection_refused(request, team, form: SelectionForm):
     return _see_other(f"{url}?{query}" if query else url)
 
 
+def _kind(request) -> str:
+    """What the bulk job does: the button that asked says (`?kind=`), else the form."""
+    kind = request.GET.get("kind") or request.POST.get("kind") or JobKind.RETRY
+    return kind if kind in JobKind.values else JobKind.RETRY
+
+
 def _render_preview(request, team, selection: Selection, options: BulkRetryForm, *, status=200):
+    kind = _kind(request)
+
     def ticked(name):
-        return bool(options.is_bound and options[name].value())
+        return bool(kind == JobKind.RETRY and options.is_bound and options[name].value())
 
     preview = services.bulk_retry_preview(
         team=team,
@@ -114,6 +123,7 @@ def _render_preview(request, team, selection: Selection, options: BulkRetryForm,
         include_already_retried=ticked("include_already_retried"),
         include_skyvern_retrying=ticked("include_skyvern_retrying"),
         include_completed=ticked("include_completed"),
+        kind=kind,
     )
     return render(
         request,
@@ -122,6 +132,8 @@ def _render_preview(request, team, selection: Selection, options: BulkRetryForm,
             "team": team,
             "selection": selection,
             "preview": preview,
+            "kind": kind,
+            "kind_label": JobKind(kind).label,
             "options": options,
             "already_retried_skipped": any(
                 group.reason == SkipReason.ALREADY_RETRIED for group in preview.skipped
@@ -159,6 +171,7 @@ def bulk_retry_create(request: HtmxHttpRequest, team_slug: str):
     if not options.is_valid():
         return _render_preview(request, team, selection, options)
     data = options.cleaned_data
+    kind = _kind(request)
     runs = selection.runs(_team_runs(request, team))
     try:
         job = services.bulk_retry_create(
@@ -166,20 +179,21 @@ def bulk_retry_create(request: HtmxHttpRequest, team_slug: str):
             user=request.user,
             runs=runs,
             reason=data["reason"],
-            include_already_retried=data["include_already_retried"],
-            include_skyvern_retrying=data["include_skyvern_retrying"],
-            include_completed=data["include_completed"],
-            max_steps_override=data["max_steps_override"],
+            include_already_retried=kind == JobKind.RETRY and data["include_already_retried"],
+            include_skyvern_retrying=kind == JobKind.RETRY and data["include_skyvern_retrying"],
+            include_completed=kind == JobKind.RETRY and data["include_completed"],
+            max_steps_override=data["max_steps_override"] if kind == JobKind.RETRY else None,
             selection=selection.as_json(count=runs.count()),
             canary_over=data["canary_over"],
             min_success_percent=data["min_success_percent"],
+            kind=kind,
         )
     except BulkRetryRefused as refused:
         options.add_error(None, str(refused))
         return _render_preview(request, team, selection, options)
     messages.success(
         request,
-        f"Bulk retry #{job.pk} created: {job.total} run{'s' if job.total != 1 else ''}. "
+        f"{job.title} created: {job.total} run{'s' if job.total != 1 else ''}. "
         "It runs in the background; this page follows it.",
     )
     return _see_other(reverse("bulk:bulk_job_detail", args=[team.slug, job.pk]))

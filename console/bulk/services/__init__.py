@@ -54,7 +54,13 @@ from .preview import (
     bulk_retry_preview,
     failing_connections,
 )
-from .sending import bulk_item_send, bulk_items_give_up_stale, bulk_job_work, bulk_jobs_revive
+from .sending import (
+    bulk_cancel_send,
+    bulk_item_send,
+    bulk_items_give_up_stale,
+    bulk_job_work,
+    bulk_jobs_revive,
+)
 from .throttle import Claim, bulk_item_claim, sending_lease, throttle_for
 
 __all__ = [
@@ -67,6 +73,7 @@ __all__ = [
     "Guard",
     "JobProgress",
     "SkipGroup",
+    "bulk_cancel_send",
     "bulk_item_check",
     "bulk_job_guard",
     "bulk_item_claim",

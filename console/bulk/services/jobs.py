@@ -26,6 +26,7 @@ from ..models import (
     BulkRetryJob,
     ConnectionThrottle,
     ItemState,
+    JobKind,
     JobState,
     SkipReason,
 )
@@ -49,6 +50,7 @@ def bulk_retry_create(
     include_completed: bool = False,
     canary_over: int | None = None,
     min_success_percent: int | None = None,
+    kind: str = JobKind.RETRY,
     request=None,
 ) -> BulkRetryJob:
     """Create a job over exactly the runs selected now, and book its worker.
@@ -66,11 +68,15 @@ def bulk_retry_create(
     was skipped). Runs Skyvern retries itself and runs that succeeded are
     skipped unless the person ticked them in (`include_skyvern_retrying`,
     `include_completed`); the audit record says how many each tick let in.
+    `kind` says what is done to each run: retried, its webhook replayed, or
+    canceled (JobKind); each goes through the same throttle.
     """
     require(user, RETRY, team)
+    if kind not in JobKind.values:
+        raise BulkRetryRefused("Choose retry, replay webhooks or cancel.")
     reason = (reason or "").strip()
     if not reason:
-        raise BulkRetryRefused("Say why these runs are being retried.")
+        raise BulkRetryRefused("Say why this bulk job is done.")
     if max_steps_override is not None and max_steps_override < 1:
         raise BulkRetryRefused("The max steps override must be a positive number.")
     if canary_over is None:
@@ -86,16 +92,19 @@ def bulk_retry_create(
             include_already_retried=include_already_retried,
             include_skyvern_retrying=include_skyvern_retrying,
             include_completed=include_completed,
+            kind=kind,
         )
         if not rows:
             raise BulkRetryRefused("No runs are selected.")
         to_send = sum(1 for row in rows if row.skip is None)
-        canary = canary_size(to_send=to_send, canary_over=canary_over)
+        # A canary judges whether retries succeed again: replays and cancels have none.
+        canary = canary_size(to_send=to_send, canary_over=canary_over) if kind == JobKind.RETRY else 0
         job = BulkRetryJob.objects.create(
             team=team,
             created_by=user,
             created_at=now,
             reason=reason,
+            kind=kind,
             include_already_retried=include_already_retried,
             max_steps_override=max_steps_override,
             selection=selection or {},
@@ -143,6 +152,7 @@ def bulk_retry_create(
             **overrides,
             canary=canary,
             min_success_percent=min_success_percent,
+            kind=kind,
         )
         if all(row.skip for row in rows):
             job.state = JobState.FINISHED
@@ -151,7 +161,7 @@ def bulk_retry_create(
             _audit("bulk_job_finish", job=job, skipped=skipped)
         else:
             _book_worker_on_commit(job.pk)
-    log.info("bulk retry #%s created by %s for team %s: %s runs", job.pk, user, team.pk, len(rows))
+    log.info("%s created by %s for team %s: %s runs", job.title, user, team.pk, len(rows))
     return job
 
 

@@ -21,6 +21,7 @@ from ..models import (
     OPEN_ITEM_STATES,
     BulkRetryItem,
     ConnectionThrottle,
+    JobKind,
     SkipReason,
 )
 
@@ -85,6 +86,29 @@ class BulkPreview:
     by_failure_reason: list[Breakdown]
     skipped: list[SkipGroup]
     effects: SideEffects = SideEffects()
+    kind: str = JobKind.RETRY
+
+    @property
+    def will_be(self) -> str:
+        """What happens to the runs sent, after "N of M selected runs …"."""
+        return {
+            JobKind.REPLAY_WEBHOOK: "will have their webhook replayed (no browser work is redone)",
+            JobKind.CANCEL: "will be canceled at Skyvern",
+        }.get(self.kind, "will be retried")
+
+    @property
+    def go(self) -> str:
+        """The confirm button's verb, before "N runs"."""
+        return {
+            JobKind.REPLAY_WEBHOOK: "Replay the webhooks of",
+            JobKind.CANCEL: "Cancel",
+        }.get(self.kind, "Retry")
+
+    @property
+    def webhook_only(self) -> int:
+        """Runs a retry skips because only their webhook failed: the preview
+        offers to replay those webhooks instead."""
+        return sum(g.count for g in self.skipped if g.reason == SkipReason.WEBHOOK_ONLY)
 
     @property
     def skipped_count(self) -> int:
@@ -138,6 +162,20 @@ class _Row:
     credits_used: int | None = None
 
 
+def _skip_for_kind(kind: str, status: str, webhook_failure: str) -> SkipReason | None:
+    """Why a job of `kind` can't act on a run with this status, if it can't."""
+    webhook_only = status == Status.FAILED and bool(webhook_failure)
+    if kind == JobKind.CANCEL:
+        return SkipReason.FINISHED if status in TERMINAL_STATUSES else None
+    if status not in TERMINAL_STATUSES:
+        return SkipReason.NOT_TERMINAL
+    if kind == JobKind.REPLAY_WEBHOOK and not webhook_only:
+        return SkipReason.NOT_WEBHOOK_ONLY
+    if kind == JobKind.RETRY and webhook_only:
+        return SkipReason.WEBHOOK_ONLY
+    return None
+
+
 def _classified(
     *,
     team: Team,
@@ -145,6 +183,7 @@ def _classified(
     include_already_retried: bool,
     include_skyvern_retrying: bool = False,
     include_completed: bool = False,
+    kind: str = JobKind.RETRY,
 ) -> list[_Row]:
     """Every selected run of the team, oldest first, with why it is skipped (or None)."""
     counted = (
@@ -178,6 +217,7 @@ def _classified(
             "webhook_url",
             "browser_session_id",
             "credits_used",
+            "webhook_failure_reason",
         )
     )
     out = []
@@ -195,19 +235,21 @@ def _classified(
         webhook_url,
         browser_session_id,
         credits_used,
+        hook,
     ) in rows.iterator(chunk_size=2000):
         itself = skyvern_retries(retry_pending, next_attempt_at, now)
-        if status not in TERMINAL_STATUSES:
-            skip = SkipReason.NOT_TERMINAL
+        kind_skip = _skip_for_kind(kind, status, hook)
+        if kind_skip is not None:
+            skip = kind_skip
         elif in_job:
             skip = SkipReason.IN_ACTIVE_JOB
         elif connection_id in failing:
             skip = SkipReason.KEY_FAILING
-        elif itself and not include_skyvern_retrying:
+        elif kind == JobKind.RETRY and itself and not include_skyvern_retrying:
             skip = SkipReason.SKYVERN_RETRIES
-        elif status == Status.COMPLETED and not include_completed:
+        elif kind == JobKind.RETRY and status == Status.COMPLETED and not include_completed:
             skip = SkipReason.COMPLETED
-        elif n_retries and not include_already_retried:
+        elif kind == JobKind.RETRY and n_retries and not include_already_retried:
             skip = SkipReason.ALREADY_RETRIED
         else:
             skip = None
@@ -267,16 +309,20 @@ def bulk_retry_preview(
     include_already_retried: bool,
     include_skyvern_retrying: bool = False,
     include_completed: bool = False,
+    kind: str = JobKind.RETRY,
 ) -> BulkPreview:
-    """What retrying `runs` (a Run queryset already scoped to the team) would do.
+    """What a bulk job of `kind` over `runs` (a Run queryset already scoped to
+    the team) would do: retry them, replay their webhooks, or cancel them.
 
     Sends nothing and records nothing. Each selected run is either to be sent
-    or skipped for exactly one reason, checked in this order: not terminal;
-    already in another active bulk job; its connection's key is failing (see
-    `failing_connections`); Skyvern retries it itself (unless
-    include_skyvern_retrying); it succeeded (unless include_completed);
-    already retried (unless include_already_retried). `effects` counts what
-    the runs to be sent do besides running again.
+    or skipped for exactly one reason, checked in this order: what the kind
+    needs (a retry: finished, and not a webhook-only failure, whose webhook
+    is replayed instead; a replay: a webhook-only failure; a cancel: not
+    finished); already in another active bulk job; its connection's key is
+    failing (see `failing_connections`); for a retry: Skyvern retries it
+    itself (unless include_skyvern_retrying), it succeeded (unless
+    include_completed), already retried (unless include_already_retried).
+    `effects` counts what the runs to be sent do besides running again.
     """
     rows = _classified(
         team=team,
@@ -284,6 +330,7 @@ def bulk_retry_preview(
         include_already_retried=include_already_retried,
         include_skyvern_retrying=include_skyvern_retrying,
         include_completed=include_completed,
+        kind=kind,
     )
     sending = [row for row in rows if row.skip is None]
     skipped: dict[SkipReason, list[_Row]] = {}
@@ -305,4 +352,5 @@ def bulk_retry_preview(
         by_failure_reason=_top(Counter(_reason_label(row.failure_reason) for row in sending)),
         skipped=groups,
         effects=side_effects(sending),
+        kind=kind,
     )

@@ -25,7 +25,8 @@ from django.db import connection as db_connection
 from django.utils import timezone
 
 from console.background.queue import enqueue_once, waiting_args
-from console.runs.models import Retry, RetryState
+from console.runs.actions import webhook_replay_send
+from console.runs.models import ActionState, Retry, RetryState, RunAction
 from console.runs.services import retry_intent_send
 from console.skyvern import (
     KeyRejected,
@@ -34,6 +35,8 @@ from console.skyvern import (
     SkyvernError,
     SkyvernUnreachable,
 )
+from console.teams.clients import client_for
+from console.teams.secrets import ApiKeyUnreadable
 
 from ..models import (
     OPEN_ITEM_STATES,
@@ -41,6 +44,7 @@ from ..models import (
     BulkRetryJob,
     ConnectionThrottle,
     ItemState,
+    JobKind,
     JobState,
 )
 from .canary import bulk_job_guard
@@ -93,15 +97,23 @@ def _resend_delay(error: SkyvernError, attempts: int) -> timedelta:
 
 
 def bulk_item_send(*, item: BulkRetryItem) -> str:
-    """Send a claimed item's retry once and record the outcome; returns the new state.
+    """Send a claimed item once (its retry, or its webhook replay) and record
+    the outcome; returns the new state.
 
     Only the claimer calls this. 429 / 503 with Retry-After / refused
     connection: the item waits (and the whole connection with it) and goes
     again; any answer that leaves the outcome open: `unknown`; any other
     error: `failed` with Skyvern's reason. A 403 fails the job's other
-    waiting items of that connection too (the key is rejected).
+    waiting items of that connection too (the key is rejected). A replay
+    Skyvern sent but the receiver did not take (no 2xx) is `failed`, with
+    the receiver's answer.
     """
     job = item.job
+    if job.kind == JobKind.REPLAY_WEBHOOK:
+        error = webhook_replay_send(action=item.action)
+        if error is None:
+            return _replay_done(item)
+        return _send_failed(item, error)
     error = retry_intent_send(
         retry=item.retry, user=job.created_by, max_steps_override=job.max_steps_override
     )
@@ -112,6 +124,73 @@ def bulk_item_send(*, item: BulkRetryItem) -> str:
             state=ItemState.RETRIED, new_run=retry.new_run, error="", finished_at=now
         )
         return ItemState.RETRIED
+    return _send_failed(item, error)
+
+
+def _replay_done(item: BulkRetryItem) -> str:
+    action = item.action
+    now = timezone.now()
+    if action.status_code is not None and 200 <= action.status_code < 300:
+        BulkRetryItem.objects.filter(pk=item.pk).update(
+            state=ItemState.DONE, error="", finished_at=now
+        )
+        return ItemState.DONE
+    if action.status_code is not None:
+        words = f"The receiver answered HTTP {action.status_code}"
+        if action.response_excerpt:
+            words += f": {action.response_excerpt}"
+    else:
+        words = f"The receiver didn't answer: {action.error or 'no answer'}"
+    BulkRetryItem.objects.filter(pk=item.pk).update(
+        state=ItemState.FAILED, error=words[:500], finished_at=now
+    )
+    return ItemState.FAILED
+
+
+def bulk_cancel_send(*, items: list[BulkRetryItem]) -> None:
+    """Cancel a claimed batch (one connection, at most 100 runs) with one
+    Skyvern call, and record each run's outcome: canceled (`done`), not
+    canceled because it had finished or isn't this organisation's
+    (`failed`), or the call's error, as bulk_item_send records it."""
+    connection = items[0].run.connection
+    try:
+        result = client_for(connection).cancel_runs([item.run.run_id for item in items])
+    except (SkyvernError, ApiKeyUnreadable) as error:
+        if not isinstance(error, SkyvernError):
+            error = SkyvernError(str(error))
+        for item in items:
+            _send_failed(item, error)
+        return
+    now = timezone.now()
+    cancelled = set(result.cancelled)
+    for item in items:
+        if item.run.run_id in cancelled:
+            RunAction.objects.filter(pk=item.action_id).update(
+                state=ActionState.DONE, finished_at=now
+            )
+            BulkRetryItem.objects.filter(pk=item.pk).update(
+                state=ItemState.DONE, error="", finished_at=now
+            )
+        else:
+            words = "Skyvern didn't cancel it: it had finished already, or isn't this key's run."
+            RunAction.objects.filter(pk=item.action_id).update(
+                state=ActionState.FAILED, error=words, finished_at=now
+            )
+            BulkRetryItem.objects.filter(pk=item.pk).update(
+                state=ItemState.FAILED, error=words, finished_at=now
+            )
+
+
+def _send_failed(item: BulkRetryItem, error: SkyvernError) -> str:
+    """Record a send that Skyvern answered with an error (see bulk_item_send)."""
+    job = item.job
+    now = timezone.now()
+    if item.action_id and not item.action.finished_at:
+        # A cancel batch's intent (a replay's is kept by webhook_replay_send).
+        state = ActionState.UNKNOWN if error.run_may_exist else ActionState.FAILED
+        RunAction.objects.filter(pk=item.action_id).update(
+            state=state, error=_error_text(error), finished_at=now
+        )
     message = _error_text(error)
     if _certainly_not_sent(error):
         if item.attempts >= settings.BULK_RETRY_MAX_ATTEMPTS:
@@ -163,6 +242,9 @@ def bulk_items_give_up_stale(*, job_id: int | None = None) -> int:
         Retry.objects.filter(
             pk__in=[retry_id for _, retry_id in rows if retry_id], state=RetryState.SENDING
         ).update(state=RetryState.UNKNOWN, error=GAVE_UP_SENDING, finished_at=now)
+        RunAction.objects.filter(
+            bulk_items__pk__in=[pk for pk, _ in rows], state=ActionState.SENDING
+        ).update(state=ActionState.UNKNOWN, error=GAVE_UP_SENDING, finished_at=now)
     log.warning("bulk retry: %s item(s) left sending by a dead worker are now unknown", len(rows))
     return len(rows)
 
@@ -198,11 +280,17 @@ def _work_loop(job_id: int, deadline: float) -> datetime | None:
         else:
             claim = bulk_item_claim(job_id=job_id, canary_only=guard.canary_only)
         if claim.item is not None:
+            batch = claim.batch or [claim.item]
             try:
-                bulk_item_send(item=claim.item)
+                if claim.batch:
+                    bulk_cancel_send(items=claim.batch)
+                else:
+                    bulk_item_send(item=claim.item)
             except Exception:
-                log.exception("bulk retry #%s: item %s failed", job_id, claim.item.pk)
-                BulkRetryItem.objects.filter(pk=claim.item.pk, state=ItemState.SENDING).update(
+                log.exception("bulk job #%s: item(s) %s failed", job_id, [i.pk for i in batch])
+                BulkRetryItem.objects.filter(
+                    pk__in=[i.pk for i in batch], state=ItemState.SENDING
+                ).update(
                     state=ItemState.UNKNOWN,
                     error="The console failed while sending this retry; "
                     "Skyvern may or may not have it.",

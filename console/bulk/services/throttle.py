@@ -26,14 +26,17 @@ from django.db import transaction
 from django.db.models import F, Min, Q
 from django.utils import timezone
 
+from console.runs.actions import action_intent_record, counted_actions, latest_action
 from console.runs.models import Run
 from console.runs.services import latest_retry, retry_intent_record
+from console.skyvern import BULK_CANCEL_LIMIT
 
 from ..models import (
     BulkRetryItem,
     BulkRetryJob,
     ConnectionThrottle,
     ItemState,
+    JobKind,
     JobState,
     SkipReason,
 )
@@ -60,11 +63,14 @@ def sending_lease() -> timedelta:
 
 @dataclass
 class Claim:
-    """One look for work: an item to send now, or when to look again, or stop."""
+    """One look for work: an item to send now, or when to look again, or stop.
+    A bulk cancel claims up to BULK_CANCEL_LIMIT items of one connection at
+    once (`batch`, `item` its first): Skyvern cancels them in one call."""
 
     item: BulkRetryItem | None = None
     wait_until: datetime | None = None
     stop: bool = False
+    batch: list = None
 
 
 def _due(job_id: int, now: datetime, canary_only: bool = False):
@@ -144,7 +150,7 @@ def _claim_holding_throttle(job_id: int, connection_id: int, canary_only: bool) 
         # With the person who started it: the retry is recorded, and sent, as theirs.
         job = (
             BulkRetryJob.objects.select_related("created_by")
-            .only("state", "created_by", "max_steps_override")
+            .only("state", "kind", "created_by", "max_steps_override")
             .get(pk=job_id)
         )
         if throttle.paused_until and throttle.paused_until > now:
@@ -161,18 +167,55 @@ def _claim_holding_throttle(job_id: int, connection_id: int, canary_only: bool) 
         )
         if skip_locked:
             candidates = candidates.select_for_update(skip_locked=True)
-        item = candidates.first()
-        if item is None:
+        size = BULK_CANCEL_LIMIT if job.kind == JobKind.CANCEL else 1
+        picked = list(candidates.values_list("pk", flat=True)[:size])
+        if not picked:
             return Claim(wait_until=now)
-        claimed = BulkRetryItem.objects.filter(pk=item.pk, state=ItemState.PENDING).update(
+        BulkRetryItem.objects.filter(pk__in=picked, state=ItemState.PENDING).update(
             state=ItemState.SENDING,
             sent_at=now,
             attempts=F("attempts") + 1,
             next_attempt_at=None,
         )
+        items = list(
+            BulkRetryItem.objects.filter(
+                pk__in=picked, state=ItemState.SENDING, sent_at=now
+            ).order_by("id")
+        )
+        if not items:
+            return Claim(wait_until=now)
+        runs = Run.objects.select_related("connection", "team").in_bulk(
+            [item.run_id for item in items]
+        )
+        claimed = []
+        for item in items:
+            run = runs[item.run_id]
+            if _record_intent(item, run, job, now):
+                item.run = run
+                item.job = job
+                claimed.append(item)
         if not claimed:
             return Claim(wait_until=now)
-        run = Run.objects.select_related("connection", "team").get(pk=item.run_id)
+        throttle.next_send_at = now + timedelta(seconds=1 / throttle.effective_per_second)
+        throttle.save(update_fields=["next_send_at"])
+        if job.state == JobState.QUEUED:
+            BulkRetryJob.objects.filter(pk=job_id, state=JobState.QUEUED).update(
+                state=JobState.RUNNING, started_at=now
+            )
+    for item in claimed:
+        run, job_, retry, action = item.run, item.job, item.retry, item.action
+        item.refresh_from_db()
+        item.run, item.job, item.retry, item.action = run, job_, retry, action
+    if job.kind == JobKind.CANCEL:
+        return Claim(item=claimed[0], batch=claimed)
+    return Claim(item=claimed[0])
+
+
+def _record_intent(item: BulkRetryItem, run: Run, job: BulkRetryJob, now) -> bool:
+    """Record the claimed item's intent (a retry, a replay or a cancel) as a
+    click on the run's card would, or skip it when someone else's intent
+    owns it; returns whether the item is to be sent."""
+    if job.kind == JobKind.RETRY:
         retry = retry_intent_record(run=run, number=item.seen_retries + 1, user=job.created_by)
         if retry is None:
             owner = latest_retry(run)
@@ -183,16 +226,22 @@ def _claim_holding_throttle(job_id: int, connection_id: int, canary_only: bool) 
                 new_run=owner.new_run if owner else None,
                 finished_at=now,
             )
-            return Claim(wait_until=now)
+            return False
         BulkRetryItem.objects.filter(pk=item.pk).update(retry=retry)
-        throttle.next_send_at = now + timedelta(seconds=1 / throttle.effective_per_second)
-        throttle.save(update_fields=["next_send_at"])
-        if job.state == JobState.QUEUED:
-            BulkRetryJob.objects.filter(pk=job_id, state=JobState.QUEUED).update(
-                state=JobState.RUNNING, started_at=now
-            )
-    item.refresh_from_db()
-    item.run = run
-    item.retry = retry
-    item.job = job
-    return Claim(item=item)
+        item.retry = retry
+        return True
+    kind = job.kind
+    number = counted_actions(run, kind).count() + 1
+    action = action_intent_record(run=run, kind=kind, number=number, user=job.created_by)
+    if action is None:
+        BulkRetryItem.objects.filter(pk=item.pk).update(
+            state=ItemState.SKIPPED,
+            skip_reason=SkipReason.DONE_MEANWHILE,
+            action=latest_action(run, kind),
+            finished_at=now,
+        )
+        return False
+    BulkRetryItem.objects.filter(pk=item.pk).update(action=action)
+    action.run = run
+    item.action = action
+    return True
