@@ -373,12 +373,15 @@ def _cancel(card, team_slug, form_fields, confirm_cancel) -> str:
     button = (
         '<p class="confirm-cancel">Cancel this run at Skyvern? It stops after its current '
         "action; what it already did stays done.</p>\n"
-        '          <button type="submit" class="danger">Yes, cancel this run</button>\n'
-        f'          <a href="{_detail(team_slug, card.run_id)}" hx-get="{card_url}" '
-        f'hx-target="#run-{card.pk}" hx-swap="outerHTML" role="button" '
-        'class="secondary outline">Keep it running</a>'
+        '          <button type="submit" class="danger">Yes, cancel this run</button>'
     )
-    return _form(card, url, "cancel-form", fields, button)
+    # Outside the form: nothing of the form's (its hx-disabled-elt) applies to it.
+    keep = (
+        f'<a href="{_detail(team_slug, card.run_id)}" hx-get="{card_url}" '
+        f'hx-target="#run-{card.pk}" hx-swap="outerHTML" role="button" '
+        'class="secondary outline keep-running">Keep it running</a>'
+    )
+    return _form(card, url, "cancel-form", fields, button) + "\n    " + keep
 
 
 def _actions(card, latest, team_slug, form_fields, confirming=False, confirm_cancel=False) -> str:
