@@ -88,6 +88,18 @@ def retry_data(world):
     return {"seen_retries": "0", "next": reverse("runs:run_list", args=["acme"])}
 
 
+def replay_data(world):
+    return {"seen_replays": "0", "next": reverse("runs:run_list", args=["acme"])}
+
+
+def cancel_data(world):
+    return {"seen_cancels": "0", "confirm": "yes", "next": reverse("runs:run_list", args=["acme"])}
+
+
+def confirm_data(world):
+    return {"confirm": "yes"}
+
+
 def retry_link_data(world):
     # A run Skyvern doesn't have: linking it is refused after the access checks.
     return {"run_id": "wr_not_at_skyvern", "next": reverse("runs:run_list", args=["acme"])}
@@ -316,6 +328,27 @@ ACCESS: dict[str, Entry] = {
         # A failed run needs no confirmation: without htmx, off to its page.
         calls=(Call("GET", 302), Call("GET", 200, htmx=True, fragment=True)),
     ),
+    "runs:run_webhook_replay": Entry(
+        kind="run",
+        needs=Role.OPERATOR,
+        # The run's webhook didn't fail: refused in words, after the access checks.
+        calls=(
+            Call("POST", 302, data=replay_data),
+            Call("POST", 200, htmx=True, data=replay_data, fragment=True),
+        ),
+    ),
+    "runs:run_cancel": Entry(
+        kind="run",
+        needs=Role.OPERATOR,
+        # A confirmation (the card with htmx, a page without), then the confirmed POST;
+        # the run has finished: refused in words, after the access checks.
+        calls=(
+            Call("GET", 200),
+            Call("GET", 200, htmx=True, fragment=True),
+            Call("POST", 302, data=cancel_data),
+            Call("POST", 200, htmx=True, data=cancel_data, fragment=True),
+        ),
+    ),
     "runs:run_retry": Entry(
         kind="run",
         needs=Role.OPERATOR,
@@ -401,7 +434,7 @@ ACCESS: dict[str, Entry] = {
             needs=Role.OPERATOR,
             calls=(Call("POST", 303), Call("POST", 200, htmx=True, fragment=True)),
         )
-        for verb in ("pause", "resume", "cancel")
+        for verb in ("pause", "resume")
     },
     "bulk:bulk_job_threshold": Entry(
         kind="job",
@@ -409,6 +442,16 @@ ACCESS: dict[str, Entry] = {
         calls=(
             Call("POST", 303, data=threshold_data),
             Call("POST", 200, htmx=True, fragment=True, data=threshold_data),
+        ),
+    ),
+    "bulk:bulk_job_cancel": Entry(
+        kind="job",
+        needs=Role.OPERATOR,
+        # A confirmation page, then the confirmed POST.
+        calls=(
+            Call("GET", 200),
+            Call("POST", 303, data=confirm_data),
+            Call("POST", 200, htmx=True, data=confirm_data, fragment=True),
         ),
     ),
     "bulk:bulk_item_check": Entry(

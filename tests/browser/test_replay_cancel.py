@@ -92,7 +92,8 @@ def test_operator_cancels_a_bulk_job_through_the_confirmation_page(
 
     page.get_by_role("button", name="Cancel job…").click()
     expect(page.get_by_role("heading", name=f"Cancel bulk retry #{job.pk}?")).to_be_visible()
-    expect(page.locator(".cancel-job-warning")).to_contain_text("3 runs not sent yet will be skipped")
+    warning = page.locator(".cancel-job-warning")
+    expect(warning).to_contain_text("3 runs not sent yet will be skipped")
     page.get_by_role("button", name="Keep it going").click()
     expect(page).to_have_url(re.compile(re.escape(job_page) + "$"))
     job.refresh_from_db()
