@@ -246,3 +246,20 @@ def test_viewers_cant_start_any_kind(world, client_as, hooks):
         assert client.post(create_url(), data).status_code == 403
     assert not BulkRetryJob.objects.exists()
     assert HOOK_FAILURE  # the runs above are webhook-only failures
+
+
+def test_an_unknown_replay_is_never_retried_anyway(world, client_as, hooks):
+    """Retry anyway would redo the browser work the replay job was there to spare."""
+    client = client_as(world.operator)
+    job = make_job(client, hooks["webhook_only"][:1], "replay_webhook")
+    world.simulator.state.configure(error_rates={502: 1.0}, fault_endpoints=["retry_webhook"])
+    bulk_retry_work.call(job.pk)
+    item = job.items.get()
+    assert item.state == ItemState.UNKNOWN
+    page = client.get(reverse("bulk:bulk_job_detail", args=["acme", job.pk])).content.decode()
+    assert "Retry anyway" not in page
+    url = reverse("bulk:bulk_item_retry_anyway", args=["acme", job.pk, item.pk])
+    client.post(url, {"confirm": "on"})
+    item.refresh_from_db()
+    assert item.state == ItemState.UNKNOWN
+    assert world.simulator.state.retry_counts() == {}

@@ -9,7 +9,7 @@ from console.runs.services import RetryRefused, counted_retries
 from console.teams.access import require
 from console.teams.models import RETRY
 
-from ..models import BulkRetryItem, BulkRetryJob, ItemState, JobState
+from ..models import BulkRetryItem, BulkRetryJob, ItemState, JobKind, JobState
 from .common import FOLLOW, BulkRetryRefused, _audit, _book_worker_on_commit, log
 
 #: What a check of an unknown item found (the runs app's check of its retry).
@@ -68,6 +68,9 @@ def bulk_item_retry_anyway(*, item: BulkRetryItem, user, request=None) -> BulkRe
         job.refresh_from_db()
         if job.state == JobState.CANCELED:
             raise BulkRetryRefused("This job was canceled; retry the run from its own page.")
+        if job.kind != JobKind.RETRY:
+            # Its item replays a webhook or cancels a run: a retry would redo browser work.
+            raise BulkRetryRefused("Only a bulk retry's items can be retried anyway.")
         seen = counted_retries(item.run).count()
         moved = BulkRetryItem.objects.filter(pk=item.pk, state=ItemState.UNKNOWN).update(
             state=ItemState.PENDING,
