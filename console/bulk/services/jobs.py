@@ -98,7 +98,9 @@ def bulk_retry_create(
             raise BulkRetryRefused("No runs are selected.")
         to_send = sum(1 for row in rows if row.skip is None)
         # A canary judges whether retries succeed again: replays and cancels have none.
-        canary = canary_size(to_send=to_send, canary_over=canary_over) if kind == JobKind.RETRY else 0
+        canary = (
+            canary_size(to_send=to_send, canary_over=canary_over) if kind == JobKind.RETRY else 0
+        )
         job = BulkRetryJob.objects.create(
             team=team,
             created_by=user,

@@ -8,7 +8,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("runs", "0005_write_lock"),
+        ("runs", "0008_run_retry_facts"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

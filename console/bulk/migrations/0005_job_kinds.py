@@ -6,8 +6,8 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("bulk", "0002_job_followed_at"),
-        ("runs", "0006_webhook_failure_and_actions"),
+        ("bulk", "0004_job_canary"),
+        ("runs", "0009_webhook_failure_and_actions"),
     ]
 
     operations = [
