@@ -44,7 +44,9 @@ keepalive = int(os.environ.get("WEB_KEEPALIVE", "5"))
 
 # To stdout/stderr, where systemd's journal picks them up. The access log
 # names the client as the proxy saw it (X-Forwarded-For), the time taken in
-# milliseconds and never a header or a body, so no key can reach it.
+# milliseconds and never a header or a body, so no key can reach it; the
+# logger class replaces each connection's webhook token in the path.
+logger_class = "console.operations.access_log.RedactingLogger"
 accesslog = os.environ.get("WEB_ACCESS_LOG", "-")
 errorlog = os.environ.get("WEB_ERROR_LOG", "-")
 loglevel = os.environ.get("WEB_LOG_LEVEL", "info")

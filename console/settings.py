@@ -391,10 +391,14 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "console.operations.logs.JsonFormatter"},
     },
+    # A webhook URL's token never reaches a log line (nor gunicorn's access
+    # log: gunicorn.conf.py).
+    "filters": {"webhook_tokens": {"()": "console.operations.logs.WebhookTokenFilter"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["webhook_tokens"],
         }
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},

@@ -7,6 +7,7 @@ replaces the workers without dropping the server, and nothing is written
 under var/."""
 
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -200,3 +201,23 @@ def test_a_reload_replaces_the_workers_and_keeps_serving(server):
     assert server.get("/login/").status_code == 200
     assert server.process.poll() is None
     assert "Handling signal: hup" in server.log_text()
+
+
+def test_the_access_log_records_webhook_deliveries_without_their_token(server):
+    token = "Zq8" + secrets.token_urlsafe(24)
+    answer = server.post(
+        f"/webhooks/skyvern/{token}/",
+        data=b"{}",
+        headers={"Content-Type": "application/json", "x-skyvern-signature": "0" * 64},
+    )
+    assert answer.status_code == 404  # no connection has this token
+
+    def logged() -> bool:
+        return '"POST /webhooks/skyvern/[redacted]/ HTTP/1.1" 404' in server.log_text()
+
+    wait_until(
+        logged, seconds=10, what="the delivery logged", process=server.process, log=server.log
+    )
+    # Nor in Django's own line about the 404 (same output in this set-up).
+    assert "Not Found: /webhooks/skyvern/[redacted]/" in server.log_text()
+    assert token not in server.log_text()

@@ -21,6 +21,8 @@ from django.conf import settings
 
 from console.skyvern.client import known_api_keys
 
+from .access_log import redact_path
+
 REDACTED = "[redacted]"
 # `name: value`, `name=value`, `'name': 'value'`, and `Bearer value`.
 SHAPED_SECRETS = re.compile(
@@ -51,7 +53,18 @@ def redact(text: str) -> str:
     )
     for secret in secrets:
         text = text.replace(secret, REDACTED)
-    return SHAPED_SECRETS.sub(lambda m: m.group(1) + REDACTED, text)
+    return redact_path(SHAPED_SECRETS.sub(lambda m: m.group(1) + REDACTED, text))
+
+
+class WebhookTokenFilter(logging.Filter):
+    """Plain log lines without webhook tokens: Django logs the path of every
+    request answered 4xx or 5xx ("Not Found: /webhooks/skyvern/<token>/")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "/webhooks/" in message:
+            record.msg, record.args = redact_path(message), ()
+        return True
 
 
 class JsonFormatter(logging.Formatter):

@@ -113,3 +113,13 @@ def test_a_server_error_is_logged_as_json_without_the_key(tmp_path):
     assert "RuntimeError: Skyvern refused [redacted]" in error["exception"]
     assert any(line["message"] == "synced 3 runs" for line in lines)
     assert any(line["logger"] == "django.server" for line in lines)  # runserver's, too
+
+
+def test_a_webhook_token_never_reaches_a_json_line():
+    token = "tok3n-Of-A-Connection-0123456789ab"
+    request = RequestFactory().post(f"/webhooks/skyvern/{token}/")
+    line = format_record("Forbidden: %s", request.path, request=request, status_code=403)
+    data = json.loads(line)
+    assert token not in line
+    assert data["message"] == "Forbidden: /webhooks/skyvern/[redacted]/"
+    assert data["request"]["path"] == "/webhooks/skyvern/[redacted]/"
