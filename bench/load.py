@@ -47,6 +47,7 @@ from _setup import ROOT, SimulatorProcess, machine_info, percentile, setup_djang
 
 KEY = "sk-bench-load-0123456789abcdef"
 SLUG = "bench-load"
+TERMINAL = {"completed", "failed", "terminated", "canceled", "timed_out"}
 CARD_EVERY = 3.0  # the card's own hx-trigger ("every 3s")
 PAGE_EVERY = 30.0
 REQUEST_TIMEOUT = 30
@@ -64,7 +65,25 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def prepare(runs: int, simulator_url: str) -> str:
+def settle_most(simulator_url: str, in_flight: int) -> None:
+    """Finish every seeded run still going but the `in_flight` newest, so the
+    runs page shows a few unfinished cards (the seed leaves most of its
+    newest runs going: a page of polling cards, a worst case)."""
+    listing = requests.get(
+        simulator_url + "/v1/agents/runs",
+        headers={"x-api-key": KEY},
+        params={"page_size": 100000},
+        timeout=60,
+    )
+    listing.raise_for_status()
+    going = [r["workflow_run_id"] for r in listing.json() if r["status"] not in TERMINAL]
+    for run_id in going[in_flight:]:
+        requests.post(
+            f"{simulator_url}/_sim/runs/{run_id}/status", json={"status": "completed"}, timeout=10
+        ).raise_for_status()
+
+
+def prepare(runs: int, simulator_url: str, in_flight: int) -> str:
     """A team with a connection to the simulator, its runs synced, a superuser;
     returns the superuser's username."""
     from django.contrib.auth import get_user_model
@@ -79,6 +98,7 @@ def prepare(runs: int, simulator_url: str) -> str:
         json={"api_key": KEY, "name": "Bench Load", "seed": "bench-load", "seed_runs": runs},
         timeout=60,
     ).raise_for_status()
+    settle_most(simulator_url, in_flight)
     team, _ = Team.objects.get_or_create(slug=SLUG, defaults={"name": "Bench Load"})
     connection = Connection.objects.filter(team=team).first()
     if connection is None:
@@ -228,8 +248,12 @@ def main() -> int:
     parser.add_argument("--database-url", default=None, help="default: SQLite in --var-dir")
     parser.add_argument("--var-dir", default=None, help="default: a new temporary directory")
     parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument(
+        "--in-flight", type=int, default=5, help="runs left going (their cards poll)"
+    )
     parser.add_argument("--sessions", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--admin-first", action="store_true", help="the admin phase first")
     parser.add_argument("--json", action="store_true", help="print the results as JSON only")
     args = parser.parse_args()
 
@@ -244,7 +268,7 @@ def main() -> int:
     )
     server = None
     try:
-        username = prepare(args.runs, simulator.url)
+        username = prepare(args.runs, simulator.url, args.in_flight)
         cookies = sessions_for(username, args.sessions)
         connections.close_all()
         port = free_port()
@@ -281,21 +305,20 @@ def main() -> int:
             warm.get(f"{base}/admin/runs/run/", timeout=REQUEST_TIMEOUT)
 
         poll = float(settings.RUNS_PAGE_POLL_SECONDS)
-        results = [
-            phase(
-                "console",
-                lambda c, d, r: console_person(base, c, d, r, poll),
-                cookies,
-                args.seconds,
-            ),
-            phase("admin", lambda c, d, r: admin_person(base, c, d, r), cookies, args.seconds),
-        ]
+        phases = {
+            "console": lambda c, d, r: console_person(base, c, d, r, poll),
+            "admin": lambda c, d, r: admin_person(base, c, d, r),
+        }
+        order = ["admin", "console"] if args.admin_first else ["console", "admin"]
+        results = [phase(name, phases[name], cookies, args.seconds) for name in order]
         from django.db import connection
 
         info = {
             "machine": machine_info(),
             "database": connection.vendor,
             "runs": args.runs,
+            "in_flight": args.in_flight,
+            "order": order,
             "web_workers": env.get("WEB_CONCURRENCY") or "gunicorn.conf.py default",
         }
     finally:
@@ -308,7 +331,7 @@ def main() -> int:
                 server.wait()
         simulator.stop()
 
-    console, admin = results
+    console, admin = sorted(results, key=lambda r: r["phase"] != "console")
     if args.json:
         print(json.dumps({"info": info, "phases": results}, indent=2))
         return 0
