@@ -5,6 +5,7 @@ after a change to how runs are cached; nothing here times anything, it
 only checks that each one gets to its results and reports no duplicates.
 """
 
+import json
 import re
 import subprocess
 import sys
@@ -84,3 +85,17 @@ def test_failure_inbox_benchmark_runs_and_finds_the_groups_the_baseline_finds(tm
     assert found and found.group(1) == found.group(2), out
     for name in ("inbox_page", "across_page", "inbox_service", "baseline"):
         assert name in out
+
+
+def test_load_benchmark_runs_both_phases_without_errors(tmp_path):
+    out = run_bench(
+        "load.py",
+        *("--sessions", "2", "--seconds", "3", "--runs", "100", "--json"),
+        *("--var-dir", str(tmp_path / "load")),
+        tmp_path=tmp_path,
+    )
+    phases = {p["phase"]: p for p in json.loads(out[out.index("{") :])["phases"]}
+    assert set(phases) == {"console", "admin"}
+    assert phases["console"]["by_kind"]["runs page"]["n"] >= 2
+    assert phases["admin"]["by_kind"]["admin changelist"]["n"] >= 2
+    assert phases["console"]["errors"] == phases["admin"]["errors"] == 0
