@@ -232,6 +232,9 @@ def test_several_web_and_worker_processes_retry_each_run_once(
         "BULK_RETRY_MAX_IN_FLIGHT": "8",
         "BULK_RETRY_WORKER_THREADS": "4",
         "READY_WORKER_SECONDS": "30",
+        # No canary batch: this test is about the send loop surviving kills (the
+        # canary's own waits and kills are tests/bulk/test_canary.py's).
+        "BULK_RETRY_CANARY_OVER": "1000000",
     }
     processes = Processes(tmp_path, env)
     try:
