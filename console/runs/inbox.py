@@ -15,7 +15,14 @@ from django.utils import timezone
 
 from console.skyvern import TERMINAL_STATUSES
 
-from .models import COUNTED_RETRY_STATES, Retry, Run, Status
+from .models import (
+    COUNTED_RETRY_STATES,
+    FailureGroupCount,
+    FailureHourCount,
+    Retry,
+    Run,
+    Status,
+)
 
 HISTOGRAM_HOURS = 24
 HISTOGRAM_HEIGHT = 20
@@ -151,6 +158,14 @@ def failure_groups(runs, *, now: datetime | None = None, limit: int = GROUPS_SHO
         if group is not None:
             group.per_hour = [row[f"h{hour}"] for hour in range(HISTOGRAM_HOURS)]
 
+    _count_retries(groups)
+    return inbox
+
+
+def _count_retries(groups: dict) -> None:
+    """Fill each of `groups` ({(team id, key): FailureGroup}) with how many
+    of its runs were retried and how their retries ended."""
+    keys = sorted({key for _team, key in groups})
     # Retries are few beside failures: counted from the retries' side, with
     # their new runs (the console's lineage), over each shown group of the
     # teams found above (a subquery of `runs` here made SQLite start from the
@@ -175,4 +190,55 @@ def failure_groups(runs, *, now: datetime | None = None, limit: int = GROUPS_SHO
             group.retried = row["runs"]
             group.retries_completed = row["completed"]
             group.retries_finished = row["finished"]
+
+
+def team_failure_groups(
+    team_ids, *, now: datetime | None = None, limit: int = GROUPS_SHOWN
+) -> FailureInbox:
+    """What `failure_groups` says of all the runs of the teams `team_ids`
+    (ids the caller scoped to the person), read from the counts the database
+    keeps (FailureGroupCount, FailureHourCount) instead of counting the runs:
+    about one row per group, whatever the number of failures."""
+    now = now or timezone.now()
+    team_ids = sorted(team_ids)
+    hours_from = now.replace(minute=0, second=0, microsecond=0) - timedelta(
+        hours=HISTOGRAM_HOURS - 1
+    )
+    rows = list(
+        FailureGroupCount.objects.filter(team_id__in=team_ids).order_by(
+            "-last_seen", "failure_group"
+        )
+    )
+    groups = {
+        (row.team_id, row.failure_group): FailureGroup(
+            team_id=row.team_id,
+            key=row.failure_group,
+            count=row.count,
+            first_seen=row.first_seen,
+            last_seen=row.last_seen,
+            category=row.failure_category,
+            reason=row.failure_reason_normalised,
+            workflow_permanent_id=row.workflow_permanent_id,
+            workflow_title=row.workflow_title,
+        )
+        for row in rows[:limit]
+    }
+    inbox = FailureInbox(
+        groups=list(groups.values()),
+        total_groups=len(rows),
+        total_runs=sum(row.count for row in rows),
+        hours_from=hours_from,
+    )
+    if not groups:
+        return inbox
+    hours = FailureHourCount.objects.filter(
+        team_id__in=team_ids,
+        hour__gte=hours_from,
+        hour__lt=hours_from + timedelta(hours=HISTOGRAM_HOURS),
+    ).values_list("team_id", "failure_group", "hour", "count")
+    for team_id, key, hour, count in hours:
+        group = groups.get((team_id, key))
+        if group is not None:
+            group.per_hour[(hour - hours_from) // timedelta(hours=1)] = count
+    _count_retries(groups)
     return inbox

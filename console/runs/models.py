@@ -328,3 +328,56 @@ class RunAction(models.Model):
 
     def __str__(self):
         return f"{self.kind} #{self.number} of {self.run.run_id} ({self.state})"
+
+
+class FailureGroupCount(models.Model):
+    """How many of a team's runs are in one failure group, and when they were
+    first and last seen (created): the failure inbox reads these rows instead
+    of counting the runs. Kept by the database itself on every write of a run
+    (triggers, migration runs/0008), so no writer can forget it; rebuilt for
+    a team by `manage.py rebuild_failure_counts` (console/runs/failure_counts.py)."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="+")
+    failure_group = models.CharField(max_length=16)
+    # What the group is: the same for all its runs but the workflow's title
+    # (that of the group's run written last).
+    failure_category = models.CharField(max_length=40, blank=True, default="")
+    failure_reason_normalised = models.CharField(max_length=500, blank=True, default="")
+    workflow_permanent_id = models.CharField(max_length=128, blank=True, default="")
+    workflow_title = models.CharField(max_length=300, blank=True, default="")
+    count = models.IntegerField()
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "failure_group"], name="failure_count_unique_per_group"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["team", "-last_seen"], name="failure_count_last_seen"),
+        ]
+
+    def __str__(self):
+        return f"{self.failure_group}: {self.count}"
+
+
+class FailureHourCount(models.Model):
+    """How many of a team's runs in one failure group were created in one
+    hour (UTC): the inbox's histograms. Kept like FailureGroupCount."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField()
+    failure_group = models.CharField(max_length=16)
+    count = models.IntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "hour", "failure_group"], name="failure_hour_unique"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.failure_group} at {self.hour}: {self.count}"
