@@ -8,7 +8,8 @@ in them, across 30 workflows; some of them retried (the console's lineage).
 Then times, through Django's test Client and as plain queries:
 
   inbox:    GET /t/<team>/failures/          (the page, whole)
-            failure_groups(team's runs)      (the service alone)
+            team_failure_groups([team])      (the service alone: the stored counts)
+            failure_groups(team's runs)      (counting the runs per request, as before)
   across:   GET /failures/                   (the inbox across teams, as a
             person in both teams: operator in one, viewer in the other)
   baseline: the team's failed runs' raw columns (reason, workflow, Skyvern's
@@ -290,7 +291,7 @@ def main() -> None:
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    from console.runs.inbox import failure_groups
+    from console.runs.inbox import failure_groups, team_failure_groups
     from console.runs.models import Run
     from console.teams.models import Team
 
@@ -312,7 +313,9 @@ def main() -> None:
         page()  # warm up: connection, templates
         with CaptureQueriesContext(connection) as queries:
             page()
-        inbox = failure_groups(Run.objects.filter(team=team))
+        inbox = team_failure_groups([team.pk])
+        counted = failure_groups(Run.objects.filter(team=team))
+        assert (inbox.total_groups, inbox.total_runs) == (counted.total_groups, counted.total_runs)
 
         def across_page():
             response = across.get("/failures/")
@@ -333,7 +336,8 @@ def main() -> None:
             "inbox_page": summary(timed(page, args.reps)),
             "across_page": summary(timed(across_page, args.reps)),
             "across_queries": across_query_count,
-            "inbox_service": summary(
+            "inbox_service": summary(timed(lambda: team_failure_groups([team.pk]), args.reps)),
+            "inbox_counting": summary(
                 timed(lambda: failure_groups(Run.objects.filter(team=team)), args.reps)
             ),
         }
@@ -347,7 +351,7 @@ def main() -> None:
           f"{results['groups']} groups (baseline finds {groups}); page: "
           f"{results['page_queries']} queries")  # fmt: skip
     print(f"  across teams: {results['across_queries']} queries")
-    for name in ("inbox_page", "across_page", "inbox_service", "baseline"):
+    for name in ("inbox_page", "across_page", "inbox_service", "inbox_counting", "baseline"):
         s = results[name]
         print(f"  {name:14} median {s['median']:8.1f} ms  p95 {s['p95']:8.1f} ms  "
               f"min {s['min']:8.1f} ms  (n={s['n']})")  # fmt: skip
