@@ -22,7 +22,7 @@ from console.bulk.services import (
     bulk_retry_create,
     bulk_retry_preview,
 )
-from console.runs.inbox import GROUPS_SHOWN, FailureGroup, failure_groups
+from console.runs.inbox import GROUPS_SHOWN, FailureGroup, team_failure_groups
 from console.runs.models import Run
 from console.teams.models import RETRY, VIEW, Team
 
@@ -67,17 +67,17 @@ def inbox_across_teams(
     with its own count, retries and success rate (each team's retries are
     its own); the row's totals add them up. At most `limit` team groups
     pick the causes shown, each then shown in all its teams."""
-    runs = Run.objects.restrict(user, VIEW)
-    inbox = failure_groups(runs, now=now, limit=limit)
+    # Read from the counts the database keeps per team and group (inbox.py),
+    # of the teams the person may view.
+    team_ids = list(Team.objects.restrict(user, VIEW).values_list("pk", flat=True))
+    inbox = team_failure_groups(team_ids, now=now, limit=limit)
     groups = inbox.groups
     if inbox.total_groups > len(groups):
-        # The shown causes' other teams may be past the limit: then count
-        # those causes again in every team, so that no row leaves a team out.
-        keys = sorted({group.key for group in groups})
-        # Not "": the partial index of failed runs answers it (inbox.py).
-        shown = runs.exclude(failure_group="").filter(failure_group__in=keys)
-        if shown.order_by().values("team_id", "failure_group").distinct().count() > len(groups):
-            groups = failure_groups(shown, now=now, limit=inbox.total_groups).groups
+        # The shown causes' other teams may be past the limit: take those
+        # causes in every team, so that no row leaves a team out.
+        keys = {group.key for group in groups}
+        every = team_failure_groups(team_ids, now=now, limit=inbox.total_groups).groups
+        groups = [group for group in every if group.key in keys]
     teams = _teams_of(user, {group.team_id for group in groups})
     causes: dict[str, CauseAcrossTeams] = {}
     for group in groups:

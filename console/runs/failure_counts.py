@@ -1,7 +1,7 @@
 """The failure inbox's stored counts: rebuilt from a team's runs.
 
 The counts (FailureGroupCount, FailureHourCount) are kept by the database on
-every write of a run (triggers, migration runs/0008), whoever writes it: the
+every write of a run (triggers, migration runs/0010), whoever writes it: the
 store, a cascade, the admin, a test. Rebuilding them for a team gives what
 the triggers kept; `manage.py rebuild_failure_counts` does it when someone
 doubts them (a restore from a backup, a hand-edited database).
@@ -15,7 +15,7 @@ from django.db.models.functions import Trunc
 
 from .models import FailureGroupCount, FailureHourCount, Run
 
-# The triggers' advisory lock class on PostgreSQL (migration runs/0008).
+# The triggers' advisory lock class on PostgreSQL (migration runs/0010).
 PG_LOCK_CLASS = 7313
 
 

@@ -334,7 +334,7 @@ class FailureGroupCount(models.Model):
     """How many of a team's runs are in one failure group, and when they were
     first and last seen (created): the failure inbox reads these rows instead
     of counting the runs. Kept by the database itself on every write of a run
-    (triggers, migration runs/0008), so no writer can forget it; rebuilt for
+    (triggers, migration runs/0010), so no writer can forget it; rebuilt for
     a team by `manage.py rebuild_failure_counts` (console/runs/failure_counts.py)."""
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="+")
