@@ -175,6 +175,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "console.teams.context_processors.teams",
+                "console.theme.theme",
             ],
         },
     },

@@ -18,7 +18,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from . import services
 
 # Views that work before the second step (by resolver view name).
-ALWAYS_ALLOWED = {"logout"}
+ALWAYS_ALLOWED = {"logout", "theme_set"}
 CODE_STEP = {"twofactor:verify"}
 ENROLMENT = {"twofactor:manage", "twofactor:setup", "twofactor:confirm"}
 

@@ -98,3 +98,26 @@ document.addEventListener("htmx:afterRequest", (event) => {
   actionsSending = Math.max(0, actionsSending - 1);
   lastAnswerAt = performance.now();
 });
+
+// The theme switch (Auto / Light / Dark, console/theme.py): without
+// JavaScript its buttons post and the page comes back in the new theme; with
+// it the theme changes at once and the same post only remembers it.
+document.addEventListener("submit", (event) => {
+  const form = event.target.closest("form.theme-choice");
+  if (!form) return;
+  event.preventDefault();
+  const data = new FormData(form, event.submitter);
+  const chosen = data.get("theme");
+  if (chosen === "light" || chosen === "dark") {
+    document.documentElement.setAttribute("data-theme", chosen);
+  } else {
+    document.documentElement.removeAttribute("data-theme");
+  }
+  const switcher = form.closest("details.theme-switch");
+  for (const button of switcher.querySelectorAll("button[name=theme]")) {
+    button.setAttribute("aria-pressed", String(button.value === chosen));
+  }
+  switcher.querySelector(".theme-current").textContent = event.submitter.textContent;
+  switcher.open = false;
+  fetch(form.action, { method: "POST", body: data, headers: { "X-Theme-Switch": "1" } });
+});

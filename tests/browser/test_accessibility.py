@@ -1,0 +1,213 @@
+"""axe-core on every page a person can reach, as the roles that see them, in
+both themes: no serious or critical violation.
+
+axe-core is vendored for the tests only (tests/browser/vendor/, see its
+README); the console never serves it. The console's CSP refuses injected
+<script> tags, so the file's text is run through DevTools (`page.evaluate`),
+which the page's CSP does not govern.
+
+To check a new page, add it to PAGES under the role that sees it: a URL (with
+{run}, {job}, {connection} filled from the fixture), or a Visit whose `then`
+clicks through to a page that only a POST shows.
+"""
+
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from django.test import Client
+from django_otp.plugins.otp_totp.models import TOTPDevice
+from playwright.sync_api import expect
+
+from console.bulk.tasks import bulk_retry_work
+from console.theme import COOKIE as THEME_COOKIE
+from console.twofactor import services as twofactor
+from tests.browser.conftest import TIMEOUT_MS
+# Autouse: a throttle that doesn't slow the test; the job's retries followed at once.
+from tests.bulk.conftest import bulk_settings, follow_at_once  # noqa: F401
+from tests.bulk.conftest import end_new_runs, make_job
+
+pytestmark = pytest.mark.browser
+
+AXE = Path(__file__).parent / "vendor" / "axe.min.js"
+SHOTS = Path(tempfile.gettempdir()) / "console-a11y"  # every page in both themes, looked at by people
+FAILING = tuple(os.environ.get("AXE_IMPACTS", "serious,critical").split(","))
+
+
+@dataclass(frozen=True)
+class Visit:
+    name: str
+    url: str
+    # After the page loaded: reach a page only a form shows (a POST).
+    then: Callable | None = None
+
+
+def preview_selected(page):
+    page.locator("input.bulk-pick").first.check()
+    page.get_by_role("button", name="Preview the selected runs").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Bulk retry — preview")
+
+
+def open_team_switcher(page):
+    page.get_by_text("Team:").click()
+
+
+def open_theme_switch(page):
+    page.locator("details.theme-switch > summary").click()
+
+
+#: Every page, by the role that sees it (None: not signed in).
+PAGES: dict[str | None, list[Visit]] = {
+    None: [
+        Visit("sign-in", "/login/"),
+        Visit("sign-in, theme switch open", "/login/", then=open_theme_switch),
+    ],
+    "viewer": [
+        Visit("home", "/"),
+        Visit("runs list", "/t/acme/runs/"),
+        Visit("runs list, team switcher open", "/t/acme/runs/", then=open_team_switcher),
+        Visit("runs list, failed only", "/t/acme/runs/?status=failed"),
+        Visit("run detail", "/t/acme/runs/{run}/"),
+        Visit("run detail of a retried run", "/t/acme/runs/{retried_run}/"),
+        Visit("jobs list", "/t/acme/bulk/"),
+        Visit("job page", "/t/acme/bulk/{job}/"),
+        Visit("job page, retried only", "/t/acme/bulk/{job}/?state=retried"),
+        Visit("job page while sending", "/t/acme/bulk/{queued_job}/"),
+        Visit("403: connections", "/t/acme/connections/"),
+        Visit("404: another team", "/t/globex/runs/"),
+        Visit("two-factor: off", "/account/two-factor/"),
+    ],
+    "operator": [
+        Visit("runs list", "/t/acme/runs/"),
+        Visit("bulk preview", "/t/acme/runs/?status=failed", then=preview_selected),
+        Visit("job page", "/t/acme/bulk/{job}/"),
+        Visit("job page while sending", "/t/acme/bulk/{queued_job}/"),
+        Visit("run detail", "/t/acme/runs/{run}/"),
+        Visit("two-factor: setting up", "/account/two-factor/"),
+    ],
+    "admin": [
+        Visit("connections", "/t/acme/connections/"),
+        Visit("new connection", "/t/acme/connections/new/"),
+        Visit("edit connection", "/t/acme/connections/{connection}/"),
+        Visit("replace key", "/t/acme/connections/{connection}/key/"),
+        Visit("delete connection", "/t/acme/connections/{connection}/delete/"),
+        Visit("members", "/t/acme/members/"),
+        Visit("team audit log", "/t/acme/audit/"),
+        Visit("two-factor: on", "/account/two-factor/"),
+    ],
+    "superuser": [
+        Visit("home", "/"),
+        Visit("all audit", "/audit/"),
+        Visit("new team", "/teams/new/"),
+        Visit("two-factor: code page", "/login/code/"),
+    ],
+}
+
+
+def violations_text(name: str, url: str, violations: list[dict]) -> str:
+    lines = [f"{name} ({url}):"]
+    for v in violations:
+        lines.append(f"  [{v['impact']}] {v['id']}: {v['help']} ({v['helpUrl']})")
+        for node in v["nodes"][:8]:
+            lines.append(f"      {' '.join(node['target'])}")
+            summary = (node.get("failureSummary") or "").replace("\n", " ")
+            lines.append(f"        {summary[:300]}")
+    return "\n".join(lines)
+
+
+def axe_check(page) -> list[dict]:
+    """The serious and critical violations axe-core finds on the page as it is."""
+    if not page.evaluate("() => typeof window.axe !== 'undefined'"):
+        page.evaluate(AXE.read_text())
+    results = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    return [v for v in results["violations"] if v["impact"] in FAILING]
+
+
+@pytest.fixture
+def site(live_world):
+    """Runs, a retried run, a followed job and a job still waiting, and the
+    two-factor states the roles' account pages show."""
+    w = live_world
+    run = w.add_run(
+        status="failed",
+        workflow_title="Download carrier invoices",
+        failure_reason="Login failed: the portal rejected the password",
+    )
+    for status in ("completed", "running", "queued", "terminated", "timed_out", "canceled"):
+        w.add_run(status=status, workflow_title="Upload proof of delivery")
+    # Counts of two digits: axe-core passes over one character as too short to judge.
+    sent = [w.add_run(status="failed", workflow_title="Sync price list") for _ in range(11)]
+    job = make_job(w, sent, user=w.operator)
+    bulk_retry_work.call(job.pk)
+    end_new_runs(w, job, "completed", "failed")
+    queued = make_job(w, [run], user=w.operator)
+    # Two-factor: being set up for the operator, on for the admin and the superuser.
+    twofactor.start_setup(w.operator)
+    for person in (w.admin, w.superuser):
+        TOTPDevice.objects.create(user=person, name="Authenticator app", confirmed=True)
+    return {
+        "run": run,
+        "retried_run": sent[0],
+        "job": job.pk,
+        "queued_job": queued.pk,
+        "connection": w.connection_a.pk,
+    }
+
+
+def signed_in_context(browser, live_server, user, *, theme: str, system: str):
+    context = browser.new_context(
+        base_url=live_server.url, viewport={"width": 1280, "height": 900}, color_scheme=system
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    cookies = [{"name": THEME_COOKIE, "value": theme, "url": live_server.url}]
+    if user is not None:
+        client = Client()
+        client.force_login(user)  # a password sign-in: the second step is still to do
+        cookies.append(
+            {"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}
+        )
+    context.add_cookies(cookies)
+    return context
+
+
+# Light: the system's choice (Auto). Dark: chosen on the switch while the
+# system says light, so the person's choice is what is checked.
+THEMES = {"light": ("auto", "light"), "dark": ("dark", "light")}
+
+
+@pytest.mark.parametrize("theme", THEMES)
+@pytest.mark.parametrize("role", PAGES, ids=lambda role: role or "anonymous")
+def test_every_page_has_no_serious_accessibility_violation(
+    browser, live_server, live_world, site, role, theme
+):
+    user = getattr(live_world, role) if role else None
+    chosen, system = THEMES[theme]
+    context = signed_in_context(browser, live_server, user, theme=chosen, system=system)
+    page = context.new_page()
+    SHOTS.mkdir(exist_ok=True)
+    failures = []
+    try:
+        for visit in PAGES[role]:
+            url = visit.url.format(**site)
+            page.goto(url)
+            if chosen == "auto":
+                expect(page.locator("html")).not_to_have_attribute("data-theme", re.compile("."))
+            else:
+                expect(page.locator("html")).to_have_attribute("data-theme", chosen)
+            if visit.then:
+                visit.then(page)
+            page.wait_for_load_state("networkidle")
+            slug = re.sub(r"[^a-z0-9]+", "-", visit.name.lower()).strip("-")
+            page.screenshot(path=str(SHOTS / f"{role or 'anonymous'}-{theme}-{slug}.png"), full_page=True)
+            found = axe_check(page)
+            if found:
+                failures.append(violations_text(visit.name, page.url, found))
+    finally:
+        context.close()
+    assert not failures, f"axe-core, {theme} theme, as {role or 'anonymous'}:\n" + "\n".join(
+        failures
+    )
