@@ -27,14 +27,16 @@ from console.bulk.tasks import bulk_retry_work
 from console.theme import COOKIE as THEME_COOKIE
 from console.twofactor import services as twofactor
 from tests.browser.conftest import TIMEOUT_MS
+
 # Autouse: a throttle that doesn't slow the test; the job's retries followed at once.
-from tests.bulk.conftest import bulk_settings, follow_at_once  # noqa: F401
-from tests.bulk.conftest import end_new_runs, make_job
+from tests.bulk.conftest import bulk_settings, end_new_runs, follow_at_once, make_job  # noqa: F401
 
 pytestmark = pytest.mark.browser
 
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
-SHOTS = Path(tempfile.gettempdir()) / "console-a11y"  # every page in both themes, looked at by people
+# Every page in both themes, looked at by people.
+SHOTS = Path(tempfile.gettempdir()) / "console-a11y"
+# AXE_IMPACTS=minor,moderate,serious,critical lists the lesser findings too.
 FAILING = tuple(os.environ.get("AXE_IMPACTS", "serious,critical").split(","))
 
 
@@ -168,7 +170,11 @@ def signed_in_context(browser, live_server, user, *, theme: str, system: str):
         client = Client()
         client.force_login(user)  # a password sign-in: the second step is still to do
         cookies.append(
-            {"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}
+            {
+                "name": "sessionid",
+                "value": client.cookies["sessionid"].value,
+                "url": live_server.url,
+            }
         )
     context.add_cookies(cookies)
     return context
@@ -202,7 +208,7 @@ def test_every_page_has_no_serious_accessibility_violation(
                 visit.then(page)
             page.wait_for_load_state("networkidle")
             slug = re.sub(r"[^a-z0-9]+", "-", visit.name.lower()).strip("-")
-            page.screenshot(path=str(SHOTS / f"{role or 'anonymous'}-{theme}-{slug}.png"), full_page=True)
+            page.screenshot(path=str(SHOTS / f"{role or 'anonymous'}-{theme}-{slug}.png"))
             found = axe_check(page)
             if found:
                 failures.append(violations_text(visit.name, page.url, found))
