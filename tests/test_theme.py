@@ -24,7 +24,7 @@ def test_by_default_pages_follow_the_system(world, client_as):
     response = client_as(world.viewer).get(RUNS)
     assert "data-theme" not in html_tag(response)
     assert pressed(response) == ["auto"]
-    assert "Theme: <span class=\"theme-current\">Auto</span>" in response.content.decode()
+    assert 'Theme: <span class="theme-current">Auto</span>' in response.content.decode()
 
 
 @pytest.mark.parametrize("choice", ["light", "dark"])
@@ -99,9 +99,7 @@ def test_the_switch_needs_the_csrf_token(world):
         r'value="([^"]+)"',
         page.content.decode(),
     ).group(1)
-    response = strict.post(
-        "/theme/", {"theme": "dark", "next": RUNS, "csrfmiddlewaretoken": token}
-    )
+    response = strict.post("/theme/", {"theme": "dark", "next": RUNS, "csrfmiddlewaretoken": token})
     assert response.status_code == 302
 
 

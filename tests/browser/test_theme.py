@@ -45,9 +45,7 @@ def test_auto_follows_the_system_and_a_choice_applies_at_once_and_is_remembered(
         expect(page.locator("details.theme-switch > summary")).to_have_text("Theme: Light")
         # The switch closes; opened again, it shows the choice.
         page.locator("details.theme-switch > summary").click()
-        expect(
-            page.get_by_role("button", name="Light", exact=True, pressed=True)
-        ).to_be_visible()
+        expect(page.get_by_role("button", name="Light", exact=True, pressed=True)).to_be_visible()
         expect(page.get_by_role("button", name="Auto", exact=True, pressed=False)).to_be_visible()
         page.locator("details.theme-switch > summary").click()
         assert page_marker(page) == marker  # applied in place, not by a reload
