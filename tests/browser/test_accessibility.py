@@ -71,7 +71,6 @@ PAGES: dict[str | None, list[Visit]] = {
         Visit("sign-in, theme switch open", "/login/", then=open_theme_switch),
     ],
     "viewer": [
-        Visit("home", "/"),
         Visit("runs list", "/t/acme/runs/"),
         Visit("runs list, team switcher open", "/t/acme/runs/", then=open_team_switcher),
         Visit("runs list, failed only", "/t/acme/runs/?status=failed"),
@@ -104,7 +103,7 @@ PAGES: dict[str | None, list[Visit]] = {
         Visit("two-factor: on", "/account/two-factor/"),
     ],
     "superuser": [
-        Visit("home", "/"),
+        Visit("home: every team", "/"),  # (someone in one team is sent to its runs)
         Visit("all audit", "/audit/"),
         Visit("new team", "/teams/new/"),
     ],
