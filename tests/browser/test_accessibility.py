@@ -20,12 +20,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from playwright.sync_api import expect
 
 from console.bulk.tasks import bulk_retry_work
+from console.teams.models import Membership
 from console.theme import COOKIE as THEME_COOKIE
 from console.twofactor import services as twofactor
 from tests.browser.conftest import TIMEOUT_MS
@@ -56,6 +58,23 @@ def preview_selected(page):
     expect(page.get_by_role("heading", level=1)).to_have_text("Bulk retry — preview")
 
 
+def sign_in_without_token(page):
+    """A sign-in whose page lost its security token: the CSRF failure page."""
+    page.locator("main form input[name=csrfmiddlewaretoken]").evaluate("input => input.remove()")
+    page.get_by_label("Username").fill("acme-viewer")
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Reload and try again")
+
+
+def sign_in_wrong_until_locked(page):
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        page.get_by_label("Username").fill("acme-viewer")
+        page.get_by_label("Password").fill("not the password")
+        page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign-in locked")
+
+
 def open_team_switcher(page):
     page.get_by_text("Team:").click()
 
@@ -69,6 +88,8 @@ PAGES: dict[str | None, list[Visit]] = {
     None: [
         Visit("sign-in", "/login/"),
         Visit("sign-in, theme switch open", "/login/", then=open_theme_switch),
+        Visit("CSRF failure", "/login/", then=sign_in_without_token),
+        Visit("locked out", "/login/", then=sign_in_wrong_until_locked),
     ],
     "viewer": [
         Visit("runs list", "/t/acme/runs/"),
@@ -99,6 +120,7 @@ PAGES: dict[str | None, list[Visit]] = {
         Visit("replace key", "/t/acme/connections/{connection}/key/"),
         Visit("delete connection", "/t/acme/connections/{connection}/delete/"),
         Visit("members", "/t/acme/members/"),
+        Visit("remove a member", "/t/acme/members/{viewer_membership}/remove/"),
         Visit("team audit log", "/t/acme/audit/"),
         Visit("two-factor: on", "/account/two-factor/"),
     ],
@@ -162,6 +184,7 @@ def site(live_world):
         "job": job.pk,
         "queued_job": queued.pk,
         "connection": w.connection_a.pk,
+        "viewer_membership": Membership.objects.get(user=w.viewer).pk,
     }
 
 
