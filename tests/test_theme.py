@@ -4,6 +4,7 @@ remembered in a cookie by a plain POST form (console/theme.py)."""
 import re
 
 import pytest
+from django.template.loader import get_template
 from django.test import Client
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -105,3 +106,9 @@ def test_the_switch_needs_the_csrf_token(world):
 
 def test_the_switch_only_takes_posts(world, client_as):
     assert client_as(world.viewer).get("/theme/?theme=dark").status_code == 405
+
+
+def test_the_server_error_page_follows_the_system(db):
+    """Django renders 500.html without any context: it follows the system."""
+    html = get_template("500.html").render()
+    assert "data-theme" not in re.search(r"<html[^>]*>", html).group(0)

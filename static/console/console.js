@@ -104,7 +104,7 @@ document.addEventListener("htmx:afterRequest", (event) => {
 // it the theme changes at once and the same post only remembers it.
 document.addEventListener("submit", (event) => {
   const form = event.target.closest("form.theme-choice");
-  if (!form) return;
+  if (!form || !event.submitter) return;
   event.preventDefault();
   const data = new FormData(form, event.submitter);
   const chosen = data.get("theme");
