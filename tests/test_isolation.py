@@ -196,6 +196,10 @@ def member_role_data(world):
     return {"role": "operator"}
 
 
+def theme_data(world):
+    return {"theme": "dark"}
+
+
 def team_create_data(world):
     return {"name": "Initech Support", "slug": "initech"}
 
@@ -236,6 +240,12 @@ ACCESS: dict[str, Entry] = {
         per_person={p: 302 for p in PEOPLE if p != "anonymous"},
     ),
     "logout": Entry(kind="plain", needs=SIGNED_IN, calls=(Call("POST", 302, to=LOGIN),)),
+    # Only a cookie of the person's own browser: anyone, signed in or not.
+    "theme_set": Entry(
+        kind="plain",
+        needs=ANYONE,
+        calls=(Call("GET", 405), Call("POST", 302, data=theme_data, to="/")),
+    ),
     # Two-factor sign-in (tests/test_two_factor.py covers people with a device):
     # nobody here has one, so the code page sends them on, and confirm/disable
     # have nothing to act on.
