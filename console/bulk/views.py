@@ -152,9 +152,13 @@ def bulk_retry_preview(request: HtmxHttpRequest, team_slug: str):
     if not form.is_valid():
         return _selection_refused(request, team, form)
     selection = form.selection().within(_team_runs(request, team))
-    options = BulkRetryForm(request.POST if "options" in request.POST else None)
-    if options.is_bound:
+    if "options" in request.POST:
+        options = BulkRetryForm(request.POST)
         options.is_valid()  # show a bad max-steps value inline; the reason may wait
+    else:
+        # Retrying a job's failures again is the same incident: its reason is
+        # offered, so the person need not type it twice.
+        options = BulkRetryForm(initial={"reason": request.POST.get("suggested_reason", "")})
     return _render_preview(request, team, selection, options)
 
 
