@@ -109,6 +109,6 @@ def test_retry_the_last_hours_failures_see_the_outcome_and_retry_the_failed_agai
         expect(page.locator(".job-outcome")).to_contain_text("1 sent", timeout=20_000)
     assert live_world.simulator.state.retry_count(new_runs[3]) == 1
 
-    print(f"\n(b) last hour's failures, outcome, failed again: {person.clicks} clicks, {person.typed} typed")
+    print(f"\n(b) last hour + failed again: {person.clicks} clicks, {person.typed} typed")
     assert (person.clicks, person.typed) == (7, 1)  # today: 7 clicks + 3 typed, no outcome
     console_watch.assert_clean()
