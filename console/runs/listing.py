@@ -353,6 +353,9 @@ class RunFilterForm(forms.Form):
         "category",
         "group",
     )
+    # Of those, shown beside the search box rather than under "More filters":
+    # what a person reaches for first after an incident ("finished in the last hour").
+    AT_HAND = ("finished_within",)
     # The custom ranges: (from, to) fields, in the viewer's time zone.
     RANGES = (("created_from", "created_to"), ("finished_from", "finished_to"))
 
@@ -396,11 +399,15 @@ class RunFilterForm(forms.Form):
 
     @property
     def more_filters_used(self) -> bool:
-        return any(self.data.get(name) for name in self.MORE_FILTERS)
+        return any(self.data.get(name) for name in self.MORE_FILTERS if name not in self.AT_HAND)
 
     @property
     def more_filter_fields(self) -> list:
-        return [self[name] for name in self.MORE_FILTERS]
+        return [self[name] for name in self.MORE_FILTERS if name not in self.AT_HAND]
+
+    @property
+    def at_hand_fields(self) -> list:
+        return [self[name] for name in self.AT_HAND]
 
     @property
     def filter_problems(self) -> list[str]:
