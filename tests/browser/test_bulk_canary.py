@@ -85,7 +85,9 @@ def test_a_halted_canary_is_canceled_after_changing_the_threshold(
         expect(page.get_by_role("status").filter(has_text="Threshold set to 40 %")).to_be_visible()
         expect(page.locator(".job-badge")).to_have_text("Paused")
 
-        page.get_by_role("button", name="Cancel job").click()
+        # "Cancel job…" asks on a page of its own first.
+        page.get_by_role("button", name="Cancel job…").click()
+        page.get_by_role("button", name="Yes, cancel this job").click()
 
         expect(page.locator(".job-badge")).to_have_text("Canceled")
         expect(page.locator("#count-item-skipped")).to_contain_text("20")
