@@ -18,6 +18,8 @@ class Action(models.TextChoices):
     PASSWORD_SET = "password_set", "Password set"
     RUN_RETRY = "run_retry", "Run retried"
     RUN_RETRY_FAILED = "run_retry_failed", "Run retry failed"
+    RUN_RERUN = "run_rerun", "Run rerun on the latest version"
+    RUN_RERUN_FAILED = "run_rerun_failed", "Run rerun failed"
     RUN_RETRY_CHECK = "run_retry_check", "Unknown retry checked"
     RUN_RETRY_LINK = "run_retry_link", "Unknown retry linked to a run"
     RUN_WEBHOOK_REPLAY = "run_webhook_replay", "Run's webhook replayed"

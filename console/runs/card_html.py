@@ -30,7 +30,7 @@ from django.utils.text import Truncator
 from console.skyvern.types import http_url
 
 from .card_pick import card_pick
-from .models import ActionKind, ActionState, RetryState, Status
+from .models import ActionKind, ActionState, RetryKind, RetryState, Status
 from .templatetags.run_links import run_url
 
 COMPLETED = Status.COMPLETED
@@ -199,7 +199,15 @@ def _lineage(card, team_slug, zone) -> str:
 
 
 def _latest(card, latest, team_slug, zone) -> str:
-    if latest.state == RetryState.RETRIED and latest.new_run_id:
+    if latest.kind == RetryKind.RERUN and latest.state == RetryState.RETRIED:
+        target = f"Rerun on v{_e(latest.version)}"
+        what = (
+            f'{target} → <a href="{_detail(team_slug, latest.new_run_id)}">'
+            f"{_e(latest.new_run_id)}</a>"
+            if latest.new_run_id
+            else target
+        )
+    elif latest.state == RetryState.RETRIED and latest.new_run_id:
         what = (
             f'Retried → <a href="{_detail(team_slug, latest.new_run_id)}">'
             f"{_e(latest.new_run_id)}</a>"

@@ -77,6 +77,9 @@ class RetryCard:
     checked_at: datetime | None = column("checked_at")
     check_note: str = column("check_note")
     check_evidence: list = column("check_evidence")
+    # "retry", or "rerun" on the workflow's latest version (`version`).
+    kind: str = column("kind")
+    version: int | None = column("version")
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ DETAIL_DEFERRED = ("raw", "output", "search_text")
 # Of a run linked to another (the run it retried, the run a retry made) and of
 # the people who asked, the page shows only these: a linked run's row carries
 # Skyvern's JSON, which can be megabytes.
-LINKED_RUN_FIELDS = ("run_id", "status")
+LINKED_RUN_FIELDS = ("run_id", "status", "app_url", "failure_reason", "finished_at")
 PERSON_FIELDS = ("username",)
 # The parts of Skyvern's JSON (Run.raw) the page shows, in this order.
 RAW_PARTS = (

@@ -68,6 +68,11 @@ class Run(models.Model):
     workflow_permanent_id = models.CharField(max_length=128, blank=True, default="")
     workflow_title = models.CharField(max_length=300, blank=True, default="")
     failure_reason = models.TextField(blank=True, default="")
+    # Which version of its workflow the run ran, as Skyvern lists it: the
+    # version's own id ("w_…") and its number where Skyvern sends it. Kept
+    # apart from `raw`, which a run's full view (without them) replaces.
+    workflow_version_id = models.CharField(max_length=128, blank=True, default="")
+    workflow_version = models.PositiveIntegerField(null=True, blank=True)
     # Skyvern's most confident failure category, and for a failed, terminated
     # or timed-out run its failure group (category × normalised reason ×
     # workflow) and the normalised reason shown for the group; written with
@@ -211,6 +216,13 @@ class RetryState(models.TextChoices):
     UNKNOWN = "unknown", "Outcome unknown"
 
 
+class RetryKind(models.TextChoices):
+    # Skyvern's retry: the run's own workflow version again.
+    RETRY = "retry", "Retry"
+    # A new run of the workflow's latest version with the run's parameters.
+    RERUN = "rerun", "Rerun on the latest version"
+
+
 # The states in which a retry counts: it happened, is happening, or may have.
 COUNTED_RETRY_STATES = [RetryState.SENDING, RetryState.RETRIED, RetryState.UNKNOWN]
 
@@ -231,6 +243,10 @@ class Retry(models.Model):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="retry_attempts")
     number = models.PositiveIntegerField()
     state = models.CharField(max_length=10, choices=RetryState.choices, default=RetryState.SENDING)
+    # A rerun shares the numbering (and the one-intent gate) with retries;
+    # `version` is the workflow version it asked for (the latest when sent).
+    kind = models.CharField(max_length=8, choices=RetryKind.choices, default=RetryKind.RETRY)
+    version = models.PositiveIntegerField(null=True, blank=True)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -20,7 +20,7 @@ from console.teams.clients import client_for
 from console.teams.models import RETRY
 from console.teams.secrets import ApiKeyUnreadable
 
-from .models import COUNTED_RETRY_STATES, Retry, RetryState, Run, Status
+from .models import COUNTED_RETRY_STATES, Retry, RetryKind, RetryState, Run, Status
 from .store import retry_lineage_store, run_store_refresh
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,9 @@ def _audit_retry(*, run: Run, retry: Retry, user, request, error) -> None:
     )
 
 
-def retry_intent_record(*, run: Run, number: int, user) -> Retry | None:
+def retry_intent_record(
+    *, run: Run, number: int, user, kind: str = RetryKind.RETRY, version: int | None = None
+) -> Retry | None:
     """Record the intent to send retry number `number` of `run`, or None.
 
     None means an intent with that number already counts (sending, retried
@@ -181,7 +183,9 @@ def retry_intent_record(*, run: Run, number: int, user) -> Retry | None:
     """
     try:
         with transaction.atomic():
-            return Retry.objects.create(run=run, number=number, requested_by=user)
+            return Retry.objects.create(
+                run=run, number=number, requested_by=user, kind=kind, version=version
+            )
     except IntegrityError:
         return None
 

@@ -52,6 +52,8 @@ RETRY_FACT_FIELDS = [
 # Columns a listing may change; lineage and run details are never overwritten by it.
 LISTED_FIELDS = [
     "status",
+    "workflow_version_id",
+    "workflow_version",
     "workflow_permanent_id",
     "workflow_title",
     "failure_reason",
@@ -159,6 +161,8 @@ def _runs_from_listing(*, connection, summaries: list[RunSummary]) -> list[Run]:
             workflow_title=summary.workflow_title or "",
             failure_reason=summary.failure_reason or "",
             webhook_failure_reason=summary.webhook_failure_reason or "",
+            workflow_version_id=summary.workflow_id or "",
+            workflow_version=summary.workflow_version,
             created_at=summary.created_at or now,
             modified_at=summary.modified_at,
             queued_at=summary.queued_at,
@@ -283,6 +287,8 @@ def run_fields_from_detail(detail: RunDetail) -> dict:
         fields["workflow_permanent_id"] = detail.workflow_permanent_id
     if detail.workflow_title:
         fields["workflow_title"] = detail.workflow_title
+    if detail.workflow_id:  # a webhook's view names the version; get-run's doesn't
+        fields["workflow_version_id"] = detail.workflow_id
     # Skyvern's full view has no failure_category today (only its run list
     # does); when it does, it counts.
     if "failure_category" in detail.raw:

@@ -21,6 +21,7 @@ urlpatterns = [
         name="run_webhook_replay",
     ),
     path("runs/<run_id:run_id>/cancel/", views.run_cancel, name="run_cancel"),
+    path("runs/<run_id:run_id>/rerun/", views.run_rerun, name="run_rerun"),
     path(
         "runs/<run_id:run_id>/retries/<int:number>/check/",
         views.retry_check,

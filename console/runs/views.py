@@ -12,7 +12,7 @@ from console.skyvern.errors import NotRetryable
 from console.teams.access import team_for
 from console.teams.models import RETRY
 
-from . import actions, checking, details, services
+from . import actions, checking, details, reruns, services
 from .card_html import ANSWERED_FIELD
 from .cards import RunCard, read_card
 from .inbox import team_failure_groups
@@ -141,7 +141,13 @@ def run_detail(request: HtmxHttpRequest, team_slug: str, run_id: str):
     """Everything about one run, from the cache at once; the details section
     then fetches itself fresh from Skyvern (run_detail_refresh)."""
     team = team_for(request, team_slug)
-    return _render_detail(request, team, run_id, "runs/run_detail.html", refresh_state="pending")
+    run = _team_run(request, team, run_id)
+    # Whether the workflow moved on since the run: asked of Skyvern (kept a
+    # short while), for the people who may retry a finished run.
+    drift = reruns.run_drift(run) if team.may[RETRY] and run.is_terminal else None
+    return _render_detail(
+        request, team, run_id, "runs/run_detail.html", refresh_state="pending", drift=drift
+    )
 
 
 @require_GET
@@ -320,6 +326,41 @@ def run_retry_confirm(request: HtmxHttpRequest, team_slug: str, run_id: str):
     detail = reverse("runs:run_detail", args=[team.slug, card.run_id])
     context = _card_context(request, team, card, confirming=True, retry_next=detail)
     return render(request, "runs/run_retry_confirm.html", context)
+
+
+@require_POST
+def run_rerun(request: HtmxHttpRequest, team_slug: str, run_id: str):
+    """Rerun one run on its workflow's latest version, then back to the run's page
+    (a plain form, with or without JavaScript)."""
+    team = team_for(request, team_slug, action=RETRY)
+    run = _team_run(request, team, run_id)
+    try:
+        seen_retries = max(0, int(request.POST.get("seen_retries", "0")))
+    except ValueError:
+        seen_retries = -1  # never matches: treated as a stale page
+    try:
+        outcome = reruns.run_rerun(
+            run=run,
+            user=request.user,
+            seen_retries=seen_retries,
+            confirm_again=request.POST.get("confirm_again") == "yes",
+            request=request,
+        )
+    except RetryRefused as refused:
+        messages.error(request, f"{run.run_id}: {refused}")
+    else:
+        if outcome.error is not None:
+            message = outcome.retry.error if outcome.retry else str(outcome.error)
+            messages.error(request, f"{run.run_id}: {message}")
+        elif not outcome.sent:
+            messages.error(request, f"{run.run_id}: {_not_sent_message(outcome)}")
+        elif outcome.new_run is not None:
+            messages.success(
+                request,
+                f"Reran {run.run_id} on version {outcome.retry.version} "
+                f"as {outcome.new_run.run_id}.",
+            )
+    return redirect("runs:run_detail", team_slug=team.slug, run_id=run.run_id)
 
 
 def _not_sent_message(outcome) -> str:

@@ -121,3 +121,22 @@ document.addEventListener("submit", (event) => {
   switcher.open = false;
   fetch(form.action, { method: "POST", body: data, headers: { "X-Theme-Switch": "1" } });
 });
+
+// "Copy summary" (a retry's ticket paragraph): copies its read-only text box.
+// Without JavaScript the buttons stay hidden and the text can be selected.
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("button[data-copy]");
+  if (!button) return;
+  const box = document.getElementById(button.getAttribute("data-copy"));
+  const state = button.parentElement.querySelector(".copy-state");
+  if (!box) return;
+  box.select();
+  let copied = false;
+  try {
+    await navigator.clipboard.writeText(box.value);
+    copied = true;
+  } catch {
+    copied = document.execCommand && document.execCommand("copy");
+  }
+  if (state) state.textContent = copied ? "Copied." : "Selected: press Ctrl+C to copy.";
+});

@@ -1,0 +1,122 @@
+"""Ticket-ready summaries: what a support person pastes into the customer's ticket.
+
+A summary is a short paragraph in plain text, and the same in Markdown: what
+failed and why, what was done by whom and when, the new run with its app link
+and outcome, and what is still pending. Plain functions of what is recorded;
+times in UTC, since the customer's zone is not known.
+"""
+
+from dataclasses import dataclass
+
+from .models import RetryKind, RetryState, Run, Status
+
+FAILED_STATUSES = {Status.FAILED, Status.TERMINATED, Status.TIMED_OUT}
+REASON_CHARS = 300
+
+
+@dataclass(frozen=True)
+class Summary:
+    text: str
+    markdown: str
+
+
+def _when(moment) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "an unknown time"
+
+
+def _reason(reason: str) -> str:
+    reason = " ".join((reason or "").split())
+    if len(reason) > REASON_CHARS:
+        reason = reason[: REASON_CHARS - 1] + "…"
+    return reason
+
+
+def _md(text: str) -> str:
+    """Text safe inside Markdown: no link, emphasis or code from Skyvern's words."""
+    for char in "\\`*_[]<>#|":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+class _Both:
+    """Builds the plain and the Markdown paragraph side by side."""
+
+    def __init__(self):
+        self.text: list[str] = []
+        self.markdown: list[str] = []
+
+    def add(self, text: str, markdown: str | None = None) -> None:
+        self.text.append(text)
+        self.markdown.append(_md(text) if markdown is None else markdown)
+
+    def run(self, run: Run) -> None:
+        """A run's id, with its Skyvern app link when known."""
+        if run.app_url:
+            self.add(f"{run.run_id} ({run.app_url})", f"[`{run.run_id}`]({run.app_url})")
+        else:
+            self.add(run.run_id, f"`{run.run_id}`")
+
+    def done(self) -> Summary:
+        return Summary(text="".join(self.text), markdown="".join(self.markdown))
+
+
+def _what_failed(out: _Both, run: Run) -> None:
+    out.add("Run ")
+    out.run(run)
+    title = f" ({run.workflow_title})" if run.workflow_title else ""
+    out.add(f"{title} {run.get_status_display().lower()}")
+    reason = _reason(run.failure_reason)
+    out.add(f": {reason}. " if reason else ". ")
+
+
+def _outcome(out: _Both, new_run: Run) -> None:
+    if new_run.status == Status.COMPLETED:
+        out.add(" It completed")
+        if new_run.finished_at:
+            out.add(f" at {_when(new_run.finished_at)}")
+        out.add(".")
+    elif new_run.status in FAILED_STATUSES:
+        reason = _reason(new_run.failure_reason)
+        out.add(f" It {new_run.get_status_display().lower()} again")
+        out.add(f": {reason}." if reason else ".")
+    elif new_run.status == Status.CANCELED:
+        out.add(" It was canceled at Skyvern.")
+    else:
+        out.add(f" It is {new_run.get_status_display().lower()}; its outcome is still pending.")
+
+
+def retry_summary(retry) -> Summary:
+    """The ticket paragraph for one retry or rerun of a run."""
+    run = retry.run
+    out = _Both()
+    _what_failed(out, run)
+    who = retry.requested_by.get_username() if retry.requested_by else "someone"
+    if retry.kind == RetryKind.RERUN:
+        did = (
+            f"reran it on the workflow's latest version (version {retry.version}) "
+            "with the same parameters"
+        )
+    else:
+        did = "retried it"
+    out.add(f"On {_when(retry.requested_at)}, {who} {did}")
+    if retry.state == RetryState.RETRIED and retry.new_run is not None:
+        out.add(" as run ")
+        out.run(retry.new_run)
+        out.add(".")
+        _outcome(out, retry.new_run)
+    elif retry.state == RetryState.RETRIED:
+        out.add("; Skyvern accepted it.")
+    elif retry.state == RetryState.SENDING:
+        out.add("; it is being sent to Skyvern now.")
+    elif retry.state == RetryState.UNKNOWN:
+        out.add(
+            "; Skyvern's answer was lost, so whether a new run was started is "
+            "still being checked. It will not be sent again without checking."
+        )
+    else:
+        error = _reason(retry.error)
+        out.add(f"; Skyvern did not accept it{': ' + error if error else '.'}")
+        if error and not error.endswith("."):
+            out.add(".")
+        out.add(" Nothing was started.")
+    return out.done()
