@@ -61,10 +61,9 @@ class _Both:
 
 
 def _what_failed(out: _Both, run: Run) -> None:
-    out.add("Run ")
+    out.add(f"The {run.workflow_title} run " if run.workflow_title else "Run ")
     out.run(run)
-    title = f" ({run.workflow_title})" if run.workflow_title else ""
-    out.add(f"{title} {run.get_status_display().lower()}")
+    out.add(f" {run.get_status_display().lower()}")
     reason = _reason(run.failure_reason)
     out.add(f": {reason}. " if reason else ". ")
 
