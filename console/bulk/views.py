@@ -45,6 +45,7 @@ from .selection import (
     stored_scope,
 )
 from .services import BulkRetryRefused
+from .summaries import bulk_job_summary
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -330,6 +331,7 @@ def bulk_job_detail(request: HtmxHttpRequest, team_slug: str, job_id: int):
     context = _live_context(request, team, job, request.GET)
     context["selection_scope"] = stored_scope(job.selection)
     context["selection_text"] = describe_stored(job.selection)
+    context["summary"] = bulk_job_summary(job)
     if request.htmx and request.htmx.target == "job-live":
         return render(request, LIVE, context)
     return render(request, PAGE, context)
