@@ -34,6 +34,14 @@ class BulkRetryForm(forms.Form):
         help_text="They run again: the customer's forms are submitted again, their webhook "
         "called again. Kept in the audit log.",
     )
+    rerun_on_latest = forms.BooleanField(
+        required=False,
+        label="Rerun the runs behind on their workflow's latest version",
+        help_text=(
+            "With the same parameters, as a new run of the latest version; "
+            "unticked, every run is retried as it is (its own version)."
+        ),
+    )
     max_steps_override = forms.IntegerField(
         required=False,
         min_value=1,

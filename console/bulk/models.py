@@ -144,6 +144,9 @@ class BulkRetryJob(models.Model):
     reason = models.TextField()
     kind = models.CharField(max_length=16, choices=JobKind.choices, default=JobKind.RETRY)
     include_already_retried = models.BooleanField(default=False)
+    # Runs behind their workflow's latest version are rerun on it (same
+    # parameters) instead of retried as they are (console/runs/reruns.py).
+    rerun_on_latest = models.BooleanField(default=False)
     # Sent as `x-max-steps-override` with every retry of the job.
     max_steps_override = models.PositiveIntegerField(null=True, blank=True)
     # The filter or the explicit ids as chosen, for display; the items are the truth.
@@ -263,6 +266,9 @@ class BulkRetryItem(models.Model):
     # Counted retries of the run when the job was created: the item sends
     # retry number seen_retries + 1, so a retry made meanwhile is not repeated.
     seen_retries = models.PositiveIntegerField(default=0)
+    # Set when the job reruns this run on its workflow's latest version:
+    # that version's number when the job was created.
+    rerun_version = models.PositiveIntegerField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)

@@ -192,6 +192,7 @@ def bulk_retry_create(request: HtmxHttpRequest, team_slug: str):
             canary_over=data["canary_over"],
             min_success_percent=data["min_success_percent"],
             kind=kind,
+            rerun_on_latest=data["rerun_on_latest"],
         )
     except BulkRetryRefused as refused:
         options.add_error(None, str(refused))

@@ -20,7 +20,7 @@ from console.audit.services import audit_record
 from console.skyvern import SkyvernError
 from console.teams.access import require
 from console.teams.clients import client_for
-from console.teams.models import RETRY
+from console.teams.models import RETRY, Connection
 from console.teams.secrets import ApiKeyUnreadable
 
 from .models import Retry, RetryKind, RetryState, Run
@@ -124,6 +124,54 @@ def run_drift(run: Run) -> Drift:
     return Drift(
         run_version=run_version(run, versions),
         current_version=versions.current if versions else None,
+    )
+
+
+def runs_behind(runs) -> dict[int, int]:
+    """Of `runs` (a Run queryset), those behind their workflow's latest
+    version: run pk -> the latest version. Skyvern is asked once per
+    connection and workflow (kept a short while); a workflow whose versions
+    can't be known counts as not behind."""
+    rows = runs.order_by().values_list(
+        "pk", "connection_id", "workflow_permanent_id", "workflow_version", "workflow_version_id"
+    )
+    connections: dict[int, Connection] = {}
+    behind = {}
+    for pk, connection_id, wpid, number, version_id in rows.iterator(chunk_size=2000):
+        if not wpid:
+            continue
+        if connection_id not in connections:
+            connections[connection_id] = Connection.objects.get(pk=connection_id)
+        versions = workflow_versions(connections[connection_id], wpid)
+        if versions is None:
+            continue
+        ran = number or versions.numbers.get(version_id)
+        if ran is not None and ran < versions.current:
+            behind[pk] = versions.current
+    return behind
+
+
+def rerun_intent_send(*, retry: Retry, user) -> SkyvernError | None:
+    """Send a recorded rerun (a bulk job's): the run's parameters and webhook
+    URL are read from Skyvern, then the latest version is run with them, once.
+    When the read fails nothing was sent: the rerun is recorded 'failed' and
+    the error returned, as for a refused retry."""
+    run = retry.run
+    try:
+        detail = client_for(run.connection).get_run(run.run_id)
+    except (SkyvernError, ApiKeyUnreadable) as error:
+        if not isinstance(error, SkyvernError):
+            error = SkyvernError(str(error))
+        message = f"Couldn't read the run's parameters from Skyvern: {error}"
+        Retry.objects.filter(pk=retry.pk).update(
+            state=RetryState.FAILED, error=message[:500], finished_at=timezone.now()
+        )
+        retry.refresh_from_db()
+        if error.run_may_exist:  # a read made nothing: nothing may exist
+            return SkyvernError(message)
+        return error
+    return _rerun_send(
+        retry=retry, user=user, parameters=detail.parameters, webhook_url=detail.webhook_url
     )
 
 

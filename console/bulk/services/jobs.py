@@ -33,7 +33,7 @@ from ..models import (
 from .canary import canary_size
 from .common import BulkRetryRefused, _audit, _book_worker_on_commit, log
 from .following import bulk_job_settle
-from .preview import _classified, side_effects
+from .preview import _classified, sending_behind, side_effects
 from .throttle import throttle_for
 
 
@@ -51,6 +51,7 @@ def bulk_retry_create(
     canary_over: int | None = None,
     min_success_percent: int | None = None,
     kind: str = JobKind.RETRY,
+    rerun_on_latest: bool = False,
     request=None,
 ) -> BulkRetryJob:
     """Create a job over exactly the runs selected now, and book its worker.
@@ -70,6 +71,8 @@ def bulk_retry_create(
     `include_completed`); the audit record says how many each tick let in.
     `kind` says what is done to each run: retried, its webhook replayed, or
     canceled (JobKind); each goes through the same throttle.
+    was skipped). With `rerun_on_latest`, the runs behind their workflow's
+    latest version are rerun on it instead (each item knows which version).
     """
     require(user, RETRY, team)
     if kind not in JobKind.values:
@@ -101,7 +104,13 @@ def bulk_retry_create(
         canary = (
             canary_size(to_send=to_send, canary_over=canary_over) if kind == JobKind.RETRY else 0
         )
+        behind = (
+            sending_behind(team=team, runs=runs, sending=[row for row in rows if not row.skip])
+            if rerun_on_latest and kind == JobKind.RETRY
+            else {}
+        )
         job = BulkRetryJob.objects.create(
+            rerun_on_latest=rerun_on_latest,
             team=team,
             created_by=user,
             created_at=now,
@@ -126,6 +135,7 @@ def bulk_retry_create(
                     state=ItemState.SKIPPED if row.skip else ItemState.PENDING,
                     skip_reason=row.skip or "",
                     seen_retries=row.counted_retries,
+                    rerun_version=behind.get(row.pk),
                     finished_at=now if row.skip else None,
                     canary=row.pk in canary_ids,
                 )
@@ -155,6 +165,7 @@ def bulk_retry_create(
             canary=canary,
             min_success_percent=min_success_percent,
             kind=kind,
+            reruns=len(behind),
         )
         if all(row.skip for row in rows):
             job.state = JobState.FINISHED

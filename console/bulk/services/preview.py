@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from console.runs.card_html import webhook_host
 from console.runs.models import COUNTED_RETRY_STATES, Retry, Run, Status, skyvern_retries
+from console.runs.reruns import runs_behind
 from console.skyvern import TERMINAL_STATUSES, KeyRejected
 from console.sync.models import ConnectionSync
 from console.teams.models import Connection, Team
@@ -87,6 +88,8 @@ class BulkPreview:
     skipped: list[SkipGroup]
     effects: SideEffects = SideEffects()
     kind: str = JobKind.RETRY
+    #: Of the runs to send, how many are behind their workflow's latest version.
+    behind: int = 0
 
     @property
     def will_be(self) -> str:
@@ -302,6 +305,16 @@ def _top(counter: Counter) -> list[Breakdown]:
     return top
 
 
+def sending_behind(*, team: Team, runs, sending: list[_Row]) -> dict[int, int]:
+    """Of the runs to send, those behind their workflow's latest version:
+    run pk -> that version."""
+    to_send = {row.pk for row in sending}
+    if not to_send:
+        return {}
+    behind = runs_behind(runs.filter(team=team))
+    return {pk: version for pk, version in behind.items() if pk in to_send}
+
+
 def bulk_retry_preview(
     *,
     team: Team,
@@ -353,4 +366,9 @@ def bulk_retry_preview(
         skipped=groups,
         effects=side_effects(sending),
         kind=kind,
+        behind=(
+            len(sending_behind(team=team, runs=runs, sending=sending))
+            if kind == JobKind.RETRY
+            else 0
+        ),
     )

@@ -26,7 +26,8 @@ from django.utils import timezone
 
 from console.background.queue import enqueue_once, waiting_args
 from console.runs.actions import webhook_replay_send
-from console.runs.models import ActionState, Retry, RetryState, RunAction
+from console.runs.models import ActionState, Retry, RetryKind, RetryState, RunAction
+from console.runs.reruns import rerun_intent_send
 from console.runs.services import retry_intent_send
 from console.skyvern import (
     KeyRejected,
@@ -114,9 +115,12 @@ def bulk_item_send(*, item: BulkRetryItem) -> str:
         if error is None:
             return _replay_done(item)
         return _send_failed(item, error)
-    error = retry_intent_send(
-        retry=item.retry, user=job.created_by, max_steps_override=job.max_steps_override
-    )
+    if item.retry.kind == RetryKind.RERUN:
+        error = rerun_intent_send(retry=item.retry, user=job.created_by)
+    else:
+        error = retry_intent_send(
+            retry=item.retry, user=job.created_by, max_steps_override=job.max_steps_override
+        )
     now = timezone.now()
     retry = item.retry
     if error is None:

@@ -27,7 +27,7 @@ from django.db.models import F, Min, Q
 from django.utils import timezone
 
 from console.runs.actions import action_intent_record, counted_actions, latest_action
-from console.runs.models import Run
+from console.runs.models import RetryKind, Run
 from console.runs.services import latest_retry, retry_intent_record
 from console.skyvern import BULK_CANCEL_LIMIT
 
@@ -216,7 +216,13 @@ def _record_intent(item: BulkRetryItem, run: Run, job: BulkRetryJob, now) -> boo
     click on the run's card would, or skip it when someone else's intent
     owns it; returns whether the item is to be sent."""
     if job.kind == JobKind.RETRY:
-        retry = retry_intent_record(run=run, number=item.seen_retries + 1, user=job.created_by)
+        retry = retry_intent_record(
+            run=run,
+            number=item.seen_retries + 1,
+            user=job.created_by,
+            kind=RetryKind.RERUN if item.rerun_version else RetryKind.RETRY,
+            version=item.rerun_version,
+        )
         if retry is None:
             owner = latest_retry(run)
             BulkRetryItem.objects.filter(pk=item.pk).update(
