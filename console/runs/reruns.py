@@ -8,6 +8,7 @@ retries): the intent before the call, one Skyvern call per intent, an
 unknown outcome never re-sent by itself, lineage and the audit log.
 """
 
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -85,7 +86,8 @@ def workflow_versions(connection, workflow_permanent_id: str) -> Versions | None
     workflow gone). Never raises for Skyvern's sake: drift is advice."""
     if not workflow_permanent_id:
         return None
-    key = f"workflow-versions:{connection.pk}:{workflow_permanent_id}"
+    digest = hashlib.blake2b(workflow_permanent_id.encode(), digest_size=12).hexdigest()
+    key = f"workflow-versions:{connection.pk}:{digest}"
     kept = cache.get(key)
     if kept is not None:
         return kept or None  # False: unknown, remembered as briefly
