@@ -367,6 +367,11 @@ ACCESS: dict[str, Entry] = {
             Call("POST", 200, htmx=True, data=retry_data, fragment=True),
         ),
     ),
+    # A rerun of a run not behind its workflow is refused with a message: the
+    # same redirect back to the run, and never another team's run.
+    "runs:run_rerun": Entry(
+        kind="run", needs=Role.OPERATOR, calls=(Call("POST", 302, data=retry_data),)
+    ),
     # --- a team's Skyvern connections -------------------------------------------------
     "teams:connection_list": Entry(kind="team", needs=Role.ADMIN, calls=(Call("GET", 200),)),
     "teams:connection_create": Entry(
