@@ -70,9 +70,9 @@ def bulk_retry_create(
     skipped unless the person ticked them in (`include_skyvern_retrying`,
     `include_completed`); the audit record says how many each tick let in.
     `kind` says what is done to each run: retried, its webhook replayed, or
-    canceled (JobKind); each goes through the same throttle.
-    was skipped). With `rerun_on_latest`, the runs behind their workflow's
-    latest version are rerun on it instead (each item knows which version).
+    canceled (JobKind); each goes through the same throttle. With
+    `rerun_on_latest`, the runs behind their workflow's latest version are
+    rerun on it instead (each item knows which version).
     """
     require(user, RETRY, team)
     if kind not in JobKind.values:

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('audit', '0003_retry_check_actions'),
+        ('audit', '0006_every_action_after_merge'),
     ]
 
     operations = [

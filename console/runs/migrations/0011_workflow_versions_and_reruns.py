@@ -9,6 +9,18 @@ from django.db import migrations, models
 restore_search_triggers = import_module(
     "console.runs.migrations.0006_failure_groups"
 ).restore_search_triggers
+# And the failure counts' triggers (0010), on SQLite; PostgreSQL keeps them.
+_failure_counts = import_module("console.runs.migrations.0010_failure_counts")
+
+
+def restore_failure_count_triggers(apps, schema_editor):
+    if schema_editor.connection.vendor == "sqlite":
+        _failure_counts.create_triggers(apps, schema_editor)
+
+
+def restore_triggers(apps, schema_editor):
+    restore_search_triggers(apps, schema_editor)
+    restore_failure_count_triggers(apps, schema_editor)
 
 
 def fill_workflow_versions(apps, schema_editor):
@@ -30,12 +42,12 @@ def fill_workflow_versions(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('runs', '0007_filter_indexes'),
+        ('runs', '0010_failure_counts'),
     ]
 
     operations = [
         # Undone last: the triggers come back after the columns are gone.
-        migrations.RunPython(migrations.RunPython.noop, restore_search_triggers),
+        migrations.RunPython(migrations.RunPython.noop, restore_triggers),
         migrations.AddField(
             model_name='retry',
             name='kind',
@@ -56,6 +68,6 @@ class Migration(migrations.Migration):
             name='workflow_version_id',
             field=models.CharField(blank=True, default='', max_length=128),
         ),
-        migrations.RunPython(restore_search_triggers, migrations.RunPython.noop),
+        migrations.RunPython(restore_triggers, migrations.RunPython.noop),
         migrations.RunPython(fill_workflow_versions, migrations.RunPython.noop),
     ]

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('bulk', '0002_job_followed_at'),
+        ('bulk', '0006_every_skip_reason_after_merge'),
     ]
 
     operations = [
