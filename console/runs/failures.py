@@ -28,7 +28,12 @@ _MASKS = [
     # Anything quoted: a value the site or the person typed.
     (re.compile(r'"[^"]*"|“[^”]*”|‘[^’]*’|`[^`]*`'), "<value>"),
     (re.compile(r"(?<![\w])'[^']*'(?![\w])"), "<value>"),
-    (re.compile(r"\b(?:https?|wss?|ftp)://[^\s\"'<>]+", re.IGNORECASE), "<url>"),
+    # A URL ends before the punctuation that closes the sentence around it:
+    # "Bad Gateway (https://x.example/api)." keeps its ")." after "<url>".
+    (
+        re.compile(r"\b(?:https?|wss?|ftp)://[^\s\"'<>]*[^\s\"'<>.,;:!?)\]}]", re.IGNORECASE),
+        "<url>",
+    ),
     (re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"), "<email>"),
     (
         re.compile(

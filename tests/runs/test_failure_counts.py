@@ -1,9 +1,11 @@
 """The failure inbox's stored counts: kept by the database on every write of
 a run, equal to counting the runs, and what the inbox page reads."""
 
+import importlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.apps import apps
 from django.core.management import call_command
 from django.db import connection as db_connection
 from django.db import transaction
@@ -11,7 +13,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from console.runs.failure_counts import counted_groups, counted_hours, rebuild_failure_counts
-from console.runs.failures import failure_fields
+from console.runs.failures import failure_fields, failure_group_key
 from console.runs.inbox import failure_groups, team_failure_groups
 from console.runs.models import FailureGroupCount, FailureHourCount, Retry, RetryState, Run
 from console.runs.store import run_upsert_detail, runs_store_listing
@@ -119,6 +121,29 @@ def test_counts_follow_runs_entering_moving_and_leaving_their_groups(world):
     Run.objects.filter(team=world.team_a).delete()
     assert not FailureGroupCount.objects.filter(team=world.team_a).exists()
     assert not FailureHourCount.objects.filter(team=world.team_a).exists()
+
+
+def test_runs_grouped_with_a_url_that_took_its_bracket_are_grouped_again(world):
+    """Migration 0012: a URL no longer swallows the ")" after it. Runs grouped
+    by the first normaliser move to the corrected group, counts and all."""
+    first = importlib.import_module("console.runs.migrations.0006_failure_groups")
+    fixing = importlib.import_module("console.runs.migrations.0012_failure_reason_urls")
+    reason = "Bad Gateway (https://api.example/v1/runs/1)"
+    runs = [make_run(world, f"wr_{n}", reason=reason, ago=n) for n in (1, 2)]
+    make_run(world, "wr_plain", reason="Login failed")
+    for run in runs:  # as the first normaliser left them
+        run.failure_reason_normalised = first._normalise(reason)
+        run.failure_group = failure_group_key(
+            run.failure_category, run.failure_reason_normalised, run.workflow_permanent_id
+        )
+        run.save()
+    assert FailureGroupCount.objects.get(count=2).failure_reason_normalised == "Bad Gateway (<url>"
+
+    fixing.regroup_reasons_with_urls(apps, None)
+
+    groups = {g.failure_reason_normalised: g.count for g in FailureGroupCount.objects.all()}
+    assert groups == {"Bad Gateway (<url>)": 2, "Login failed": 1}
+    assert_counts_agree(world)
 
 
 def test_the_store_keeps_the_counts_through_listings_and_full_views(world):
