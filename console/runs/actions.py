@@ -15,7 +15,6 @@ cancels.
 import logging
 from dataclasses import dataclass
 
-from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from console.audit.models import Action, Outcome
@@ -27,7 +26,7 @@ from console.teams.models import MANAGE, RETRY
 from console.teams.secrets import ApiKeyUnreadable
 
 from .models import COUNTED_ACTION_STATES, ActionKind, ActionState, RunAction
-from .services import RetryRefused, run_refresh
+from .services import RetryRefused, intent_create, run_refresh
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +62,9 @@ def action_intent_record(
     """Record the intent to do action `number` of `kind` on `run`, or None
     when one with that number already counts (someone else owns it: send
     nothing). The one gate of every replay and cancel, single or bulk."""
-    try:
-        with transaction.atomic():
-            return RunAction.objects.create(
-                run=run, kind=kind, number=number, requested_by=user, webhook_url=webhook_url
-            )
-    except IntegrityError:
-        return None
+    return intent_create(
+        RunAction, run=run, kind=kind, number=number, requested_by=user, webhook_url=webhook_url
+    )
 
 
 def _fail(action: RunAction, error: SkyvernError) -> None:

@@ -13,7 +13,6 @@ import logging
 from dataclasses import dataclass
 
 from django.core.cache import cache
-from django.db import transaction
 from django.utils import timezone
 
 from console.audit.models import Action, Outcome
@@ -30,10 +29,10 @@ from .services import (
     RetryRefused,
     counted_retries,
     give_up_stale_sends,
+    intent_send,
     latest_retry,
     retry_intent_record,
 )
-from .store import retry_lineage_store
 
 log = logging.getLogger(__name__)
 
@@ -261,39 +260,12 @@ def run_rerun(
 
 def _rerun_send(*, retry: Retry, user, parameters: dict, webhook_url) -> SkyvernError | None:
     """Send a recorded rerun once; record what came of it (see retry_intent_send)."""
-    run = retry.run
-    try:
-        detail = client_for(run.connection).run_workflow(
+    return intent_send(
+        retry=retry,
+        user=user,
+        send=lambda client, run: client.run_workflow(
             run.workflow_permanent_id, parameters=parameters, webhook_url=webhook_url or None
-        )
-    except (SkyvernError, ApiKeyUnreadable) as error:
-        if not isinstance(error, SkyvernError):
-            error = SkyvernError(str(error))
-        state = RetryState.UNKNOWN if error.run_may_exist else RetryState.FAILED
-        message = str(error)
-        if error.run_may_exist:
-            message += " Skyvern may or may not have created the new run."
-        Retry.objects.filter(pk=retry.pk).update(
-            state=state, error=message[:500], finished_at=timezone.now()
-        )
-        retry.refresh_from_db()
-        log.warning(
-            "rerun of run %s (team %s) %s: %s", run.run_id, run.team_id, state, type(error).__name__
-        )
-        return error
-    except BaseException:
-        Retry.objects.filter(pk=retry.pk).update(
-            state=RetryState.UNKNOWN,
-            finished_at=timezone.now(),
-            error="The console failed while sending this rerun; Skyvern may or may not have it.",
-        )
-        raise
-    now = timezone.now()
-    with transaction.atomic():
-        new_run = retry_lineage_store(run=run, detail=detail, user=user, when=now)
-        Retry.objects.filter(pk=retry.pk).update(
-            state=RetryState.RETRIED, new_run=new_run, finished_at=now
-        )
-    retry.refresh_from_db()
-    log.info("reran run %s as %s (team %s)", run.run_id, new_run.run_id, run.team_id)
-    return None
+        ),
+        what="rerun",
+        did="reran",
+    )

@@ -181,11 +181,18 @@ def retry_intent_record(
     racing for the same run make one Skyvern call. Safe inside a transaction
     (the insert runs in its own savepoint).
     """
+    return intent_create(
+        Retry, run=run, number=number, requested_by=user, kind=kind, version=version
+    )
+
+
+def intent_create(model, **fields):
+    """Insert an intent row (a Retry or a RunAction), or None when one with
+    the same run and number already exists: the unique constraint, checked in
+    its own savepoint, is the gate that lets exactly one sender through."""
     try:
         with transaction.atomic():
-            return Retry.objects.create(
-                run=run, number=number, requested_by=user, kind=kind, version=version
-            )
+            return model.objects.create(**fields)
     except IntegrityError:
         return None
 
@@ -202,11 +209,24 @@ def retry_intent_send(
     counting as a retry, so it is never re-sent without a person deciding).
     `retry` is refreshed from the database either way. Never sends twice.
     """
+    return intent_send(
+        retry=retry,
+        user=user,
+        send=lambda client, run: client.retry_run(
+            run.run_id, max_steps_override=max_steps_override
+        ),
+    )
+
+
+def intent_send(
+    *, retry: Retry, user, send, what: str = "retry", did: str = "retried"
+) -> SkyvernError | None:
+    """Make the one Skyvern call that creates the new run of a recorded
+    intent (`send(client, run)`, a retry or a rerun) and record what came of
+    it, as retry_intent_send says. `what` and `did` name it in the log."""
     run = retry.run
     try:
-        detail = client_for(run.connection).retry_run(
-            run.run_id, max_steps_override=max_steps_override
-        )
+        detail = send(client_for(run.connection), run)
     except (SkyvernError, ApiKeyUnreadable) as error:
         if not isinstance(error, SkyvernError):
             error = SkyvernError(str(error))
@@ -219,7 +239,8 @@ def retry_intent_send(
         )
         retry.refresh_from_db()
         log.warning(
-            "retry of run %s (team %s) %s: %s",
+            "%s of run %s (team %s) %s: %s",
+            what,
             run.run_id,
             run.team_id,
             state,
@@ -230,7 +251,8 @@ def retry_intent_send(
         Retry.objects.filter(pk=retry.pk).update(
             state=RetryState.UNKNOWN,
             finished_at=timezone.now(),
-            error="The console failed while sending this retry; Skyvern may or may not have it.",
+            error=f"The console failed while sending this {what}; "
+            "Skyvern may or may not have it.",
         )
         raise
 
@@ -241,7 +263,7 @@ def retry_intent_send(
             state=RetryState.RETRIED, new_run=new_run, finished_at=now
         )
     retry.refresh_from_db()
-    log.info("retried run %s as %s (team %s)", run.run_id, new_run.run_id, run.team_id)
+    log.info("%s run %s as %s (team %s)", did, run.run_id, new_run.run_id, run.team_id)
     return None
 
 
