@@ -104,6 +104,10 @@ PAGES: dict[str | None, list[Visit]] = {
         Visit("403: connections", "/t/acme/connections/"),
         Visit("404: another team", "/t/globex/runs/"),
         Visit("two-factor: off", "/account/two-factor/"),
+        Visit("team failures", "/t/acme/failures/"),
+        Visit("failures, all teams", "/failures/"),
+        Visit("jobs, all teams", "/jobs/"),
+        Visit("find a run: not cached", "/runs/find/?run_id=wr_123456789012345678"),
     ],
     "operator": [
         Visit("runs list", "/t/acme/runs/"),
@@ -112,6 +116,9 @@ PAGES: dict[str | None, list[Visit]] = {
         Visit("job page while sending", "/t/acme/bulk/{queued_job}/"),
         Visit("run detail", "/t/acme/runs/{run}/"),
         Visit("two-factor: setting up", "/account/two-factor/"),
+        Visit("retry a run that succeeded: confirm", "/t/acme/runs/{completed_run}/retry/confirm/"),
+        Visit("cancel a running run: confirm", "/t/acme/runs/{running_run}/cancel/"),
+        Visit("cancel a job: confirm", "/t/acme/bulk/{queued_job}/cancel/"),
     ],
     "admin": [
         Visit("connections", "/t/acme/connections/"),
@@ -165,8 +172,10 @@ def site(live_world):
         workflow_title="Download carrier invoices",
         failure_reason="Login failed: the portal rejected the password",
     )
-    for status in ("completed", "running", "queued", "terminated", "timed_out", "canceled"):
-        w.add_run(status=status, workflow_title="Upload proof of delivery")
+    others = {
+        status: w.add_run(status=status, workflow_title="Upload proof of delivery")
+        for status in ("completed", "running", "queued", "terminated", "timed_out", "canceled")
+    }
     # Counts of two digits: axe-core passes over one character as too short to judge.
     sent = [w.add_run(status="failed", workflow_title="Sync price list") for _ in range(11)]
     job = make_job(w, sent, user=w.operator)
@@ -181,6 +190,8 @@ def site(live_world):
     return {
         "run": run,
         "retried_run": sent[0],
+        "completed_run": others["completed"],
+        "running_run": others["running"],
         "job": job.pk,
         "queued_job": queued.pk,
         "connection": w.connection_a.pk,
