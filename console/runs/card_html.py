@@ -16,17 +16,16 @@ show them.
 import hashlib
 import inspect
 import sys
-from functools import lru_cache
 from html import escape
 from urllib.parse import urlsplit
 
 from django.template.loader import get_template
 from django.urls import reverse
-from django.utils import timezone, translation
-from django.utils.dates import MONTHS_3
+from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
+from console import timefmt
 from console.skyvern.types import http_url
 
 from .card_pick import card_pick
@@ -131,28 +130,13 @@ def _detail(team_slug, run_id) -> str:
     return _e(run_url("runs:run_detail", team_slug, run_id))
 
 
-@lru_cache
-def _months(language) -> tuple[str, ...]:
-    return ("", *(str(MONTHS_3[month]).title() for month in range(1, 13)))
-
-
-def _shown(moment, zone, seconds=False) -> str:
-    """|date:"M j, H:i" (or "M j, H:i:s") in `zone`, the current time zone."""
-    local = moment.astimezone(zone)
-    month = _months(translation.get_language())[local.month]
-    shown = f"{month} {local.day}, {local.hour:02}:{local.minute:02}"
-    return f"{shown}:{local.second:02}" if seconds else shown
-
-
 def _time(moment, zone) -> str:
-    # Times are UTC (settings.TIME_ZONE): the title is the ISO time, readably.
-    iso = moment.isoformat()
-    shown = _shown(moment, zone)
-    return f'<time datetime="{iso}" title="{iso[:10]} {iso[11:19]} UTC">{shown}</time>'
+    # Cached markup: console.js adds "12 min ago" and keeps it current.
+    return timefmt.time_html(moment, zone=zone, live=True)
 
 
 def _bare_time(moment, zone, seconds=False) -> str:
-    return f'<time datetime="{moment.isoformat()}">{_shown(moment, zone, seconds)}</time>'
+    return timefmt.time_html(moment, "seconds" if seconds else "short", zone=zone)
 
 
 def _failure(reason: str) -> str:
@@ -265,11 +249,7 @@ def _skyvern_retries(card, zone) -> str:
     """Skyvern's own retry policy will run it again: when, and which attempt."""
     when = "soon"
     if card.next_attempt_at:
-        local = card.next_attempt_at.astimezone(zone)
-        when = (
-            f'at <time datetime="{card.next_attempt_at.isoformat()}">'
-            f"{_shown(card.next_attempt_at, zone)} {_e(local.tzname() or '')}</time>"
-        )
+        when = f"at {timefmt.time_html(card.next_attempt_at, zone=zone, live=True)}"
     return (
         f'  <p class="skyvern-retries">Skyvern retries this {when} '
         f"(attempt {_e(card.attempt + 1)}). A retry from here would make a second run "

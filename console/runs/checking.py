@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
+from console import timefmt
 from console.audit.models import Action, Outcome
 from console.audit.services import audit_record
 from console.skyvern import InvalidRunId, RunDetail, SkyvernError, validate_run_id
@@ -153,7 +154,7 @@ def retry_check(
         )
     attempted = attempted or retry.requested_at
     since = attempted - CLOCK_MARGIN
-    when = timezone.localtime(attempted).strftime("%Y-%m-%d %H:%M:%S")
+    when = timefmt.shown(attempted, "full")
 
     try:
         client = client_for(run.connection)
@@ -205,7 +206,7 @@ def retry_check(
     if not candidates:
         message = (
             f"No new run of this workflow was created at Skyvern since the retry was sent "
-            f"({when} UTC). The retry was probably not created: retrying again should not make "
+            f"({when}). The retry was probably not created: retrying again should not make "
             "a second run."
         )
     else:

@@ -5,6 +5,8 @@ into it, no text from Skyvern."""
 
 from django.utils.safestring import SafeString, mark_safe
 
+from console import timefmt
+
 from .inbox import BAR_WIDTH, HISTOGRAM_HEIGHT, HISTOGRAM_HOURS, FailureGroup
 
 WIDTH = HISTOGRAM_HOURS * BAR_WIDTH
@@ -14,7 +16,7 @@ def histogram_svg(group: FailureGroup, hours_from) -> SafeString:
     """An SVG of the group's failures per hour (no inline style: the bars'
     colour comes from console.css), with its total as the accessible name."""
     total = int(group.last_day)
-    since = hours_from.strftime("%b %-d, %H:%M")
+    since = timefmt.shown(hours_from)
     bars = "".join(
         f'<rect x="{int(x)}" y="{int(y)}" width="{BAR_WIDTH - 1}" height="{int(height)}">'
         f"<title>{int(failures)}</title></rect>"
@@ -25,7 +27,7 @@ def histogram_svg(group: FailureGroup, hours_from) -> SafeString:
         f'<svg class="failure-histogram" viewBox="0 0 {WIDTH} {HISTOGRAM_HEIGHT}" '
         f'width="{WIDTH}" height="{HISTOGRAM_HEIGHT}" role="img" '
         f'aria-label="{total} failed in the last 24 hours, per hour">'
-        f"<title>{total} failed in the last 24 hours, per hour from {since} UTC</title>"
+        f"<title>{total} failed in the last 24 hours, per hour from {since}</title>"
         f'<rect class="histogram-base" x="0" y="{HISTOGRAM_HEIGHT - 1}" width="{WIDTH}" '
         f'height="1"></rect>{bars}</svg>'
     )

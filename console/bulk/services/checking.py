@@ -4,6 +4,7 @@ the retry created a new run, or retry anyway on a person's say-so."""
 from django.db import transaction
 from django.utils import timezone
 
+from console import timefmt
 from console.runs.checking import RetryCheck, retry_check
 from console.runs.services import RetryRefused, counted_retries
 from console.teams.access import require
@@ -77,7 +78,7 @@ def bulk_item_retry_anyway(*, item: BulkRetryItem, user, request=None) -> BulkRe
             seen_retries=seen,
             next_attempt_at=None,
             finished_at=None,
-            check_note=f"Sent again by {user} at {timezone.localtime(now):%H:%M:%S}.",
+            check_note=f"Sent again by {user} at {timefmt.shown(now, "seconds")}.",
             checked_at=now,
         )
         if not moved:
