@@ -18,6 +18,7 @@ from mozilla_django_oidc.views import (
 
 from console.audit.models import Action, Outcome
 from console.audit.services import audit_record
+from console.teams.timezones import browser_time_zone_keep
 
 from .config import ProviderUnavailable, oidc_enabled, oidc_setting, provider_name
 
@@ -44,6 +45,8 @@ class SignInStart(OIDCAuthenticationRequestView):
             messages.error(request, unreachable_message())
             return redirect("login")
         self.OIDC_RP_CLIENT_ID = oidc_setting("OIDC_RP_CLIENT_ID")
+        # The browser's zone (console.js adds it to the link), for a first sign-in.
+        browser_time_zone_keep(request, request.GET.get("time_zone", ""))
         return super().get(request)
 
 

@@ -18,6 +18,10 @@ from .models import AccountSettings
 
 SESSION_KEY = "time_zone"
 DEFAULT = "UTC"
+# The browser's zone, sent by console.js with the sign-in form (a field) or
+# the identity provider's sign-in link (kept in the session until back).
+BROWSER_FIELD = "browser_time_zone"
+BROWSER_SESSION_KEY = "browser_time_zone"
 
 
 @cache
@@ -44,10 +48,29 @@ def time_zone_set(*, request, name: str) -> None:
     timezone.activate(zone_or_none(name))
 
 
+def browser_time_zone_keep(request, name: str) -> None:
+    """Remember the browser's zone until the sign-in it came with ends (the
+    identity provider's round trip); a name that is no zone is dropped."""
+    if zone_or_none(name or ""):
+        request.session[BROWSER_SESSION_KEY] = name
+
+
+def time_zone_first(user, browser: str) -> None:
+    """The browser's zone becomes the person's, only if they have none saved:
+    a choice made on the account page (UTC too) is never overridden."""
+    if browser and zone_or_none(browser):
+        AccountSettings.objects.get_or_create(user=user, defaults={"time_zone": browser})
+
+
 @receiver(user_logged_in, dispatch_uid="teams.time_zone_at_sign_in")
 def time_zone_at_sign_in(sender, request, user, **kwargs):
-    """Read the person's zone once, as they sign in (a session then knows it)."""
+    """Read the person's zone once, as they sign in (a session then knows it);
+    on their first sign-in with JavaScript, it is their browser's."""
     if request is not None and hasattr(request, "session"):
+        browser = request.session.pop(BROWSER_SESSION_KEY, "")
+        if request.method == "POST":
+            browser = request.POST.get(BROWSER_FIELD, "") or browser
+        time_zone_first(user, browser)
         request.session[SESSION_KEY] = time_zone_of(user)
 
 

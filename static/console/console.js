@@ -140,3 +140,56 @@ document.addEventListener("click", async (event) => {
   }
   if (state) state.textContent = copied ? "Copied." : "Selected: press Ctrl+C to copy.";
 });
+
+// Times marked data-relative (run cards: their markup is cached, so the server
+// can't say it) get how long ago they are, "(12 min ago)", kept current.
+// console/timefmt.py `relative` says the same in words.
+function relativeText(then, now) {
+  const seconds = (then - now) / 1000;
+  if (Math.abs(seconds) < 60) return "just now";
+  const minutes = Math.floor(Math.abs(seconds) / 60);
+  let amount = `${Math.floor(minutes / 1440)} days`;
+  if (minutes < 60) amount = `${minutes} min`;
+  else if (minutes < 48 * 60) amount = `${Math.floor(minutes / 60)} h`;
+  return seconds > 0 ? `in ${amount}` : `${amount} ago`;
+}
+function showRelativeTimes(root) {
+  const now = Date.now();
+  for (const time of root.querySelectorAll("time[data-relative]")) {
+    // Python's ISO time has microseconds; Date.parse reads milliseconds.
+    const then = Date.parse(time.getAttribute("datetime").replace(/(\.\d{3})\d+/, "$1"));
+    if (Number.isNaN(then)) continue;
+    let note = time.nextElementSibling;
+    if (!note || !note.classList.contains("time-relative")) {
+      note = document.createElement("span");
+      note.className = "time-relative";
+      time.after(note);
+    }
+    note.textContent = ` (${relativeText(then, now)})`;
+  }
+}
+document.addEventListener("DOMContentLoaded", () => showRelativeTimes(document));
+document.addEventListener("htmx:load", (event) => showRelativeTimes(event.detail.elt));
+setInterval(() => showRelativeTimes(document), 30000);
+
+// Signing in tells the console the browser's time zone, which becomes the
+// person's only if they have none saved yet. Without JavaScript it stays UTC.
+function sendBrowserTimeZone() {
+  let zone = "";
+  try {
+    zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "";
+  } catch {
+    return;
+  }
+  if (!zone) return;
+  for (const input of document.querySelectorAll("input[data-browser-time-zone]")) {
+    input.value = zone;
+  }
+  // The identity provider's sign-in is a link: the zone goes along in its URL.
+  for (const link of document.querySelectorAll("a[data-browser-time-zone]")) {
+    const url = new URL(link.href, document.baseURI);
+    url.searchParams.set("time_zone", zone);
+    link.href = url.pathname + url.search;
+  }
+}
+document.addEventListener("DOMContentLoaded", sendBrowserTimeZone);

@@ -14,7 +14,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from console.audit.models import Action, AuditEntry
 from console.oidc import services
 from console.oidc.config import parse_group_roles
-from console.teams.models import Membership, Role
+from console.teams.models import AccountSettings, Membership, Role
 from tests.conftest import PASSWORD
 from tests.oidc_provider.provider import sign_in_at_provider
 
@@ -239,3 +239,21 @@ def test_two_accounts_with_the_email_are_refused(world, client, oidc_on):
     sign_in_with_provider(client, "dana")
     assert "_auth_user_id" not in client.session
     assert "Several console accounts have the email dana@example.com" in client.get(LOGIN).text
+
+
+def test_the_browsers_zone_comes_along_on_a_first_sign_in(world, client, oidc_on):
+    # console.js adds the browser's zone to the "Sign in with …" link.
+    start = client.get(SIGN_IN, {"time_zone": "Asia/Tokyo"})
+    callback = urlsplit(sign_in_at_provider(start["Location"], "acme-op"))
+    client.get(f"{callback.path}?{callback.query}")
+    assert AccountSettings.objects.get(user=world.operator).time_zone == "Asia/Tokyo"
+
+    # A saved zone stays, and a name that is no zone is not kept.
+    client.logout()
+    start = client.get(SIGN_IN, {"time_zone": "Europe/Berlin"})
+    callback = urlsplit(sign_in_at_provider(start["Location"], "acme-op"))
+    client.get(f"{callback.path}?{callback.query}")
+    assert AccountSettings.objects.get(user=world.operator).time_zone == "Asia/Tokyo"
+    client.logout()
+    assert client.get(SIGN_IN, {"time_zone": "Mars/Olympus"}).status_code == 302
+    assert "browser_time_zone" not in client.session
