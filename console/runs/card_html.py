@@ -249,7 +249,7 @@ def _skyvern_retries(card, zone) -> str:
     """Skyvern's own retry policy will run it again: when, and which attempt."""
     when = "soon"
     if card.next_attempt_at:
-        when = f"at {timefmt.time_html(card.next_attempt_at, zone=zone, live=True)}"
+        when = f"at {timefmt.time_html(card.next_attempt_at, zone=zone)}"
     return (
         f'  <p class="skyvern-retries">Skyvern retries this {when} '
         f"(attempt {_e(card.attempt + 1)}). A retry from here would make a second run "
