@@ -193,3 +193,198 @@ function sendBrowserTimeZone() {
   }
 }
 document.addEventListener("DOMContentLoaded", sendBrowserTimeZone);
+// Keyboard use. Anything that stands for a run (a card, a row) carries
+// `data-run-id`; inside it, `input.bulk-pick` is its bulk-retry box and
+// `form.retry-form` holds its Retry. A run's element nested in another (a
+// check's candidate runs, inside the card) is part of that run, not a run of
+// the list.
+const RUN = "[data-run-id]";
+
+function runOf(elt) {
+  let run = elt instanceof Element ? elt.closest(RUN) : null;
+  while (run?.parentElement?.closest(RUN)) run = run.parentElement.closest(RUN);
+  return run;
+}
+
+function runsShown() {
+  return [...document.querySelectorAll(RUN)].filter(
+    (run) => runOf(run) === run && run.getClientRects().length > 0,
+  );
+}
+
+function runNamed(runId) {
+  return runsShown().find((run) => run.getAttribute("data-run-id") === runId) ?? null;
+}
+
+function focusRun(run, { scroll = true } = {}) {
+  if (!run.hasAttribute("tabindex")) run.tabIndex = -1;
+  run.focus({ preventScroll: true });
+  if (scroll) run.scrollIntoView({ block: "nearest" });
+}
+
+// Said once to screen readers (the polite region in base.html); emptied first
+// so that the same words twice are said twice.
+function announce(text) {
+  const region = document.getElementById("live-announcer");
+  if (!region || !text) return;
+  region.textContent = "";
+  setTimeout(() => {
+    region.textContent = text;
+  }, 50);
+}
+
+function words(elt) {
+  return elt ? elt.textContent.replace(/\s+/g, " ").trim() : "";
+}
+
+// The run whose element had the focus last (through the keyboard, a click on
+// its buttons, or an answer drawn in it): when a swap redraws it and the focus
+// falls to the page, the focus goes back to the run's new element.
+let focusedRun = null;
+document.addEventListener("focusin", (event) => {
+  const run = runOf(event.target);
+  focusedRun = run ? run.getAttribute("data-run-id") : null;
+});
+document.addEventListener("pointerdown", (event) => {
+  if (!runOf(event.target)) focusedRun = null;
+});
+
+// What the person did on a run (Retry, Check, Don't retry...): the request's
+// element is inside the run's element; a card's own poll is the element itself.
+const answers = new WeakMap(); // request -> {runId, action, newRuns}
+function runAction(detail) {
+  const elt = detail.requestConfig?.elt ?? detail.elt;
+  const run = runOf(elt);
+  return run && run !== elt ? { run, elt } : null;
+}
+document.addEventListener("htmx:beforeRequest", (event) => {
+  const acted = runAction(event.detail);
+  if (!acted) return;
+  const runId = acted.run.getAttribute("data-run-id");
+  focusedRun = runId;
+  const action = acted.elt.closest("form")?.className ?? "";
+  answers.set(event.detail.xhr, { runId, action, newRuns: [] });
+});
+// The runs an answer brings besides the run's own (a retry's new run).
+document.addEventListener("htmx:beforeSwap", (event) => {
+  const answer = answers.get(event.detail.xhr);
+  if (!answer || !event.detail.shouldSwap || typeof event.detail.serverResponse !== "string") return;
+  const template = document.createElement("template");
+  template.innerHTML = event.detail.serverResponse;
+  answer.newRuns = [...template.content.querySelectorAll(RUN)]
+    .filter((run) => runOf(run) === run)
+    .map((run) => run.getAttribute("data-run-id"))
+    .filter((runId) => runId !== answer.runId);
+});
+
+// What changed, in words, from the run's element as the answer drew it.
+function whatChanged(run, answer) {
+  const runId = answer.runId;
+  const status = (id) => words(runNamed(id)?.querySelector(".badge")).toLowerCase();
+  const error = run.querySelector(".card-error");
+  if (error) return `Run ${runId}: ${words(error)}`;
+  if (answer.newRuns.length) {
+    const made = answer.newRuns.map((id) => `${id} ${status(id)}`.trim()).join(", ");
+    return `Run ${runId} retried: new run ${made}.`;
+  }
+  const asking = run.querySelector(".retry-confirm .retry-warning, .confirm-cancel");
+  if (asking) return `Run ${runId}: ${words(asking)} Confirm, or keep it as it is.`;
+  const said = {
+    "check-form": ".check-note",
+    "replay-form": ".webhook-replay",
+    "cancel-form": ".cancel-note",
+    "retry-form": ".retried",
+    "inline-form link-form": ".retried",
+  }[answer.action];
+  const line = said && run.querySelector(said);
+  if (line) return `Run ${runId}: ${words(line)}`;
+  return `Run ${runId}: ${status(runId) || "updated"}.`;
+}
+
+document.addEventListener("htmx:afterSettle", (event) => {
+  const answer = answers.get(event.detail.xhr);
+  if (answer) {
+    answers.delete(event.detail.xhr); // settled once per element it drew
+    const run = runNamed(answer.runId);
+    if (!run) return;
+    focusRun(run, { scroll: false });
+    announce(whatChanged(run, answer));
+    return;
+  }
+  // Any other redraw (a poll, the run page's details) that took the focus away.
+  const lost = !document.activeElement || document.activeElement === document.body;
+  if (lost && focusedRun) {
+    const run = runNamed(focusedRun);
+    if (run) focusRun(run, { scroll: false });
+  }
+});
+
+// The shortcuts. None while typing, nor with Ctrl, Alt or Cmd (the browser's
+// and the screen reader's own), nor behind an open dialog.
+const NOT_TYPED = new Set(["checkbox", "radio", "button", "submit", "reset", "image", "file"]);
+function typing(target) {
+  if (!(target instanceof Element)) return false;
+  if (target.matches("input")) return !NOT_TYPED.has(target.type);
+  return target.closest("textarea, select, [contenteditable]:not([contenteditable=false])") !== null;
+}
+
+function nextRun(step) {
+  const runs = runsShown();
+  if (!runs.length) return false;
+  const at = runs.indexOf(runOf(document.activeElement));
+  const to = at < 0 ? (step > 0 ? 0 : runs.length - 1) : at + step;
+  if (to >= 0 && to < runs.length) focusRun(runs[to]);
+}
+
+// `r`: the run's Retry, pressed as a click would. A run that succeeded asks
+// first (its Retry opens the question); a retry that needs a box ticked
+// ("retry it again") shows the browser's "tick this box"; a card already
+// asking gets its "Yes" button focused, for Enter: never a retry on `r` alone.
+function retryRun(run) {
+  const runId = run.getAttribute("data-run-id");
+  const button = run.querySelector("form.retry-form button[type=submit]");
+  if (!button || button.disabled) {
+    announce(`Run ${runId} has no Retry.`);
+    return;
+  }
+  if (button.closest(".retry-confirm")) {
+    button.focus();
+    return;
+  }
+  button.click();
+}
+
+const SHORTCUTS = {
+  "/": () => {
+    const search =
+      document.getElementById("id_q") ?? document.querySelector('main input[type="search"]');
+    if (!search) return false;
+    search.focus();
+    search.select();
+  },
+  j: () => nextRun(1),
+  k: () => nextRun(-1),
+  x: () => {
+    const box = runOf(document.activeElement)?.querySelector("input.bulk-pick");
+    if (!box) return false;
+    box.click(); // ticks it and says so (change), as a click does
+  },
+  r: () => {
+    const run = runOf(document.activeElement);
+    if (!run) return false;
+    retryRun(run);
+  },
+  "?": () => {
+    const dialog = document.getElementById("keyboard-shortcuts");
+    if (!dialog || dialog.open) return false;
+    dialog.showModal();
+  },
+};
+
+document.addEventListener("keydown", (event) => {
+  if (event.defaultPrevented || event.ctrlKey || event.altKey || event.metaKey) return;
+  if (typing(event.target) || document.querySelector("dialog[open]")) return;
+  const shortcut = SHORTCUTS[event.key];
+  if (!shortcut) return;
+  if (shortcut() !== false) event.preventDefault();
+});
