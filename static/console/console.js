@@ -366,7 +366,7 @@ const SHORTCUTS = {
   k: () => nextRun(-1),
   x: () => {
     const box = runOf(document.activeElement)?.querySelector("input.bulk-pick");
-    if (!box) return false;
+    if (!box || box.getClientRects().length === 0) return false; // none, or not on this page
     box.click(); // ticks it and says so (change), as a click does
   },
   r: () => {

@@ -75,6 +75,11 @@ def sign_in_wrong_until_locked(page):
     expect(page.get_by_role("heading", level=1)).to_have_text("Sign-in locked")
 
 
+def open_keyboard_shortcuts(page):
+    page.keyboard.press("?")
+    expect(page.get_by_role("dialog", name="Keyboard shortcuts")).to_be_visible()
+
+
 def open_team_switcher(page):
     page.get_by_text("Team:").click()
 
@@ -112,6 +117,7 @@ PAGES: dict[str | None, list[Visit]] = {
     "operator": [
         Visit("runs list", "/t/acme/runs/"),
         Visit("bulk preview", "/t/acme/runs/?status=failed", then=preview_selected),
+        Visit("runs list, keyboard shortcuts open", "/t/acme/runs/", then=open_keyboard_shortcuts),
         Visit("job page", "/t/acme/bulk/{job}/"),
         Visit("job page while sending", "/t/acme/bulk/{queued_job}/"),
         Visit("run detail", "/t/acme/runs/{run}/"),
