@@ -311,6 +311,11 @@ document.addEventListener("htmx:afterSettle", (event) => {
     announce(whatChanged(run, answer));
     return;
   }
+  // A search, a filter, "Older runs": how many runs match now. (The results
+  // are not a live region: a card polling itself would be read out each time.)
+  if (event.target.id === "run-results") {
+    announce(words(document.getElementById("result-count")));
+  }
   // Any other redraw (a poll, the run page's details) that took the focus away.
   const lost = !document.activeElement || document.activeElement === document.body;
   if (lost && focusedRun) {

@@ -83,6 +83,7 @@ def test_slash_goes_to_the_search_box(page, live_world, console_watch):
     expect(search).to_have_value("carrier")
     expect(page.locator("article.run-card")).to_have_count(1)
     expect(card(page, wanted)).to_be_visible()
+    expect(announced(page)).to_have_text("1 run matches.")
     expect(page.get_by_role("dialog")).to_have_count(0)
     console_watch.assert_clean()
 
