@@ -77,7 +77,9 @@ def draw_card(
     title = card.workflow_title or card.workflow_permanent_id or "(untitled workflow)"
     return "".join(
         (
-            f'<article id="run-{pk}" class="run-card status-{status}" data-run-id="{run_id}"\n'
+            # tabindex: j/k and the answer to an action focus the card itself (console.js).
+            f'<article id="run-{pk}" class="run-card status-{status}" data-run-id="{run_id}"'
+            ' tabindex="-1"\n'
             f"  {polls}>\n"
             '  <header class="run-head">\n'
             f"    {pick}\n"
