@@ -73,7 +73,7 @@ NOT_VALID = "That selection is not valid."
 BAD_IDS = "Those run ids are not valid."
 EMPTY = {
     Scope.PICKED: "No runs were selected: tick the runs to retry, or choose "
-    "“all on this page” or “all matching this filter”.",
+    "“Select all on this page” or “all matching this filter”.",
     Scope.PAGE: "There were no runs on that page.",
 }
 

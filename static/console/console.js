@@ -10,22 +10,43 @@ document.addEventListener("htmx:oobBeforeSwap", (event) => {
   }
 });
 
-// Bulk retry on the runs page: "Select all on this page" ticks every card's
-// checkbox (they join the #bulk-select form through their form= attribute).
-// Without JavaScript the box stays hidden and the "All N on this page" button
-// does the same job.
+// Bulk retry on the runs page: "Select all N on this page" ticks every card's
+// checkbox (they join the #bulk-select form through their form= attribute),
+// a live count says how many are ticked, and the buttons acting on the ticked
+// runs wait for one. Without JavaScript the box, the count stay hidden and a
+// button of the same name previews the page's runs instead ([data-without-js]).
+function ticksOf(formId) {
+  return document.querySelectorAll(`input.bulk-pick[form="${CSS.escape(formId)}"]`);
+}
+function showTicked(form) {
+  const boxes = [...ticksOf(form.id)];
+  const ticked = boxes.filter((box) => box.checked).length;
+  for (const count of document.querySelectorAll(`[data-ticked-count="${CSS.escape(form.id)}"]`)) {
+    const words = `${ticked} run${ticked === 1 ? "" : "s"} ticked`;
+    if (count.textContent !== words) count.textContent = words;
+  }
+  for (const button of form.querySelectorAll("button[data-needs-ticks]")) button.disabled = ticked === 0;
+  for (const all of document.querySelectorAll(`input[data-select-all="${CSS.escape(form.id)}"]`)) {
+    all.checked = boxes.length > 0 && ticked === boxes.length;
+    all.indeterminate = ticked > 0 && ticked < boxes.length;
+  }
+}
 function showBulkSelectAll(root) {
   for (const el of root.querySelectorAll("[data-needs-js][hidden]")) el.hidden = false;
+  for (const el of root.querySelectorAll("[data-without-js]")) el.hidden = true;
+  // New cards (a poll, a retry's answer) change what "all" means.
+  for (const form of document.querySelectorAll("form.bulk-select[id]")) showTicked(form);
 }
 document.addEventListener("DOMContentLoaded", () => showBulkSelectAll(document));
 document.addEventListener("htmx:load", (event) => showBulkSelectAll(event.detail.elt));
 document.addEventListener("change", (event) => {
   const all = event.target.closest("input[data-select-all]");
-  if (!all) return;
-  const formId = all.getAttribute("data-select-all");
-  for (const box of document.querySelectorAll(`input.bulk-pick[form="${formId}"]`)) {
-    box.checked = all.checked;
-  }
+  const pick = event.target.closest("input.bulk-pick[form]");
+  const formId = all ? all.getAttribute("data-select-all") : pick?.getAttribute("form");
+  if (!formId) return;
+  if (all) for (const box of ticksOf(formId)) box.checked = all.checked;
+  const form = document.getElementById(formId);
+  if (form) showTicked(form);
 });
 
 // An answer to what the person did on a card (Retry, Check, "This is the
@@ -97,6 +118,35 @@ document.addEventListener("htmx:afterRequest", (event) => {
   if (!isCardAction(event.detail)) return;
   actionsSending = Math.max(0, actionsSending - 1);
   lastAnswerAt = performance.now();
+});
+
+// A retry's new run that moved on (its card's poll says so, `run-changed`):
+// the card of the run it retried, if on this runs page, is drawn again to say
+// how its retry ended. The run page redraws its own cards with its details.
+document.addEventListener("run-changed", (event) => {
+  const from = event.detail?.retried_from;
+  if (!from?.card_url || !window.htmx) return;
+  const original = document.querySelector(
+    `#run-cards article.run-card[data-run-id="${CSS.escape(from.run_id)}"]`,
+  );
+  if (original?.id) htmx.ajax("GET", from.card_url, { target: `#${original.id}`, swap: "outerHTML" });
+});
+
+// A button whose form is on its way (Retry, Check, Sync now…) shows a spinner
+// (Pico draws one for aria-busy) while htmx keeps it disabled (hx-disabled-elt);
+// an answer that doesn't replace the form gives it back.
+function busyButtons(detail) {
+  const form = detail.requestConfig?.elt ?? detail.elt;
+  if (!(form instanceof HTMLFormElement) || !form.hasAttribute("hx-disabled-elt")) return [];
+  const submitter = detail.requestConfig?.triggeringEvent?.submitter;
+  return submitter ? [submitter] : [...form.querySelectorAll("button[type=submit]")];
+}
+document.addEventListener("htmx:beforeRequest", (event) => {
+  if (event.defaultPrevented) return;
+  for (const button of busyButtons(event.detail)) button.setAttribute("aria-busy", "true");
+});
+document.addEventListener("htmx:afterRequest", (event) => {
+  for (const button of busyButtons(event.detail)) button.removeAttribute("aria-busy");
 });
 
 // The theme switch (Auto / Light / Dark, console/theme.py): without

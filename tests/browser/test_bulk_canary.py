@@ -37,7 +37,8 @@ def start_a_halting_job(page, live_world, monkeypatch):
 
     sign_in(page, live_world.operator, PASSWORD, then=RUNS)
     expect(page.locator("article.run-card")).to_have_count(25)
-    page.get_by_role("button", name="All 25 on this page").click()
+    page.get_by_label("Select all 25 on this page").check()
+    page.get_by_role("button", name="Preview the selected runs").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Bulk retry — preview")
     expect(page.get_by_label(re.compile("^Canary first for jobs of more than"))).to_have_value("20")
     expect(page.get_by_label(re.compile("^Go on only while at least"))).to_have_value("60")

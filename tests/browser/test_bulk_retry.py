@@ -97,7 +97,7 @@ def test_operator_selects_previews_confirms_and_watches_the_job(
     expect(page.locator("article.run-card")).to_have_count(5)
     assert page_marker(page) == marker  # filtered by htmx, not reloaded
 
-    page.get_by_label("Select all on this page").check()
+    page.get_by_label("Select all 5 on this page").check()
     boxes = page.locator('input.bulk-pick[name="run"]')
     expect(boxes).to_have_count(5)
     for n in range(5):
@@ -161,14 +161,15 @@ def test_a_viewer_sees_no_checkboxes_and_no_buttons(page, live_world, console_wa
 
 
 def test_all_on_this_page_previews_and_confirms_into_a_job(page, live_world, console_watch):
-    """The "All N on this page" button, clicked as a person does: preview,
+    """"Select all N on this page", ticked as a person does: preview,
     reason, confirm, and the job page names every run of that page."""
     live_world.simulator.state.configure(failure_rate=0)
     failed = [live_world.add_run(status="failed", workflow_title="Book pickup") for _ in range(3)]
 
     sign_in(page, live_world.operator, PASSWORD, then=RUNS + "?status=failed")
     expect(page.locator("article.run-card")).to_have_count(3)
-    page.get_by_role("button", name="All 3 on this page").click()
+    page.get_by_label("Select all 3 on this page").check()
+    page.get_by_role("button", name="Preview the selected runs").click()
 
     expect(page.get_by_role("heading", level=1)).to_have_text("Bulk retry — preview")
     expect(page.locator(".bulk-to-send")).to_have_text("3")
@@ -197,7 +198,8 @@ def test_the_job_follows_its_retries_and_retries_the_ones_that_failed_again(
 
     sign_in(page, live_world.operator, PASSWORD, then=RUNS + "?status=failed")
     expect(page.locator("article.run-card")).to_have_count(6)
-    page.get_by_role("button", name="All 6 on this page").click()
+    page.get_by_label("Select all 6 on this page").check()
+    page.get_by_role("button", name="Preview the selected runs").click()
     page.get_by_role("textbox", name=re.compile(r"^Reason")).fill("Carrier portal outage")
     with Worker():
         page.get_by_role("button", name="Retry 6 runs").click()

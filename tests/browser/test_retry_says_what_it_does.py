@@ -80,7 +80,7 @@ def test_the_bulk_preview_shows_skipped_counts_and_the_override(page, live_world
     done = live_world.add_run(status="completed")
 
     sign_in(page, live_world.operator, PASSWORD, then=RUNS)
-    page.get_by_label("Select all on this page").check()
+    page.get_by_label("Select all 4 on this page").check()
     page.get_by_role("button", name="Preview the selected runs").click()
 
     expect(page.get_by_role("heading", level=1)).to_have_text("Bulk retry — preview")

@@ -85,7 +85,7 @@ def runs(world):
     ("button", "scope", "said"),
     [
         ("Preview the selected runs", "ids", "Selected: 2 runs ticked by hand."),
-        ("All 5 on this page", "page", "Selected: the runs on one page of the runs list."),
+        ("Select all 5 on this page", "page", "Selected: the runs on one page of the runs list."),
         (
             "Select all 5 runs matching this filter",
             "filter",
@@ -168,7 +168,7 @@ def test_the_runs_page_sends_the_ticked_runs_or_its_page_or_its_filter(world, cl
 
     ticked = parsed(bar.submit("Preview the selected runs", tick=page[:2]))
     assert ticked == Selection(Scope.PICKED, ids=page[:2])
-    whole = parsed(bar.submit("All 3 on this page", tick=page[:1]))
+    whole = parsed(bar.submit("Select all 3 on this page", tick=page[:1]))
     assert (whole.scope, set(whole.ids)) == (Scope.PAGE, set(page))
     across = parsed(bar.submit("Select all 3 runs matching this filter"))
     assert across == Selection(

@@ -113,7 +113,9 @@ def test_operators_get_checkboxes_and_the_selection_form(world, client_as, incid
         assert f'form="bulk-select" name="run" value="{pk}"' in html
         assert f'name="page_run" value="{pk}"' in html
     assert 'name="scope" value="filter"' in html and "matching this filter" in html
-    assert "Select all on this page" in html
+    # One control, drawn twice: a box for JavaScript, a button without it.
+    shown = html.count('class="bulk-pick"')
+    assert html.count(f"Select all {shown} on this page") == 2, shown
     assert reverse("bulk:bulk_job_list", args=["acme"]) in html
 
 
@@ -382,11 +384,20 @@ def test_pause_resume_cancel(world, client_as, incident):
     job.refresh_from_db()
     assert job.state == JobState.PAUSED
     page = client.get(job_url(job)).content.decode()
-    assert "Paused: nothing more is sent" in page and ">Resume</button>" in page
+    waiting = len(incident["invoices"])
+    paused = re.search(r'class="job-paused-note">(.*?)</p>', page, re.S).group(1)
+    assert re.fullmatch(
+        rf"Paused by {world.operator.get_username()} at <time [^>]+>\d\d:\d\d:\d\d</time>: "
+        rf"{waiting} runs wait until someone resumes it; nothing more is sent meanwhile\.",
+        paused,
+    ), paused
+    assert ">Resume</button>" in page and "paused by" not in page
 
     response = client.post(job_url(job, "bulk_job_resume"), {"state": "pending"}, headers=HTMX)
     html = response.content.decode()
     assert response.status_code == 200 and "<html" not in html and "Resumed." in html
+    assert f"resumed by {world.operator.get_username()} at" in html
+    assert "queued by" not in html and "job-paused-note" not in html
     assert ">Pause</button>" in html and "state=pending" in html  # keeps the item filter
     job.refresh_from_db()
     assert job.state == JobState.QUEUED
@@ -402,6 +413,7 @@ def test_pause_resume_cancel(world, client_as, incident):
     assert set(job.items.values_list("skip_reason", flat=True)) == {SkipReason.JOB_CANCELED}
     page = client.get(job_url(job)).content.decode()
     assert ">Pause</button>" not in page and "Cancel job" not in page
+    assert f"canceled by {world.operator.get_username()} at" in page
     assert world.simulator.state.retry_counts() == {}
 
 
