@@ -33,6 +33,7 @@ from .models import ActionKind, ActionState, RetryKind, RetryState, Status
 from .templatetags.run_links import run_url
 
 COMPLETED = Status.COMPLETED
+_STATUS_LABELS = dict(Status.choices)
 
 CANDIDATES_TEMPLATE = "runs/includes/retry_candidates.html"
 # A card showing the answer to the person's own action says so in the page's
@@ -189,14 +190,14 @@ def _latest(card, latest, team_slug, zone) -> str:
         target = f"Rerun on v{_e(latest.version)}"
         what = (
             f'{target} → <a href="{_detail(team_slug, latest.new_run_id)}">'
-            f"{_e(latest.new_run_id)}</a>"
+            f"{_e(latest.new_run_id)}</a>{_retry_outcome(latest)}"
             if latest.new_run_id
             else target
         )
     elif latest.state == RetryState.RETRIED and latest.new_run_id:
         what = (
             f'Retried → <a href="{_detail(team_slug, latest.new_run_id)}">'
-            f"{_e(latest.new_run_id)}</a>"
+            f"{_e(latest.new_run_id)}</a>{_retry_outcome(latest)}"
         )
     elif latest.state == RetryState.RETRIED:
         what = "Retried"  # its new run is no longer cached
@@ -222,6 +223,17 @@ def _latest(card, latest, team_slug, zone) -> str:
         f"{_bare_time(latest.requested_at, zone)}"
         f"{count}\n"
         "  </p>\n"
+    )
+
+
+def _retry_outcome(latest) -> str:
+    """How the retry's new run ended, or that it is still going."""
+    status = latest.new_run_status
+    if not status:
+        return ""
+    label = _STATUS_LABELS.get(status, status)
+    return (
+        f' (now <span class="retry-outcome status-{_e(status)}">{_e(label.lower())}</span>)'
     )
 
 

@@ -72,6 +72,9 @@ class RetryCard:
     requested_at: datetime = column("requested_at")
     requested_by: str | None = column("requested_by__username")
     new_run_id: str | None = column("new_run__run_id")
+    # How the retry ended: its new run's status (part of the card's value, so
+    # the original's card is drawn again once the new run ends).
+    new_run_status: str | None = column("new_run__status")
     # An unknown retry: the runs that may be it, and what the last check found.
     proposed_runs: str = column("proposed_runs")
     checked_at: datetime | None = column("checked_at")

@@ -26,6 +26,8 @@ from .listing import (
 )
 from .models import COUNTED_RETRY_STATES, Retry, Run, Status
 from .services import RetryRefused, run_refresh
+from .templatetags.run_links import run_url
+from .unknown_run import unknown_run
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -77,6 +79,9 @@ def run_list(request: HtmxHttpRequest, team_slug: str):
     page = team_run_page(request.user, team, after=data.get("after"), **filters)
     if filters["workflow"] and not workflows:
         workflows = _workflow_named(team_runs, filters["workflow"])
+    searched_id = None
+    if not page.runs and page.is_first:
+        searched_id = unknown_run(request.user, team, filters["search"])
     context = {
         "team": team,
         "form": form,
@@ -85,6 +90,7 @@ def run_list(request: HtmxHttpRequest, team_slug: str):
         "can_retry": team.may[RETRY],
         "filter_query": _filter_query(request),
         "poll_seconds": settings.RUNS_PAGE_POLL_SECONDS,
+        "unknown_run": searched_id,
     }
     if results_only:
         return render(request, "runs/run_list.html#run-results", context)
@@ -232,19 +238,32 @@ def run_card(request: HtmxHttpRequest, team_slug: str, run_id: str):
         request, CARD, _card_context(request, team, card, refresh_error=refresh_error)
     )
     if request.GET.get("shown", card.status) != card.status:
-        _tell_the_page(response, card)
+        _tell_the_page(response, card, retried_from=_retried_from_card(team, card))
     return response
 
 
-def _tell_the_page(response, run):
+def _retried_from_card(team, card: RunCard) -> dict | None:
+    """The run this one retried, for the runs page to draw its card again:
+    it says how its retry ended."""
+    if not card.retried_from:
+        return None
+    return {
+        "run_id": card.retried_from,
+        "card_url": run_url("runs:run_card", team.slug, card.retried_from),
+    }
+
+
+def _tell_the_page(response, run, **more):
     """Trigger `run-changed` on the page once this answer has been drawn
     (after the swap has settled, never before): the run detail page then
     redraws its details (the retries table...), so they never land in the
     middle of the answer. Every answer to Retry, Check or "This is the retry"
     does, even one that changed nothing: what it found may be news to the
-    page (a colleague's retry, a retry settled meanwhile). The runs page
-    doesn't listen."""
-    return trigger_client_event(response, "run-changed", {"run_id": run.run_id}, after="settle")
+    page (a colleague's retry, a retry settled meanwhile). On the runs page,
+    a retry's new run that moved on draws again the card of the run it
+    retried (`retried_from`): that card says how its retry ended."""
+    detail = {"run_id": run.run_id, **{k: v for k, v in more.items() if v}}
+    return trigger_client_event(response, "run-changed", detail, after="settle")
 
 
 @require_POST

@@ -2,6 +2,7 @@
 Skyvern is called exactly once per intent, and every failure is explained."""
 
 import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -87,11 +88,25 @@ def test_new_run_card_polls_until_finished_and_shows_the_recording(world, client
     assert "recording-link" in html and escape(new.recording_url) in html
     assert "hx-trigger" not in html  # finished: the card stops polling
     # The status moved on: the page hears of it once the card is drawn (the run
-    # detail page follows it).
+    # detail page follows it), and the runs page draws the original's card again.
     assert "HX-Trigger" not in response.headers
     assert json.loads(response.headers["HX-Trigger-After-Settle"]) == {
-        "run-changed": {"run_id": new.run_id}
+        "run-changed": {
+            "run_id": new.run_id,
+            "retried_from": {
+                "run_id": failed_run,
+                "card_url": reverse(
+                    "runs:run_card", kwargs={"team_slug": "acme", "run_id": failed_run}
+                ),
+            },
+        }
     }
+    original = client.get(
+        reverse("runs:run_card", kwargs={"team_slug": "acme", "run_id": failed_run}), **HTMX
+    ).content.decode()
+    assert re.search(
+        rf"Retried → <a [^>]+>{new.run_id}</a> \(now <span [^>]+>completed</span>\)", original
+    )
 
 
 def test_double_click_makes_one_skyvern_call(world, client_as, failed_run):
