@@ -2,7 +2,7 @@ from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import HttpResponseStopPolling
+from django_htmx.http import HttpResponseStopPolling, trigger_client_event
 
 from console.audit.models import Action
 from console.audit.services import audit_record
@@ -16,6 +16,8 @@ from .tasks import sync_connection
 from .webhooks import REFUSALS_SHOWN, webhook_refusals
 
 STATUS = "sync/includes/sync_status.html"
+# Told to the page when a sync it watched is done (templates/runs/run_list.html listens).
+RUNS_SYNCED = "runs-synced"
 
 
 def sync_context(request, team, states=None) -> dict:
@@ -40,8 +42,10 @@ def sync_status(request, team_slug):
         return redirect("runs:run_list", team_slug=team.slug)
     response = render(request, STATUS, context)
     if request.GET.get("polling") and not context["sync_running"]:
-        # Done: swap in the final state and tell htmx to stop asking.
+        # Done: swap in the final state and tell htmx to stop asking; the
+        # runs page then draws its list and counts again (`runs-synced`).
         response.status_code = HttpResponseStopPolling.status_code
+        trigger_client_event(response, RUNS_SYNCED)
     return response
 
 

@@ -353,3 +353,44 @@ def test_a_cursor_id_too_large_for_the_database_gives_the_same_page_as_the_orm(w
 
     assert team_run_page(world.operator, world.team_a, after=after) == orm
     assert len(orm.runs) == 31
+
+
+def test_an_unknown_run_id_offers_sync_now_and_names_only_the_persons_other_teams(
+    world, client_as
+):
+    from console.teams.models import Membership, Role
+
+    theirs = cached_runs(world, 2, connection=world.connection_b)[0]
+    Run.objects.filter(pk=theirs.pk).update(run_id="wr_800000000000000001")
+    theirs.refresh_from_db()
+    ours = cached_runs(world, 2)[0]  # completed
+    Run.objects.filter(pk=ours.pk).update(run_id="wr_700000000000000001")
+    missing = "wr_123456789012345678"
+
+    html = page(client_as(world.operator), q=missing).content.decode()
+    assert f"No cached run <code>{missing}</code> in Acme Logistics: Sync now" in html
+    assert reverse("sync:sync_now", args=["acme"]) in html.split("unknown-run")[1]
+    assert "No runs match these filters." not in html
+
+    # Another team's run: not named to someone outside that team.
+    html = page(client_as(world.operator), q=theirs.run_id).content.decode()
+    assert f"No cached run <code>{theirs.run_id}</code>" in html
+    assert "Globex" not in html.split("unknown-run")[1] and "other team" not in html
+
+    # Named, with a link, once they belong to it.
+    Membership.objects.create(team=world.team_b, user=world.operator, role=Role.VIEWER)
+    html = page(client_as(world.operator), q=theirs.run_id).content.decode()
+    link = reverse("runs:run_list", args=["globex"]) + f"?q={theirs.run_id}"
+    assert f'Cached in your other team: <a href="{link}">Globex Billing</a>.' in " ".join(
+        html.split()
+    )
+
+    # A viewer is told, without a button they may not use.
+    html = page(client_as(world.viewer), q=missing).content.decode()
+    assert "No cached run" in html and "The next sync fetches it" in html
+    assert "Sync now" not in html.split("unknown-run")[1]
+
+    # A run the team has, hidden by a filter, is not "unknown"; nor is a word.
+    html = page(client_as(world.operator), q="wr_700000000000000001", status="running")
+    assert "No runs match these filters." in html.content.decode()
+    assert "No cached run" not in page(client_as(world.operator), q="zebra").content.decode()
