@@ -185,3 +185,39 @@ def test_the_page_shows_where_from(world, client_as):
     html = client.get(TEAM_LOG).content.decode()
     assert "203.0.113.9" in html and "Sync started" in html
     assert AuditEntry.objects.filter(action="sync_now").count() == 1
+
+
+def test_targets_link_to_their_pages_in_the_viewers_teams_only(world, client_as):
+    """A run, a bulk job and a connection in the log open their pages, in the
+    entry's team; another team's entries (the superuser's log) link only for
+    superusers, and an entry of no team links nowhere."""
+    audit_record(
+        action="run_retry", user=world.operator, team=world.team_a, target=("run", "wr_a1", "A")
+    )
+    audit_record(
+        action="bulk_job_create",
+        user=world.operator,
+        team=world.team_a,
+        target=("bulk_job", 7, "Bulk retry #7"),
+    )
+    audit_record(
+        action="connection_edit", user=world.admin, team=world.team_a, target=world.connection_a
+    )
+    audit_record(
+        action="run_retry", user=world.outsider, team=world.team_b, target=("run", "wr_b1", "B")
+    )
+    audit_record(action="run_retry", user=world.operator, target=("run", "wr_x1", "no team"))
+    run = reverse("runs:run_detail", args=["acme", "wr_a1"])
+    job = reverse("bulk:bulk_job_detail", args=["acme", 7])
+    connections = reverse("teams:connection_list", args=["acme"])
+    other = reverse("runs:run_detail", args=["globex", "wr_b1"])
+
+    html = client_as(world.admin).get(TEAM_LOG).content.decode()
+    for url in (run, job, connections):
+        assert f'<a href="{url}">' in html, url
+    assert "wr_b1" not in html and other not in html
+
+    html = client_as(world.superuser).get(ALL_LOG).content.decode()
+    for url in (run, job, connections, other):
+        assert f'<a href="{url}">' in html, url
+    assert "wr_x1" in html and "/wr_x1/" not in html
