@@ -362,3 +362,21 @@ def test_two_factor_changes_and_refused_codes_are_audited(world, client_as, no_b
     client.post(reverse("twofactor:verify"), {"code": code_for(device, wrong=True)})
     refused = AuditEntry.objects.get(user=world.admin, action="two_factor_code_refused")
     assert refused.outcome == "refused" and refused.details == {"failures": 1, "signed_out": False}
+
+
+def test_the_account_page_keeps_the_navigation_of_the_team_the_person_came_from(
+    world, client_as
+):
+    client = client_as(world.admin)
+    html = client.get(MANAGE).content.decode()
+    assert RUNS not in html.split("</header>")[0].split("team-switcher")[0]  # no team yet
+
+    client.get(RUNS)
+    header = client.get(MANAGE).content.decode().split("</header>")[0]
+    assert f'<a href="{RUNS}"' in header and f'<a href="{CONNECTIONS}"' in header
+    assert "Team: <strong>Acme Logistics</strong>" in header
+
+    # A team they may no longer see is not kept.
+    world.admin.memberships.all().delete()
+    header = client.get(MANAGE).content.decode().split("</header>")[0]
+    assert f'<a href="{CONNECTIONS}"' not in header and "Choose a team" in header

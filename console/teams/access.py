@@ -64,7 +64,32 @@ def team_for(request, slug: str, *, action: str = VIEW) -> Team:
         raise Http404("No team here with that name.")
     if not team.may[action]:
         raise PermissionDenied(refusal(team, action))
+    _remember_team(request, team)
     return team
+
+
+# The team whose pages the person was last on: pages of no team (the account
+# page) keep its navigation.
+LAST_TEAM = "last_team"
+
+
+def _remember_team(request, team: Team) -> None:
+    session = getattr(request, "session", None)
+    if session is not None and session.get(LAST_TEAM) != team.slug:
+        session[LAST_TEAM] = team.slug
+
+
+def last_team(request) -> Team | None:
+    """The team the person was last on, if they may still see it (with
+    `my_role` and `may`, as team_for() gives it), else None."""
+    session = getattr(request, "session", None)
+    slug = session.get(LAST_TEAM) if session is not None else None
+    if not slug or not request.user.is_authenticated:
+        return None
+    try:
+        return team_for(request, slug)
+    except (Http404, PermissionDenied):
+        return None
 
 
 def allowed(user, action: str, obj) -> bool:

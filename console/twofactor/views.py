@@ -15,6 +15,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from console.audit.models import Action, Outcome
 from console.audit.services import audit_record
+from console.teams.access import last_team
 from console.teams.timezones import TimeZoneForm, time_zone_set
 
 from . import services
@@ -97,6 +98,8 @@ def manage_context(request, *, error=None):
         "error": error,
         "pending": None,
         "time_zone_form": TimeZoneForm(initial={"time_zone": timezone.get_current_timezone_name()}),
+        # The header keeps the navigation of the team the person came from.
+        "team": last_team(request),
     }
     if device is None:
         pending = services.pending_device(user)
