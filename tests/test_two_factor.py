@@ -371,10 +371,19 @@ def test_the_account_page_keeps_the_navigation_of_the_team_the_person_came_from(
     html = client.get(MANAGE).content.decode()
     assert RUNS not in html.split("</header>")[0].split("team-switcher")[0]  # no team yet
 
-    client.get(RUNS)
-    header = client.get(MANAGE).content.decode().split("</header>")[0]
+    # The header's link to the account page, from a team's page, names the team.
+    runs_page = client.get(RUNS).content.decode()
+    account = f"{MANAGE}?team=acme"
+    assert f'<a href="{account}"' in runs_page
+    header = client.get(account).content.decode().split("</header>")[0]
     assert f'<a href="{RUNS}"' in header and f'<a href="{CONNECTIONS}"' in header
     assert "Team: <strong>Acme Logistics</strong>" in header
+    # ...and keeps it for the page's own forms, which come back without it.
+    header = client.get(MANAGE).content.decode().split("</header>")[0]
+    assert f'<a href="{CONNECTIONS}"' in header
+    # A team they are not in is not shown.
+    header = client.get(MANAGE, {"team": "globex"}).content.decode().split("</header>")[0]
+    assert "Globex" not in header
 
     # A team they may no longer see is not kept.
     world.admin.memberships.all().delete()

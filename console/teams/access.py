@@ -64,32 +64,30 @@ def team_for(request, slug: str, *, action: str = VIEW) -> Team:
         raise Http404("No team here with that name.")
     if not team.may[action]:
         raise PermissionDenied(refusal(team, action))
-    _remember_team(request, team)
     return team
 
 
-# The team whose pages the person was last on: pages of no team (the account
-# page) keep its navigation.
+# The team whose pages the person came from (`?team=` on the header's link to
+# the account page, then remembered in the session for that page's own
+# forms): the account page keeps its navigation.
 LAST_TEAM = "last_team"
 
 
-def _remember_team(request, team: Team) -> None:
-    session = getattr(request, "session", None)
-    if session is not None and session.get(LAST_TEAM) != team.slug:
-        session[LAST_TEAM] = team.slug
-
-
 def last_team(request) -> Team | None:
-    """The team the person was last on, if they may still see it (with
-    `my_role` and `may`, as team_for() gives it), else None."""
+    """The team the person came from, if they may see it (with `my_role` and
+    `may`, as team_for() gives it), else None."""
     session = getattr(request, "session", None)
-    slug = session.get(LAST_TEAM) if session is not None else None
+    asked = request.GET.get("team", "")
+    slug = asked or (session.get(LAST_TEAM, "") if session is not None else "")
     if not slug or not request.user.is_authenticated:
         return None
     try:
-        return team_for(request, slug)
+        team = team_for(request, slug)
     except (Http404, PermissionDenied):
         return None
+    if asked and session is not None and session.get(LAST_TEAM) != team.slug:
+        session[LAST_TEAM] = team.slug
+    return team
 
 
 def allowed(user, action: str, obj) -> bool:
