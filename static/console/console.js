@@ -13,7 +13,7 @@ document.addEventListener("htmx:oobBeforeSwap", (event) => {
 // Bulk retry on the runs page: "Select all N on this page" ticks every card's
 // checkbox (they join the #bulk-select form through their form= attribute),
 // a live count says how many are ticked, and the buttons acting on the ticked
-// runs wait for one. Without JavaScript the box, the count stay hidden and a
+// runs wait for one. Without JavaScript the box and the count stay hidden, and a
 // button of the same name previews the page's runs instead ([data-without-js]).
 function ticksOf(formId) {
   return document.querySelectorAll(`input.bulk-pick[form="${CSS.escape(formId)}"]`);
