@@ -387,7 +387,7 @@ def test_pause_resume_cancel(world, client_as, incident):
     waiting = len(incident["invoices"])
     paused = re.search(r'class="job-paused-note">(.*?)</p>', page, re.S).group(1)
     assert re.fullmatch(
-        rf"Paused by {world.operator.get_username()} at <time [^>]+>\d\d:\d\d:\d\d</time>: "
+        rf"Paused by {world.operator.get_username()} at <time [^>]+>\d\d:\d\d:\d\d UTC</time>: "
         rf"{waiting} runs wait until someone resumes it; nothing more is sent meanwhile\.",
         paused,
     ), paused
@@ -567,7 +567,8 @@ def test_viewers_watch_but_cannot_steer(world, client_as, incident):
     client = client_as(world.viewer)
 
     page = client.get(job_url(job), {"state": "unknown"}).content.decode()
-    main = page.split("<main", 1)[1]  # the header has Sign out and the theme switch
+    # The header has Sign out and the theme switch; after main, the shortcuts' Close.
+    main = page.split("<main", 1)[1].split("</main>", 1)[0]
     # No button but the ticket summary's copy buttons.
     assert main.count("<button") == main.count("data-copy=")
     assert "Retry anyway" not in page
