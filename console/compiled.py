@@ -44,6 +44,22 @@ class CompiledQuery:
             rows = [tuple(row) for row in compiler.apply_converters(rows, converters)]
         return rows
 
+    def values_side_by_side(self, value_sets: Sequence[Sequence], *, using: str = DEFAULT_DB_ALIAS):
+        """For a query answering one value (a count, say): its answer for each
+        set of values, asked side by side in one query (one round trip)."""
+        connection = connections[using]
+        sql, params, _converters, _compiler = self._compiled(connection)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT " + ", ".join(f"({sql})" for _values in value_sets),
+                [
+                    param
+                    for values in value_sets
+                    for param in self._params(params, values, connection)
+                ],
+            )
+            return list(cursor.fetchone())
+
     def instances(self, *values, using: str = DEFAULT_DB_ALIAS) -> list:
         """Model instances, with any annotation as an attribute (a raw query
         of the kept SQL: Django maps the columns and converts the values)."""

@@ -754,12 +754,8 @@ def run_updates(queryset, *, statuses=(), search="", since=None, **more_filters)
             created_at__gte=created_at,
         )
         new_runs = read_cards(newer.order_by("-created_at", "-id"), PAGE_SIZE)
-    per_status = {
-        value: capped_count(searched.filter(status=value)) for value, _label in Status.choices
-    }
-    counts = [
-        (value, min(count, COUNT_CAP), count > COUNT_CAP) for value, count in per_status.items()
-    ]
+    per_status = _per_status(searched)
+    counts = _capped(per_status)
     # The total is the sum of the counts of the statuses shown: exact while none
     # of them reached the cap, and over the cap whenever one did.
     total = sum(per_status.get(value, 0) for value in statuses or per_status)
@@ -770,3 +766,31 @@ def run_updates(queryset, *, statuses=(), search="", since=None, **more_filters)
         total_capped=total > COUNT_CAP,
         status_counts=counts,
     )
+
+
+def _per_status(searched) -> dict[str, int]:
+    return {value: capped_count(searched.filter(status=value)) for value, _label in Status.choices}
+
+
+def _capped(per_status: dict[str, int]) -> list[tuple[str, int, bool]]:
+    return [
+        (value, min(count, COUNT_CAP), count > COUNT_CAP) for value, count in per_status.items()
+    ]
+
+
+def team_status_counts(user, team, *, search="", **more_filters) -> list[tuple[str, int, bool]]:
+    """The runs page's counts per status (value, count, capped), drawn with the
+    page so that they show without JavaScript: the poll's counts (run_updates),
+    each capped the same way. The status filter leaves them as they are. For
+    a member's page without other filters, each is the compiled count of a
+    page of one status (team_run_page), all asked in one query."""
+    if search or any(more_filters.values()) or not scoped_by_membership(user):
+        searched = filtered(
+            Run.objects.restrict(user).filter(team=team), search=search, **more_filters
+        )
+        return _capped(_per_status(searched))
+    count, _page = _plain_page_queries(1, False)
+    counts = count.values_side_by_side(
+        [(user.pk, team.pk, value) for value in Status.values], using=Run.objects.db
+    )
+    return _capped(dict(zip(Status.values, counts, strict=True)))

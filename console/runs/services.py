@@ -273,16 +273,23 @@ def latest_retry(run: Run) -> Retry | None:
     )
 
 
-def run_refresh(*, run: Run, force: bool = False) -> SkyvernError | None:
+def run_refresh(
+    *, run: Run, force: bool = False, read_timeout: float | None = None
+) -> SkyvernError | None:
     """Bring a cached run up to date from Skyvern; returns the error, if any.
 
     On error the cached copy is left exactly as it was; otherwise `run` shows
-    the newest view (see run_store_refresh).
+    the newest view (see run_store_refresh). `read_timeout` shortens the wait
+    for Skyvern's answer, for a person kept waiting on it.
     """
     if not force and run.synced_at and timezone.now() - run.synced_at < REFRESH_AT_MOST_EVERY:
         return None
     try:
-        detail = client_for(run.connection).get_run(run.run_id)
+        client = client_for(run.connection)
+        if read_timeout is not None:
+            connect, read = client.timeout
+            client.timeout = (connect, min(read, read_timeout))
+        detail = client.get_run(run.run_id)
     except SkyvernError as error:
         return error
     except ApiKeyUnreadable as error:

@@ -22,6 +22,7 @@ from .listing import (
     describe_filters,
     run_updates,
     team_run_page,
+    team_status_counts,
     team_workflows,
 )
 from .models import COUNTED_RETRY_STATES, Retry, Run, Status
@@ -35,6 +36,8 @@ class HtmxHttpRequest(HttpRequest):
 
 
 CARD = "runs/run_list.html#run-card"
+# How long the detail page's Refresh link (without JavaScript) waits on Skyvern, in seconds.
+NO_JS_REFRESH_TIMEOUT = 5.0
 
 
 def _team_run(request, team, run_id) -> Run:
@@ -94,6 +97,17 @@ def run_list(request: HtmxHttpRequest, team_slug: str):
     }
     if results_only:
         return render(request, "runs/run_list.html#run-results", context)
+    # Drawn with the page, so that they show without JavaScript; the poll then
+    # keeps them fresh (and needn't ask for them at once).
+    searched = {name: value for name, value in filters.items() if name != "statuses"}
+    counts = {
+        value: (count, capped)
+        for value, count, capped in team_status_counts(request.user, team, **searched)
+    }
+    context["status_choices"] = [
+        (value, label, ticked, *counts.get(value, (None, False)))
+        for value, label, ticked in form.status_options
+    ]
     return render(request, "runs/run_list.html", context)
 
 
@@ -161,7 +175,9 @@ def run_detail_refresh(request: HtmxHttpRequest, team_slug: str, run_id: str):
     """The detail page's details section, after asking Skyvern for the run.
 
     On a Skyvern failure the cache is left as it was and the section says so.
-    Without htmx there is nothing to swap: back to the run's page.
+    Without JavaScript (the page's Refresh link): the run is asked of Skyvern
+    all the same, waiting less, then back to the run's page, which says how it
+    went.
     """
     team = team_for(request, team_slug)
     run = (
@@ -174,6 +190,11 @@ def run_detail_refresh(request: HtmxHttpRequest, team_slug: str, run_id: str):
     if run is None:
         raise Http404("No run with that id in this team.")
     if not request.htmx:
+        error = run_refresh(run=run, force=True, read_timeout=NO_JS_REFRESH_TIMEOUT)
+        if error:
+            messages.error(request, f"Couldn't refresh from Skyvern: {str(error).rstrip('. ')}.")
+        else:
+            messages.success(request, "Refreshed from Skyvern just now.")
         return redirect("runs:run_detail", team_slug=team.slug, run_id=run.run_id)
     error = run_refresh(run=run, force=True)
     return _render_detail(

@@ -336,6 +336,7 @@ def test_the_job_page_polls_while_active_and_stops_when_finished(world, client_a
 
     page = client.get(job_url(job)).content.decode()
     assert 'hx-trigger="every 1s"' in page and progress in page
+    assert '<a href="?">Refresh</a>' in page  # without JavaScript: the page again
     assert 'role="progressbar"' in page and 'aria-valuenow="0"' in page
     assert "Portal down" in page and world.operator.get_username() in page
     assert "(just now)" in page  # not "0 minutes ago"
@@ -358,6 +359,7 @@ def test_the_job_page_polls_while_active_and_stops_when_finished(world, client_a
     assert "hx-trigger" not in html and 'aria-valuenow="3"' in html and "(100%)" in html
     page = client.get(job_url(job)).content.decode()
     assert "hx-trigger" not in page.split('id="job-live"')[1]
+    assert ">Refresh</a>" not in page  # nothing more to wait for
     # The retried items link their new runs.
     for item in job.items.select_related("new_run"):
         assert item.state == ItemState.RETRIED
@@ -370,6 +372,7 @@ def test_items_filtered_by_state(world, client_as, incident):
     client = client_as(world.operator)
     job = make_job(world, client, [*incident["invoices"], *incident["running"]])
     page = client.get(job_url(job), {"state": "skipped"}).content.decode()
+    assert '<a href="?state=skipped">Refresh</a>' in page  # keeps the state shown
     table = page.split('class="job-items"')[1]
     assert incident["running"][0] in table and incident["invoices"][0] not in table
     assert SkipReason.NOT_TERMINAL.label in table

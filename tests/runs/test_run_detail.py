@@ -11,10 +11,11 @@ from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils.html import escape
 
-from console.runs import services
+from console.runs import services, views
 from console.runs.details import OUTPUT_SHOWN, _reindent
 from console.runs.models import Retry, RetryState, Run
 from console.runs.templatetags.run_detail import duration, safe_http_url
+from console.skyvern.client import SkyvernClient
 from tests.helpers import page_text
 
 HTMX = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "run-details"}
@@ -86,7 +87,9 @@ def test_the_page_for_each_role(world, client_as, person, sees_retry):
     # The details fetch themselves fresh from Skyvern once the page is there.
     assert f'hx-get="{refresh_url(run_id)}" hx-swap="outerHTML"' in html
     assert f'hx-trigger="load, {ALWAYS_REFRESH_ON}"' in html
-    assert "checking Skyvern" in page_text(response)
+    # Said only while htmx asks (console.css); without JavaScript, a Refresh link.
+    assert '<span class="checking-note">; checking Skyvern for news…</span>' in html
+    assert f'<a href="{refresh_url(run_id)}">Refresh</a>' in html
 
 
 def test_opening_the_page_never_waits_on_skyvern(world, client_as, monkeypatch):
@@ -563,13 +566,46 @@ def test_when_skyvern_fails_the_fragment_says_so_and_the_cache_stays(world, clie
         assert f'id="{section}"' in response.content.decode()
 
 
-def test_the_refresh_url_without_htmx_goes_to_the_page(world, client_as):
-    run_id = world.add_run(status="failed")
+def test_without_javascript_refresh_asks_skyvern_then_goes_back_to_the_page(world, client_as):
+    run_id = world.add_run(status="running")
+    world.simulator.state.set_status(run_id, "failed", failure_reason="Carrier portal is down")
+    client = client_as(world.viewer)
+    page = client.get(detail_url(run_id))
+    assert f'<a href="{refresh_url(run_id)}">Refresh</a>' in page.content.decode()
+
+    response = client.get(refresh_url(run_id), follow=True)
+
+    assert response.redirect_chain == [(detail_url(run_id), 302)]
+    text = page_text(response)
+    assert "Refreshed from Skyvern just now." in text
+    assert "Carrier portal is down" in text
+    assert cached(run_id).status == "failed"
+
+
+def test_without_javascript_a_failed_refresh_says_so_and_the_cache_stays(
+    world, client_as, monkeypatch
+):
+    run_id = world.add_run(status="running")
+    world.simulator.state.set_status(run_id, "completed")
     before = snapshot(run_id)
-    response = client_as(world.viewer).get(refresh_url(run_id))
-    assert response.status_code == 302
-    assert response["Location"] == detail_url(run_id)
-    assert snapshot(run_id) == before  # nothing asked of Skyvern
+    world.simulator.state.configure(error_rates={500: 1.0})
+    waited = []
+    real_get_run = SkyvernClient.get_run
+
+    def get_run(client, run_id):
+        waited.append(client.timeout[1])
+        return real_get_run(client, run_id)
+
+    monkeypatch.setattr(SkyvernClient, "get_run", get_run)
+
+    response = client_as(world.viewer).get(refresh_url(run_id), follow=True)
+
+    assert re.search(
+        r"Couldn't refresh from Skyvern: Skyvern had an internal error.*\(HTTP 500\)\.",
+        page_text(response),
+    )
+    assert snapshot(run_id) == before
+    assert waited == [views.NO_JS_REFRESH_TIMEOUT]  # a person is waiting: not the usual 20 s
 
 
 # --- answers on the page's cards -------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The runs page: newest first, status filters, search, keyset pages."""
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -189,7 +190,8 @@ def test_a_filter_left_out_says_so_where_htmx_redraws(world, client_as):
 def test_count_is_capped_not_a_full_count(world, client_as, django_assert_max_num_queries):
     cached_runs(world, 30)
     client = client_as(world.viewer)
-    with django_assert_max_num_queries(12):
+    # The counts per status, drawn with the page, are one query.
+    with django_assert_max_num_queries(13):
         response = page(client)
     assert "30 runs match." in page_text(response)
 
@@ -210,7 +212,10 @@ def test_new_runs_appear_at_the_top_of_the_first_page(world, client_as, settings
     cached_runs(world, 5)
     client = client_as(world.viewer)
     first = page(client, status="failed")
-    assert 'hx-trigger="load, every 7s"' in first.content.decode()
+    # The page comes with its counts: the first poll waits its turn.
+    assert 'hx-trigger="every 7s"' in first.content.decode()
+    results = client.get(reverse("runs:run_list", kwargs={"team_slug": "acme"}), **HTMX_RESULTS)
+    assert 'hx-trigger="load, every 7s"' in results.content.decode()
 
     quiet = updates(client, first)
     assert 'hx-swap-oob="afterbegin:#run-cards"' not in quiet.content.decode()
@@ -240,6 +245,38 @@ def test_counts_per_status_follow_the_search(world, client_as):
     searched = updates(client, page(client, q="wr_600000000000000005"))
     assert 'id="count-failed" hx-swap-oob="true">0<' in searched.content.decode()
     assert 'id="count-timed_out" hx-swap-oob="true">1<' in searched.content.decode()
+
+
+def status_counts(response) -> dict[str, str]:
+    html = response.content.decode()
+    return dict(
+        re.findall(r'<small class="status-count" id="count-(\w+)"[^>]*>([^<]*)</small>', html)
+    )
+
+
+@pytest.mark.parametrize("person", ["viewer", "superuser"])
+def test_counts_per_status_come_with_the_page_as_the_poll_has_them(
+    world, client_as, monkeypatch, person
+):
+    from console.runs import listing
+
+    cached_runs(world, 14)
+    client = client_as(getattr(world, person))
+    first = page(client, status="failed")  # the status filter leaves the counts as they are
+    assert status_counts(first)["failed"] == "4"
+    assert status_counts(first)["running"] == "2"
+    assert status_counts(first) == status_counts(updates(client, first))
+
+    searched = page(client, q="wr_600000000000000005")
+    assert status_counts(searched)["failed"] == "0"
+    assert status_counts(searched)["timed_out"] == "1"
+    assert status_counts(searched) == status_counts(updates(client, searched))
+
+    monkeypatch.setattr(listing, "COUNT_CAP", 3)
+    capped = page(client, workflow="wpid_1")
+    assert status_counts(capped)["failed"] == "1"
+    assert status_counts(page(client))["failed"] == "3+"
+    assert status_counts(page(client)) == status_counts(updates(client, page(client)))
 
 
 def test_live_total_matches_the_filter_and_says_when_it_is_capped(world, client_as, monkeypatch):
