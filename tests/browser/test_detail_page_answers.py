@@ -170,7 +170,8 @@ def test_a_refresh_on_its_way_when_retry_is_clicked_is_not_drawn_over_it(
     failed = live_world.add_run(status="failed", workflow_title="Download carrier invoices")
     marker = open_detail_page(page, live_world, failed, wait_for_skyvern=False)
     original = card(page, failed)
-    expect(page.get_by_role("status")).to_contain_text("checking Skyvern for news")
+    # Said while htmx asks Skyvern (only then: console.css).
+    expect(page.get_by_text("checking Skyvern for news")).to_be_visible()
 
     # Retry while the page is still asking Skyvern about the run.
     retry_and_wait_for_skyvern(page, original, timeout=15_000)
