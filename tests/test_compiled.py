@@ -31,6 +31,24 @@ def test_each_run_uses_its_own_values_and_the_sql_is_compiled_once():
     assert kept[USERNAMES][0] is sql
 
 
+def test_values_side_by_side_answer_each_set_of_values_in_one_query(
+    django_assert_num_queries,
+):
+    ann, bob = make_user("ann"), make_user("bob")
+    users_after = CompiledQuery(
+        lambda user_pk, name: (
+            get_user_model().objects.filter(pk__gte=user_pk, username__gt=name).values("pk")
+        ),
+        -1,
+        "stand-in name",
+        around="SELECT COUNT(*) FROM ({}) counted",
+    )
+    with django_assert_num_queries(1):
+        counts = users_after.values_side_by_side([(ann.pk, ""), (bob.pk, ""), (ann.pk, "b")])
+    assert counts == [2, 1, 1]
+    assert users_after.values_side_by_side([(bob.pk + 1, ""), (ann.pk, "bz")]) == [0, 0]
+
+
 def test_values_go_through_djangos_converters_and_instances_keep_annotations():
     ann = make_user("ann")
     team = Team.objects.create(name="Acme", slug="acme")
