@@ -278,6 +278,15 @@ def test_counts_per_status_come_with_the_page_as_the_poll_has_them(
     assert status_counts(page(client))["failed"] == "3+"
     assert status_counts(page(client)) == status_counts(updates(client, page(client)))
 
+    # No more runs match than the cap: every count exact, from one GROUP BY.
+    monkeypatch.setattr(listing, "COUNT_CAP", 5)
+    one_workflow = page(client, workflow="wpid_1")
+    assert status_counts(one_workflow) == {
+        **dict.fromkeys(["created", "queued", "paused", "timed_out"], "0"),
+        **dict.fromkeys(["running", "completed", "failed", "canceled", "terminated"], "1"),
+    }
+    assert status_counts(one_workflow) == status_counts(updates(client, one_workflow))
+
 
 def test_live_total_matches_the_filter_and_says_when_it_is_capped(world, client_as, monkeypatch):
     from console.runs import listing
