@@ -64,6 +64,17 @@ Behaviour, as Skyvern 1.0.56 (see /work/shared/skyvern/README.md):
   value for parameter …" and no run; busy 503 + Retry-After like a retry.
   A retry copies the run's `browser_session_id` (`add_run(...,
   browser_session_id=)`).
+- Retry policies: a version's `workflow_definition.retry_policy`
+  (`WorkflowRetryPolicy`): seeded workflows retry a failed run twice more
+  (3 attempts); workflows of runs added by `add_run` have none until
+  `state.set_retry_policy(key, wpid, {"max_retries": N}, version=None)` (or
+  `POST /_sim/workflows/{wpid}/retry_policy`); a new version keeps it.
+- Browser sessions, `GET /v1/browser_sessions/{pbs_id}`
+  (`BrowserSessionResponse`): a session is known from the runs that used it
+  (`browser_session_id`); "running" from the first one's creation for 60
+  minutes, then "timeout"; `state.close_browser_session(id)` (or `POST
+  /_sim/browser_sessions/{id}/close`) makes it "completed" now. Unknown or
+  another organisation's: 404 "Browser session not found".
 - The demo seed has a few of each (Skyvern retries, pending retries,
   webhook-only failures); `add_run(...)` / `POST /_sim/runs` take `attempt`,
   `attempts`, `retry_pending`, `next_attempt_at`, `failure_category`,

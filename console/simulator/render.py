@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 from . import media
 from . import seed as seedmod
-from .state import FAILURE_STATUSES, Org, Run, WorkflowVersion, retry_reason
+from .state import FAILURE_STATUSES, BrowserSession, Org, Run, WorkflowVersion, retry_reason
 
 ts = seedmod.ts
 
@@ -380,6 +380,7 @@ def workflow(version: WorkflowVersion, workflow_permanent_id: str, org: Org) -> 
                 for key, default in version.parameters.items()
             ],
             "blocks": [],
+            "retry_policy": version.retry_policy,
         },
         "proxy_location": "RESIDENTIAL",
         "webhook_callback_url": version.webhook_callback_url,
@@ -393,6 +394,43 @@ def workflow(version: WorkflowVersion, workflow_permanent_id: str, org: Org) -> 
         "created_at": created,
         "modified_at": created,
         "deleted_at": None,
+    }
+
+
+def browser_session(session: BrowserSession, org: Org, links: Links) -> dict:
+    """A browser session (`BrowserSessionResponse`), as `GET
+    /v1/browser_sessions/{id}` answers it."""
+    ts = seedmod.ts
+    closed = session.status != "running"
+    return {
+        "browser_session_id": session.browser_session_id,
+        "organization_id": org.organization_id,
+        "status": session.status,
+        "runnable_type": "workflow_run",
+        "runnable_id": session.runnable_id,
+        "timeout": session.timeout_minutes,
+        "browser_address": None,
+        "app_url": f"{links.app_host}/browser-session/{quote(session.browser_session_id, safe='')}",
+        "extensions": None,
+        "browser_type": None,
+        "browser_profile_id": None,
+        "generate_browser_profile": False,
+        "browser_settings": None,
+        "browser_settings_receipt": None,
+        "vnc_streaming_supported": False,
+        "stream_transport": None if closed else "cdp",
+        "download_path": None,
+        "downloaded_files": None,
+        "recordings": None,
+        "started_at": ts(session.created_at),
+        "completed_at": ts(session.completed_at),
+        "created_by": None,
+        "created_at": ts(session.created_at),
+        "modified_at": ts(session.completed_at or session.created_at),
+        "deleted_at": None,
+        "warning": None,
+        "source": "managed",
+        "remaining_lifetime_seconds": None,
     }
 
 

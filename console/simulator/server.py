@@ -124,6 +124,7 @@ ROUTES = (
     Route("GET", ("v1", "agents", "*"), "get_workflow", "workflows"),
     Route("GET", ("v1", "agents", "*", "versions"), "workflow_versions", "workflows"),
     Route("POST", ("v1", "run", "agents"), "run_workflow", "run_workflow"),
+    Route("GET", ("v1", "browser_sessions", "*"), "get_browser_session", "browser_sessions"),
 )
 
 
@@ -766,6 +767,9 @@ class _Handler(BaseHTTPRequestHandler):
                 request = run_workflow_body(body)
                 run = state.run_workflow(org.api_key, **request, max_steps_override=steps)
                 return 200, render.workflow_run_response(run, links)
+            if route.name == "get_browser_session":
+                session = state.browser_session(org.api_key, args[0])
+                return 200, render.browser_session(session, org, links)
         except ApiError as exc:
             return exc.status, {"detail": exc.detail}
         raise AssertionError(f"unrouted {route}")  # pragma: no cover
@@ -882,6 +886,24 @@ class _Handler(BaseHTTPRequestHandler):
                     remove_parameters=data.get("remove_parameters"),
                 )
                 return self._json(201, {"workflow_permanent_id": parts[1], "version": version})
+            if (
+                len(parts) == 3
+                and parts[0] == "workflows"
+                and parts[2] == "retry_policy"
+                and method == "POST"
+            ):
+                state.set_retry_policy(
+                    data.get("api_key"), parts[1], data.get("retry_policy"), data.get("version")
+                )
+                return self._json(200, {"workflow_permanent_id": parts[1]})
+            if (
+                len(parts) == 3
+                and parts[0] == "browser_sessions"
+                and parts[2] == "close"
+                and method == "POST"
+            ):
+                state.close_browser_session(parts[1])
+                return self._json(200, {"browser_session_id": parts[1]})
             if len(parts) == 3 and parts[0] == "runs" and parts[2] == "status" and method == "POST":
                 state.set_status(parts[1], data.get("status"), data.get("failure_reason"))
                 run = state.find_run(parts[1])

@@ -51,8 +51,28 @@ from .seed import ALL_STATUSES, NON_TERMINAL, TERMINAL
 FAILURE_STATUSES = ("failed", "terminated", "timed_out")
 #: Endpoint groups that fault knobs can be limited to (`fault_endpoints`).
 ENDPOINTS = frozenset(
-    {"list", "get_run", "retry", "cancel", "retry_webhook", "workflows", "run_workflow"}
+    {
+        "list",
+        "get_run",
+        "retry",
+        "cancel",
+        "retry_webhook",
+        "workflows",
+        "run_workflow",
+        "browser_sessions",
+    }
 )
+#: The retry policy of seeded workflows (`WorkflowRetryPolicy`): Skyvern runs
+#: a failed run up to twice more by itself, five minutes apart.
+SEEDED_RETRY_POLICY = {
+    "max_retries": 2,
+    "delay_seconds": 300,
+    "webhook_on_retry": "final_only",
+    "retry_on": [{"status": "failed", "error_codes": None}],
+}
+#: A browser session closes this long after it started unless closed before
+#: (`BrowserSessionResponse.timeout`, minutes; Skyvern's default).
+BROWSER_SESSION_TIMEOUT_MINUTES = 60
 #: Endpoint groups that submit a run: the `busy` knob answers them 503.
 RUN_SUBMISSIONS = frozenset({"retry", "run_workflow"})
 #: `POST /v1/runs/cancel` takes at most this many ids (openapi.json, maxItems).
@@ -309,6 +329,23 @@ class WorkflowVersion:
     parameters: dict
     created_at: datetime
     webhook_callback_url: str | None = None
+    # `workflow_definition.retry_policy` (WorkflowRetryPolicy), None: no policy.
+    retry_policy: dict | None = None
+
+
+@dataclass(frozen=True)
+class BrowserSession:
+    """A persistent browser session as `GET /v1/browser_sessions/{id}` tells
+    it: the runs that used it made it known; it is open from the first one's
+    start until it is closed or its timeout has passed."""
+
+    browser_session_id: str
+    org_key: str
+    created_at: datetime
+    runnable_id: str
+    status: str
+    completed_at: datetime | None
+    timeout_minutes: int = BROWSER_SESSION_TIMEOUT_MINUTES
 
 
 def _version_to_json(version: WorkflowVersion) -> dict:
@@ -526,6 +563,8 @@ class SimulatorState:
         self._deliveries: list[Delivery] = []
         # Each organisation's workflows: "api_key|wpid" -> versions, oldest first.
         self._workflows: dict[str, list[WorkflowVersion]] = {}
+        # Browser sessions closed before their timeout: id -> when.
+        self._closed_sessions: dict[str, datetime] = {}
         self.secret = os.urandom(16).hex()
         if self.state_file and self.state_file.exists():
             self._load()
@@ -569,6 +608,7 @@ class SimulatorState:
             self._webhook_watch.clear()
             self._deliveries.clear()
             self._workflows.clear()
+            self._closed_sessions.clear()
             self._knobs = default_knobs()
             self._rng = random.Random()
             self._generation += 1
@@ -679,7 +719,7 @@ class SimulatorState:
                     failure_category=item.failure_category,
                     webhook_failure_reason=item.webhook_failure_reason,
                 )
-                self._register_workflow(self._runs[item.run_id])
+                self._register_workflow(self._runs[item.run_id], SEEDED_RETRY_POLICY)
                 if item.retry_pending:
                     self._webhook_watch.add(item.run_id)
             self._seed_drift(api_key, generated)
@@ -1210,7 +1250,7 @@ class SimulatorState:
 
     # --- workflows and their versions ----------------------------------------
 
-    def _register_workflow(self, run: Run) -> None:
+    def _register_workflow(self, run: Run, retry_policy: dict | None = None) -> None:
         """Know the workflow (and version) a stored run ran; call with the lock held."""
         key = f"{run.org_key}|{run.workflow_permanent_id}"
         versions = self._workflows.setdefault(key, [])
@@ -1223,6 +1263,7 @@ class SimulatorState:
                 title=run.workflow_title,
                 parameters=dict.fromkeys(sorted(run.parameters or {})),
                 created_at=run.created_at - timedelta(hours=1),
+                retry_policy=retry_policy,
             )
         )
 
@@ -1341,6 +1382,69 @@ class SimulatorState:
                     404, f"Workflow not found. workflow_permanent_id={workflow_permanent_id}"
                 )
             return list(versions)
+
+    def set_retry_policy(
+        self, api_key: str, workflow_permanent_id: str, policy: dict | None, version=None
+    ) -> None:
+        """Give the workflow's current version (or `version`) a retry policy
+        (a WorkflowRetryPolicy dict; None: none), as an edit in Skyvern would."""
+        if policy is not None:
+            retries = policy.get("max_retries", 1) if isinstance(policy, dict) else None
+            if not isinstance(retries, int) or not 1 <= retries <= 5:
+                raise ValueError("a retry policy's max_retries is a whole number from 1 to 5")
+            policy = {
+                "max_retries": retries,
+                "delay_seconds": 0,
+                "webhook_on_retry": "final_only",
+                "retry_on": [{"status": "failed", "error_codes": None}],
+                **policy,
+            }
+        with self._lock:
+            target = self.workflow(api_key, workflow_permanent_id, version)
+            target.retry_policy = policy
+            self._save()
+
+    # --- browser sessions ------------------------------------------------------
+
+    def browser_session(self, api_key: str, browser_session_id: str) -> BrowserSession:
+        """The session as Skyvern tells it; 404 for another organisation's or none."""
+        now = utcnow()
+        with self._lock:
+            used = sorted(
+                (
+                    r
+                    for r in self._runs.values()
+                    if r.browser_session_id == browser_session_id and r.org_key == api_key
+                ),
+                key=lambda r: (r.created_at, r.seq),
+            )
+            if not used:
+                raise ApiError(404, "Browser session not found")
+            created = used[0].created_at
+            timed_out = created + timedelta(minutes=BROWSER_SESSION_TIMEOUT_MINUTES)
+            closed = self._closed_sessions.get(browser_session_id)
+            if closed is not None and closed <= now and closed < timed_out:
+                status, completed = "completed", closed
+            elif now >= timed_out:
+                status, completed = "timeout", timed_out
+            else:
+                status, completed = "running", None
+            return BrowserSession(
+                browser_session_id=browser_session_id,
+                org_key=api_key,
+                created_at=created,
+                runnable_id=used[-1].run_id,
+                status=status,
+                completed_at=completed,
+            )
+
+    def close_browser_session(self, browser_session_id: str) -> None:
+        """Close a session now (as its owner closing it in Skyvern would)."""
+        with self._lock:
+            if not any(r.browser_session_id == browser_session_id for r in self._runs.values()):
+                raise KeyError(f"unknown browser session {browser_session_id}")
+            self._closed_sessions.setdefault(browser_session_id, utcnow())
+            self._save()
 
     def workflow(
         self, api_key: str, workflow_permanent_id: str, version: int | None = None
@@ -1525,6 +1629,7 @@ class SimulatorState:
                 key: [_version_to_json(v) for v in versions]
                 for key, versions in self._workflows.items()
             },
+            "closed_sessions": {k: v.isoformat() for k, v in self._closed_sessions.items()},
         }
         path = self.state_file
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -1569,6 +1674,8 @@ class SimulatorState:
         self._webhook_watch = {r for r in data.get("webhook_watch", []) if r in self._runs}
         for key, versions in data.get("workflows", {}).items():
             self._workflows[key] = [_version_from_json(v) for v in versions]
+        for key, when in data.get("closed_sessions", {}).items():
+            self._closed_sessions[key] = datetime.fromisoformat(when)
         for run in sorted(self._runs.values(), key=lambda r: r.seq):
             self._register_workflow(run)  # a state file from before workflows were kept
 
@@ -1581,6 +1688,7 @@ __all__ = [
     "TERMINAL",
     "ApiError",
     "BULK_CANCEL_LIMIT",
+    "BrowserSession",
     "RUN_SUBMISSIONS",
     "Delivery",
     "DueWebhook",

@@ -9,12 +9,15 @@ from .client import (
     BULK_CANCEL_LIMIT,
     SkyvernClient,
     run_id_batches,
+    validate_browser_session_id,
     validate_run_id,
     validate_workflow_id,
 )
 from .errors import (
     BadResponse,
+    BrowserSessionNotFound,
     ConnectionDropped,
+    InvalidBrowserSessionId,
     InvalidRunId,
     InvalidWebhookUrl,
     InvalidWorkflowId,
@@ -35,6 +38,7 @@ from .errors import (
 )
 from .types import (
     TERMINAL_STATUSES,
+    BrowserSession,
     BulkCancelResult,
     RunAttempt,
     RunDetail,
@@ -48,8 +52,11 @@ __all__ = [
     "BULK_CANCEL_LIMIT",
     "TERMINAL_STATUSES",
     "BadResponse",
+    "BrowserSession",
+    "BrowserSessionNotFound",
     "BulkCancelResult",
     "ConnectionDropped",
+    "InvalidBrowserSessionId",
     "InvalidRunId",
     "InvalidWebhookUrl",
     "InvalidWorkflowId",
@@ -75,6 +82,7 @@ __all__ = [
     "WorkflowNotFound",
     "WorkflowParameterInfo",
     "run_id_batches",
+    "validate_browser_session_id",
     "validate_run_id",
     "validate_workflow_id",
 ]

@@ -22,7 +22,9 @@ from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConn
 
 from .errors import (
     BadResponse,
+    BrowserSessionNotFound,
     ConnectionDropped,
+    InvalidBrowserSessionId,
     InvalidRunId,
     InvalidWebhookUrl,
     InvalidWorkflowId,
@@ -44,6 +46,7 @@ from .errors import (
 from .observe import Call, call_report
 from .types import (
     ALL_STATUSES,
+    BrowserSession,
     BulkCancelResult,
     RunDetail,
     RunSummary,
@@ -57,6 +60,7 @@ WORKFLOW_RUN_ID = re.compile(r"wr_[A-Za-z0-9_-]{1,100}")
 # requests would quote the offending value (the key) in its error.
 API_KEY = re.compile(r"[\x21-\x7e]{1,500}")
 WORKFLOW_PERMANENT_ID = re.compile(r"wpid_[A-Za-z0-9_-]{1,100}")
+BROWSER_SESSION_ID = re.compile(r"pbs_[A-Za-z0-9_-]{1,100}")
 USER_AGENT = "skyvern-support-console/0.1"
 #: `POST /v1/runs/cancel` takes at most this many run ids (openapi.json, maxItems).
 BULK_CANCEL_LIMIT = 100
@@ -76,6 +80,15 @@ def validate_workflow_id(workflow_permanent_id: Any) -> str:
     ):
         raise InvalidWorkflowId()
     return workflow_permanent_id
+
+
+def validate_browser_session_id(browser_session_id: Any) -> str:
+    """A browser session id safe to put into a URL path, or InvalidBrowserSessionId."""
+    if not isinstance(browser_session_id, str) or not BROWSER_SESSION_ID.fullmatch(
+        browser_session_id
+    ):
+        raise InvalidBrowserSessionId()
+    return browser_session_id
 
 
 def run_id_batches(run_ids: Iterable[str], size: int = BULK_CANCEL_LIMIT) -> Iterator[list[str]]:
@@ -371,6 +384,25 @@ class SkyvernClient:
         )
         return RunDetail.from_json(data)
 
+    def get_browser_session(
+        self, browser_session_id: str, *, read_timeout: float | None = None
+    ) -> BrowserSession:
+        """A persistent browser session: is it still open for a run to re-use?
+
+        `read_timeout` (seconds) shortens the wait for an answer, for a
+        question asked while a person waits. Raises BrowserSessionNotFound
+        (404), ValidationFailed (422) and the transport errors.
+        """
+        validate_browser_session_id(browser_session_id)
+        data = self._request(
+            "GET",
+            f"/v1/browser_sessions/{browser_session_id}",
+            on_404=BrowserSessionNotFound,
+            operation="get_browser_session",
+            read_timeout=read_timeout,
+        )
+        return BrowserSession.from_json(data)
+
     def check_key(self) -> None:
         """The cheapest authenticated call: raises unless the key works."""
         self.list_runs(page=1, page_size=1)
@@ -394,6 +426,7 @@ class SkyvernClient:
         on_400: type[SkyvernError] = ValidationFailed,
         on_404: type[SkyvernError] = RunNotFound,
         operation: str,
+        read_timeout: float | None = None,
     ) -> Any:
         self._check_key()
         started = time.monotonic()
@@ -407,6 +440,7 @@ class SkyvernClient:
                 json_body=json_body,
                 on_400=on_400,
                 on_404=on_404,
+                read_timeout=read_timeout,
             )
         except SkyvernError as error:
             outcome = type(error).__name__
@@ -414,7 +448,9 @@ class SkyvernClient:
         finally:
             call_report(Call(operation, time.monotonic() - started, outcome))
 
-    def _send(self, method, path, *, params, headers, json_body, on_400, on_404) -> Any:
+    def _send(
+        self, method, path, *, params, headers, json_body, on_400, on_404, read_timeout=None
+    ) -> Any:
         all_headers = {
             "x-api-key": self._api_key,
             "Accept": "application/json",
@@ -428,7 +464,7 @@ class SkyvernClient:
                 params=params,
                 headers=all_headers,
                 json=json_body,
-                timeout=self.timeout,
+                timeout=self.timeout if read_timeout is None else (self.timeout[0], read_timeout),
                 allow_redirects=False,
             )
         except requests.ConnectTimeout as exc:

@@ -35,6 +35,10 @@ class InvalidWebhookUrl(SkyvernError, ValueError):
     default_message = "A webhook URL must be an http(s) URL with a host."
 
 
+class InvalidBrowserSessionId(SkyvernError, ValueError):
+    default_message = "That is not a Skyvern browser session id (they look like pbs_123…)."
+
+
 class TooManyRunIds(SkyvernError, ValueError):
     """Skyvern cancels at most `limit` runs a call; nothing was sent."""
 
@@ -58,6 +62,11 @@ class RunNotFound(SkyvernError):
 class WorkflowNotFound(SkyvernError):
     status_code = 404
     default_message = "Skyvern has no such workflow (or version) for this team's key."
+
+
+class BrowserSessionNotFound(SkyvernError):
+    status_code = 404
+    default_message = "Skyvern has no such browser session for this team's key."
 
 
 class WebhookReplayRefused(SkyvernError):

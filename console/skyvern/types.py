@@ -408,6 +408,18 @@ class WorkflowParameterInfo:
     description: str | None = None
 
 
+def _max_retries(definition: dict) -> int | None:
+    """A retry policy's max_retries (openapi: 1..5, default 1), or None
+    without a policy; a value outside the spec's range is not trusted."""
+    policy = definition.get("retry_policy")
+    if not isinstance(policy, dict):
+        return None
+    value = policy.get("max_retries", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 5:
+        return None
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Workflow:
     """One version of a workflow (`Workflow`), from `GET /v1/agents/{id}` or
@@ -426,6 +438,9 @@ class Workflow:
     modified_at: datetime | None
     deleted_at: datetime | None
     raw: dict = field(default_factory=dict, repr=False, compare=False)
+    #: `workflow_definition.retry_policy.max_retries`: how many times Skyvern
+    #: runs a failed run again by itself; None without a policy.
+    max_retries: int | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> "Workflow":
@@ -462,7 +477,14 @@ class Workflow:
             modified_at=parse_timestamp(data.get("modified_at")),
             deleted_at=parse_timestamp(data.get("deleted_at")),
             raw=data,
+            max_retries=_max_retries(definition),
         )
+
+    @property
+    def max_attempts(self) -> int | None:
+        """Attempts Skyvern makes of a run of this version (the first and its
+        own retries); None when the version has no retry policy."""
+        return self.max_retries + 1 if self.max_retries is not None else None
 
     @property
     def parameter_keys(self) -> frozenset[str]:
@@ -474,3 +496,46 @@ class Workflow:
         return tuple(
             p.key for p in self.parameters if not p.has_default and p.key not in parameters
         )
+
+
+#: Statuses of a browser session that is still open (`BrowserSessionResponse.status`).
+OPEN_BROWSER_SESSION_STATUSES = frozenset({"created", "running"})
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserSession:
+    """A persistent browser session (`BrowserSessionResponse`), as `GET
+    /v1/browser_sessions/{id}` tells it: whether it is still open."""
+
+    browser_session_id: str
+    status: str | None
+    runnable_id: str | None
+    timeout_minutes: int | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    created_at: datetime | None
+    deleted_at: datetime | None
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Any) -> "BrowserSession":
+        data = _object(data, "a browser session")
+        return cls(
+            browser_session_id=_required(data, "browser_session_id"),
+            status=_str(data, "status"),
+            runnable_id=_str(data, "runnable_id"),
+            timeout_minutes=_int(data, "timeout"),
+            started_at=parse_timestamp(data.get("started_at")),
+            completed_at=parse_timestamp(data.get("completed_at")),
+            created_at=parse_timestamp(data.get("created_at")),
+            deleted_at=parse_timestamp(data.get("deleted_at")),
+            raw=data,
+        )
+
+    @property
+    def closed(self) -> bool:
+        """Closed for good (completed, failed, timed out or deleted): a run
+        can no longer re-use it. An unknown status with no end counts as open."""
+        if self.completed_at is not None or self.deleted_at is not None:
+            return True
+        return self.status is not None and self.status not in OPEN_BROWSER_SESSION_STATUSES

@@ -31,6 +31,7 @@ ROOT_SCHEMAS = (
     "BulkCancelRunsResponse",
     "RetryRunWebhookRequest",
     "WorkflowRunRequest-Input",
+    "BrowserSessionResponse",
 )
 
 KEY = "sk-test-acme-0123456789"

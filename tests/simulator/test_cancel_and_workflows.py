@@ -364,3 +364,83 @@ def test_seeded_history_has_an_edited_workflow_with_runs_behind(seeded):
     # seeding again changes nothing
     seeded.state.add_org(KEY, seed="acme", seed_runs=60)
     assert call(seeded, "GET", f"/v1/agents/{wpid}").json()["version"] == 2
+
+
+# --- retry policies and browser sessions ----------------------------------------------------
+
+
+def test_seeded_workflows_have_a_retry_policy_and_added_ones_none(org):
+    seeded = org.state.add_org("sk-test-seeded-000111", name="Seeded", seed="s", seed_runs=40)
+    wpid = org.state.find_run(seeded[0]).workflow_permanent_id
+    body = call(org, "GET", f"/v1/agents/{wpid}", key="sk-test-seeded-000111").json()
+    assert_valid("Workflow", body)
+    assert body["workflow_definition"]["retry_policy"]["max_retries"] == 2
+    mine, _ = a_workflow(org)
+    body = call(org, "GET", f"/v1/agents/{mine}").json()
+    assert body["workflow_definition"]["retry_policy"] is None
+    org.state.set_retry_policy(KEY, mine, {"max_retries": 3})
+    body = call(org, "GET", f"/v1/agents/{mine}").json()
+    assert_valid("Workflow", body)
+    assert body["workflow_definition"]["retry_policy"]["max_retries"] == 3
+    # a new version keeps its policy
+    org.state.publish_workflow_version(KEY, mine)
+    versions = call(org, "GET", f"/v1/agents/{mine}/versions").json()
+    assert [v["workflow_definition"]["retry_policy"]["max_retries"] for v in versions] == [3, 3]
+    with pytest.raises(ValueError):
+        org.state.set_retry_policy(KEY, mine, {"max_retries": 6})
+
+
+def test_the_retry_policy_control_api(org):
+    wpid, _ = a_workflow(org)
+    response = call(
+        org,
+        "POST",
+        f"/_sim/workflows/{wpid}/retry_policy",
+        json={"api_key": KEY, "retry_policy": {"max_retries": 1}},
+    )
+    assert response.status_code == 200
+    assert org.state.workflow(KEY, wpid).retry_policy["max_retries"] == 1
+
+
+def test_get_browser_session_answers_a_browser_session_response(org):
+    run_id = org.state.add_run(KEY, status="failed", browser_session_id="pbs_777")
+    response = call(org, "GET", "/v1/browser_sessions/pbs_777")
+    assert response.status_code == 200
+    body = response.json()
+    assert_valid("BrowserSessionResponse", body)
+    assert (body["browser_session_id"], body["status"], body["runnable_id"]) == (
+        "pbs_777",
+        "running",
+        run_id,
+    )
+    assert body["completed_at"] is None and body["timeout"] == 60
+    assert call(org, "POST", "/_sim/browser_sessions/pbs_777/close").status_code == 200
+    body = call(org, "GET", "/v1/browser_sessions/pbs_777").json()
+    assert_valid("BrowserSessionResponse", body)
+    assert body["status"] == "completed" and body["completed_at"] is not None
+
+
+def test_a_browser_session_times_out_an_hour_after_it_started(org):
+    from datetime import UTC, datetime, timedelta
+
+    org.state.add_run(
+        KEY,
+        status="failed",
+        browser_session_id="pbs_778",
+        created_at=datetime.now(UTC) - timedelta(minutes=90),
+    )
+    body = call(org, "GET", "/v1/browser_sessions/pbs_778").json()
+    assert_valid("BrowserSessionResponse", body)
+    assert body["status"] == "timeout"
+
+
+def test_another_organisations_or_an_unknown_browser_session_answers_404(org):
+    org.state.add_run(OTHER_KEY, status="failed", browser_session_id="pbs_779")
+    for session_id in ("pbs_779", "pbs_780"):
+        response = call(org, "GET", f"/v1/browser_sessions/{session_id}")
+        assert (response.status_code, response.json()) == (
+            404,
+            {"detail": "Browser session not found"},
+        )
+    assert call(org, "GET", "/v1/browser_sessions/pbs_779", key=OTHER_KEY).status_code == 200
+    assert call(org, "GET", "/v1/browser_sessions/pbs_779", key="sk-wrong").status_code == 403

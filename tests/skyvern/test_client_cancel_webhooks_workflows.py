@@ -13,8 +13,11 @@ import requests
 from console.skyvern import (
     BULK_CANCEL_LIMIT,
     BadResponse,
+    BrowserSession,
+    BrowserSessionNotFound,
     BulkCancelResult,
     ConnectionDropped,
+    InvalidBrowserSessionId,
     InvalidRunId,
     InvalidWebhookUrl,
     InvalidWorkflowId,
@@ -99,7 +102,9 @@ def workflow(org, *, parameters=None, key=KEY, **run) -> tuple[str, str]:
 
 def _call(name: str, skyvern: SkyvernClient, org):
     running = org.state.add_run(KEY, status="running")
-    hooked = org.state.add_run(KEY, status="failed", webhook_url=HOOK)
+    hooked = org.state.add_run(
+        KEY, status="failed", webhook_url=HOOK, browser_session_id="pbs_4242"
+    )
     wpid, _ = workflow(org, workflow_permanent_id="wpid_4242")
     return {
         "retry_webhook": lambda: skyvern.retry_webhook(hooked),
@@ -108,6 +113,7 @@ def _call(name: str, skyvern: SkyvernClient, org):
         "get_workflow": lambda: skyvern.get_workflow(wpid),
         "workflow_versions": lambda: skyvern.workflow_versions(wpid),
         "run_workflow": lambda: skyvern.run_workflow(wpid, parameters={}),
+        "get_browser_session": lambda: skyvern.get_browser_session("pbs_4242"),
     }[name]
 
 
@@ -118,6 +124,7 @@ CALLS = [
     "get_workflow",
     "workflow_versions",
     "run_workflow",
+    "get_browser_session",
 ]
 FAULTS = {
     # name: (knobs, error, may Skyvern have acted?)
@@ -500,3 +507,105 @@ def test_new_fields_are_lenient():
         WebhookReplay.from_json({"run_type": "workflow_run"})
     replay = WebhookReplay.from_json({"run_id": "wr_1", "response_body": "x" * 5000})
     assert len(replay.response_body) == 2048 and replay.headers == {} and replay.payload == ""
+
+
+# --- Skyvern's retry policy, browser sessions --------------------------------------------
+
+
+def test_a_workflow_versions_retry_policy_says_how_many_attempts(org, skyvern):
+    wpid, _ = workflow(org)
+    assert skyvern.get_workflow(wpid).max_attempts is None  # no policy
+    org.state.set_retry_policy(KEY, wpid, {"max_retries": 2})
+    org.state.publish_workflow_version(KEY, wpid)
+    org.state.set_retry_policy(KEY, wpid, {"max_retries": 4})
+    first, second = skyvern.workflow_versions(wpid)
+    assert (first.max_retries, first.max_attempts) == (2, 3)
+    assert (second.max_retries, second.max_attempts) == (4, 5)
+
+
+@pytest.mark.parametrize(
+    ("policy", "attempts"),
+    [
+        ({"retry_on": [{"status": "failed"}]}, 2),  # max_retries defaults to 1
+        ({"max_retries": 3, "retry_on": []}, 4),
+        ({"max_retries": 0}, None),  # outside the spec's 1..5: not trusted
+        ({"max_retries": 9}, None),
+        ({"max_retries": "2"}, None),
+        ({"max_retries": True}, None),
+        (None, None),
+        ("often", None),
+    ],
+)
+def test_retry_policy_is_read_leniently(policy, attempts):
+    body = {
+        "workflow_id": "w_1",
+        "workflow_permanent_id": "wpid_1",
+        "version": 1,
+        "workflow_definition": {"parameters": [], "blocks": [], "retry_policy": policy},
+    }
+    assert Workflow.from_json(body).max_attempts == attempts
+
+
+def test_a_browser_session_is_open_then_closed(org, skyvern):
+    org.state.add_run(KEY, status="failed", browser_session_id="pbs_live1")
+    session = skyvern.get_browser_session("pbs_live1")
+    assert isinstance(session, BrowserSession)
+    assert (session.browser_session_id, session.status, session.closed) == (
+        "pbs_live1",
+        "running",
+        False,
+    )
+    org.state.close_browser_session("pbs_live1")
+    session = skyvern.get_browser_session("pbs_live1")
+    assert (session.status, session.closed) == ("completed", True)
+    assert session.completed_at is not None
+
+
+def test_a_browser_session_times_out(org, skyvern):
+    old = datetime.now(UTC) - timedelta(hours=3)
+    org.state.add_run(KEY, status="failed", browser_session_id="pbs_old1", created_at=old)
+    session = skyvern.get_browser_session("pbs_old1")
+    assert (session.status, session.closed, session.timeout_minutes) == ("timeout", True, 60)
+
+
+def test_an_unknown_or_another_organisations_browser_session_is_not_found(org, skyvern):
+    org.state.add_run(OTHER_KEY, status="failed", browser_session_id="pbs_theirs")
+    for session_id in ("pbs_theirs", "pbs_404"):
+        with pytest.raises(BrowserSessionNotFound) as caught:
+            skyvern.get_browser_session(session_id)
+        assert caught.value.status_code == 404 and caught.value.run_may_exist is False
+
+
+@pytest.mark.parametrize("bad", ["", "pbs_", "wr_123", "pbs_1/../x", "pbs_1?x=1", None, 7])
+def test_invalid_browser_session_ids_are_refused_before_any_request(bad):
+    session = CountingSession()
+    with pytest.raises(InvalidBrowserSessionId):
+        SkyvernClient("http://127.0.0.1:9", KEY, session=session).get_browser_session(bad)
+    assert session.calls == []
+
+
+def test_a_browser_session_question_can_wait_less_than_the_other_calls(org):
+    org.state.add_run(KEY, status="failed", browser_session_id="pbs_slow1")
+    skyvern = SkyvernClient(org.url, KEY, read_timeout=10)
+    org.state.configure(hang_seconds=2)
+    started = datetime.now(UTC)
+    with pytest.raises(SkyvernTimeout):
+        skyvern.get_browser_session("pbs_slow1", read_timeout=0.3)
+    assert datetime.now(UTC) - started < timedelta(seconds=1.5)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"browser_session_id": "pbs_1", "status": "failed"},
+        {"browser_session_id": "pbs_1", "status": "running", "deleted_at": "2026-01-01T00:00:00"},
+        {"browser_session_id": "pbs_1", "completed_at": "2026-01-01T00:00:00"},
+    ],
+)
+def test_a_browser_session_that_ended_any_way_is_closed(body):
+    assert BrowserSession.from_json(body).closed is True
+    assert BrowserSession.from_json({"browser_session_id": "pbs_1"}).closed is False
+    with pytest.raises(BadResponse):
+        BrowserSession.from_json({"status": "running"})
+    with pytest.raises(BadResponse):
+        BrowserSession.from_json(["pbs_1"])
