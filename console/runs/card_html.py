@@ -264,10 +264,22 @@ def _skyvern_retries(card, zone) -> str:
     when = "soon"
     if card.next_attempt_at:
         when = f"at {timefmt.time_html(card.next_attempt_at, zone=zone)}"
+    of = f" of {_e(card.max_attempts)}" if card.max_attempts else ""
     return (
         f'  <p class="skyvern-retries">Skyvern retries this {when} '
-        f"(attempt {_e(card.attempt + 1)}). A retry from here would make a second run "
+        f"(attempt {_e(card.attempt + 1)}{of}). A retry from here would make a second run "
         "beside Skyvern's own.</p>\n"
+    )
+
+
+def _drift(card, team_slug) -> str:
+    """The workflow moved on since the run: a retry runs the run's own
+    version; the choice to rerun on the latest is on the run's page."""
+    choice = f"{_detail(team_slug, card.run_id)}#h-version"
+    return (
+        f'<p class="card-drift">Retries version {_e(card.ran_version)} (this run\'s); '
+        f"the workflow is now at version {_e(card.latest_version)}. "
+        f'<a href="{choice}">Retry as is or rerun on the latest version</a></p>'
     )
 
 
@@ -421,6 +433,8 @@ def _actions(card, latest, team_slug, form_fields, confirming=False, confirm_can
     elif card.is_terminal and confirming:
         actions.append(_confirm(card, latest, team_slug, form_fields))
     elif card.is_terminal:
+        if card.behind:
+            actions.append(_drift(card, team_slug))
         actions.append(_effects(card))
         retry_url = _e(run_url("runs:run_retry", team_slug, card.run_id))
         if card.webhook_only_failure:
@@ -490,7 +504,7 @@ def _confirm(card, latest, team_slug, form_fields) -> str:
         '<section class="retry-confirm" aria-label="Confirm the retry">\n'
         '      <p class="retry-warning"><strong>This run succeeded; retrying runs it again.'
         "</strong></p>\n"
-        f"      {_effects(card)}\n"
+        f"      {_drift(card, team_slug) if card.behind else ''}{_effects(card)}\n"
         f"      {_form(card, retry_url, 'retry-form', fields, button)}\n"
         f"      {back}\n"
         "    </section>"

@@ -37,6 +37,7 @@ from .models import (
     COUNTED_ACTION_STATES,
     COUNTED_RETRY_STATES,
     NOT_FINISHED_BECAUSE,
+    KnownWorkflow,
     Retry,
     RunAction,
     Status,
@@ -129,10 +130,28 @@ class RunCard:
     next_attempt_at: datetime | None = column("next_attempt_at")
     webhook_url: str = column("webhook_url")
     browser_session_id: str = column("browser_session_id")
+    connection_id: int = column("connection_id")
+    workflow_version: int | None = column("workflow_version")
+    workflow_version_id: str = column("workflow_version_id")
     retries: tuple[RetryCard, ...] = ()  # newest first
     # Webhook replays and cancels, newest first: read only for the cards that
     # offer them (a webhook-only failure, a run still going).
     actions: tuple[ActionCard, ...] = ()
+    # From what Skyvern last said of the workflow (KnownWorkflow), None when
+    # unknown: the version the run ran, the current one, and how many
+    # attempts Skyvern makes of a run of the run's version.
+    ran_version: int | None = None
+    latest_version: int | None = None
+    max_attempts: int | None = None
+
+    @property
+    def behind(self) -> bool:
+        """The workflow has a newer version than the one a retry would run."""
+        return (
+            self.ran_version is not None
+            and self.latest_version is not None
+            and self.ran_version < self.latest_version
+        )
 
     @property
     def webhook_only_failure(self) -> bool:
@@ -188,11 +207,13 @@ def cards_of_rows(rows, *, using: str) -> list[RunCard]:
         return []
     retries = _counted_retries([row[0] for row in rows], using=using)
     actions = _counted_actions(rows, using=using)
+    known = _known_workflows(rows, using=using)
     return [
         RunCard(
             *row,
             retries=tuple(retries.get(row[0], ())),
             actions=tuple(actions.get(row[0], ())),
+            **_workflow_facts(row, known),
         )
         for row in rows
     ]
@@ -200,6 +221,39 @@ def cards_of_rows(rows, *, using: str) -> list[RunCard]:
 
 _STATUS_AT = RUN_COLUMNS.index("status")
 _WEBHOOK_FAILURE_AT = RUN_COLUMNS.index("webhook_failure_reason")
+_CONNECTION_AT = RUN_COLUMNS.index("connection_id")
+_WPID_AT = RUN_COLUMNS.index("workflow_permanent_id")
+_VERSION_AT = RUN_COLUMNS.index("workflow_version")
+_VERSION_ID_AT = RUN_COLUMNS.index("workflow_version_id")
+
+
+def _known_workflows(rows, *, using: str) -> dict[tuple[int, str], KnownWorkflow]:
+    """What Skyvern last said of the workflows of the finished runs (whose
+    cards speak of versions and attempts), by (connection, workflow)."""
+    wanted = {
+        (row[_CONNECTION_AT], row[_WPID_AT])
+        for row in rows
+        if row[_WPID_AT] and row[_STATUS_AT] in TERMINAL_STATUSES
+    }
+    if not wanted:
+        return {}
+    found = KnownWorkflow.objects.using(using).filter(
+        connection_id__in={c for c, _ in wanted},
+        workflow_permanent_id__in={w for _, w in wanted},
+    )
+    return {(k.connection_id, k.workflow_permanent_id): k for k in found}
+
+
+def _workflow_facts(row, known) -> dict:
+    workflow = known.get((row[_CONNECTION_AT], row[_WPID_AT]))
+    if workflow is None:
+        return {}
+    number, version_id = row[_VERSION_AT], row[_VERSION_ID_AT]
+    return {
+        "ran_version": workflow.version_of(number, version_id),
+        "latest_version": workflow.current_version,
+        "max_attempts": workflow.max_attempts(number, version_id),
+    }
 
 
 def _counted_actions(rows, *, using: str) -> dict[int, list[ActionCard]]:

@@ -397,3 +397,54 @@ class FailureHourCount(models.Model):
 
     def __str__(self):
         return f"{self.failure_group} at {self.hour}: {self.count}"
+
+
+class KnownWorkflowQuerySet(RestrictedQuerySet):
+    team_path = "connection__team"
+
+
+class KnownWorkflow(models.Model):
+    """What Skyvern last said of a workflow's versions, whenever the console
+    asked (the drift check, a bulk preview, the sync): kept so that a run's
+    card can say "attempt 2 of 3" and "the workflow is now at version 5"
+    without asking Skyvern while it is drawn."""
+
+    connection = models.ForeignKey(
+        Connection, on_delete=models.CASCADE, related_name="known_workflows"
+    )
+    workflow_permanent_id = models.CharField(max_length=128)
+    current_version = models.PositiveIntegerField()
+    #: Each version's own id ("w_…") -> [its number, attempts Skyvern makes
+    #: of a run of it (retry_policy.max_retries + 1), or None without a policy].
+    versions = models.JSONField(default=dict)
+    fetched_at = models.DateTimeField(default=timezone.now)
+
+    objects = KnownWorkflowQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "workflow_permanent_id"], name="known_workflow_unique"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.workflow_permanent_id} v{self.current_version}"
+
+    def version_of(self, number, version_id) -> int | None:
+        """The version a run ran: its own number, else its version id's."""
+        if number:
+            return number
+        found = self.versions.get(version_id or "")
+        return found[0] if found else None
+
+    def max_attempts(self, number, version_id) -> int | None:
+        """Attempts Skyvern makes of a run of that version: its own policy's,
+        else (the version unknown here) the current version's."""
+        by_number = {entry[0]: entry[1] for entry in self.versions.values()}
+        found = self.versions.get(version_id or "")
+        if found:
+            return found[1]
+        if number and number in by_number:
+            return by_number[number]
+        return by_number.get(self.current_version)

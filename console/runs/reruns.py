@@ -23,7 +23,7 @@ from console.teams.clients import client_for
 from console.teams.models import RETRY, Connection
 from console.teams.secrets import ApiKeyUnreadable
 
-from .models import Retry, RetryKind, RetryState, Run
+from .models import KnownWorkflow, Retry, RetryKind, RetryState, Run
 from .services import (
     RetryOutcome,
     RetryRefused,
@@ -106,7 +106,23 @@ def workflow_versions(connection, workflow_permanent_id: str) -> Versions | None
         required=tuple(p.key for p in current.parameters if not p.has_default),
     )
     cache.set(key, versions, VERSIONS_KEPT_SECONDS)
+    known_workflow_store(connection, workflow_permanent_id, found)
     return versions
+
+
+def known_workflow_store(connection, workflow_permanent_id: str, found) -> None:
+    """Keep what Skyvern said of the workflow's versions (oldest first) for
+    the run cards: each version's number and Skyvern's attempts of a run of
+    it, and the current number."""
+    KnownWorkflow.objects.update_or_create(
+        connection=connection,
+        workflow_permanent_id=workflow_permanent_id,
+        defaults={
+            "current_version": found[-1].version,
+            "versions": {w.workflow_id: [w.version, w.max_attempts] for w in found},
+            "fetched_at": timezone.now(),
+        },
+    )
 
 
 def run_version(run: Run, versions: Versions | None) -> int | None:

@@ -28,7 +28,8 @@ from django.utils import timezone
 
 from console.compiled import CompiledQuery
 from console.runs.checking import retry_proposals_update
-from console.runs.models import Run
+from console.runs.models import KnownWorkflow, Run
+from console.runs.reruns import workflow_versions
 from console.runs.store import run_upsert_detail, runs_store_listing
 from console.skyvern import RunNotFound, SkyvernError
 from console.teams.clients import client_for
@@ -45,6 +46,11 @@ LEASE_EXPIRES_AFTER = timedelta(minutes=2)
 REFRESH_LIMIT = 200
 DETAIL_LIMIT = 100
 FAILED_STATUSES = ("failed", "terminated", "timed_out")
+# Workflows of recent failures whose versions are asked again per pass, and
+# how long what Skyvern said of them is good for the cards.
+KNOW_WORKFLOWS_LIMIT = 5
+KNOWN_WORKFLOW_FRESH = timedelta(minutes=10)
+RECENT_FAILURES = timedelta(days=7)
 NON_TERMINAL = ("created", "queued", "running", "paused")
 
 
@@ -163,6 +169,7 @@ def connection_sync(*, connection: Connection, full: bool = False) -> SyncResult
         # Runs just stored may be what an unknown retry made: say so on its
         # card (a person checks and links; nothing is linked here).
         retry_proposals_update(connection=connection)
+        _know_workflows(connection)
     except (SkyvernError, ApiKeyUnreadable) as error:
         result.error = str(error)
         _release_lease(
@@ -239,6 +246,30 @@ def _fetch_failure_details(client, connection, result):
     result.detailed += _store_details(
         client, connection, lacking.values_list("run_id", flat=True)[:DETAIL_LIMIT]
     )
+
+
+def _know_workflows(connection) -> None:
+    """Ask Skyvern again about the workflows of recent failures (their
+    versions and retry policies), a few per pass, so that their cards can
+    say which attempt Skyvern makes next and whether the run is behind its
+    workflow. Advice only: a workflow Skyvern can't tell about is skipped."""
+    now = timezone.now()
+    fresh = KnownWorkflow.objects.filter(
+        connection=connection, fetched_at__gte=now - KNOWN_WORKFLOW_FRESH
+    ).values_list("workflow_permanent_id", flat=True)
+    recent = (
+        Run.objects.filter(
+            Q(status__in=FAILED_STATUSES) | Q(retry_pending=True),
+            connection=connection,
+            created_at__gte=now - RECENT_FAILURES,
+        )
+        .exclude(workflow_permanent_id="")
+        .exclude(workflow_permanent_id__in=fresh)
+        .order_by("-created_at")
+        .values_list("workflow_permanent_id", flat=True)[: DETAIL_LIMIT * 5]
+    )
+    for wpid in list(dict.fromkeys(recent))[:KNOW_WORKFLOWS_LIMIT]:
+        workflow_versions(connection, wpid)
 
 
 def _store_details(client, connection, run_ids) -> int:
