@@ -125,6 +125,7 @@ def _render_preview(request, team, selection: Selection, options: BulkRetryForm,
         include_skyvern_retrying=ticked("include_skyvern_retrying"),
         include_completed=ticked("include_completed"),
         kind=kind,
+        check_sessions=True,
     )
     return render(
         request,

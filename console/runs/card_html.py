@@ -30,6 +30,7 @@ from console.skyvern.types import http_url
 
 from .card_pick import card_pick
 from .models import ActionKind, ActionState, RetryKind, RetryState, Status
+from .sessions import session_sentence
 from .templatetags.run_links import run_url
 
 COMPLETED = Status.COMPLETED
@@ -301,7 +302,7 @@ def retry_effects(card) -> list[str]:
         where = f" at {host}" if host else ""
         effects.append(f"This retry will call the customer's webhook{where} again.")
     if card.browser_session_id:
-        effects.append(f"It re-uses browser session {card.browser_session_id}.")
+        effects.append(session_sentence(card.browser_session_id, card.browser_session_state))
     return effects
 
 

@@ -143,6 +143,9 @@ class RunCard:
     ran_version: int | None = None
     latest_version: int | None = None
     max_attempts: int | None = None
+    # Whether the run's browser session is still open, asked of Skyvern only
+    # on a retry's confirmation step (console/runs/sessions.py); "" unasked.
+    browser_session_state: str = ""
 
     @property
     def behind(self) -> bool:

@@ -1,3 +1,5 @@
+import dataclasses
+
 from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponseRedirect
@@ -12,7 +14,7 @@ from console.skyvern.errors import NotRetryable
 from console.teams.access import team_for
 from console.teams.models import RETRY
 
-from . import actions, checking, details, reruns, services
+from . import actions, checking, details, reruns, services, sessions
 from .card_html import ANSWERED_FIELD
 from .cards import RunCard, read_card
 from .inbox import team_failure_groups
@@ -359,6 +361,11 @@ def run_retry_confirm(request: HtmxHttpRequest, team_slug: str, run_id: str):
     team = team_for(request, team_slug, action=RETRY)
     card = _team_card(request, team, run_id)
     asks = card.is_terminal and card.status == Status.COMPLETED and not card.skyvern_retries
+    if asks and card.browser_session_id:
+        # Only here, where the person is about to confirm: is it still open?
+        run = _team_run(request, team, run_id)
+        state = sessions.browser_session_state(run.connection, card.browser_session_id)
+        card = dataclasses.replace(card, browser_session_state=state)
     if request.htmx:
         return render(request, CARD, _card_context(request, team, card, confirming=asks))
     if not asks:

@@ -3,7 +3,7 @@ team, which would be retried and which skipped, and why. A preview sends
 nothing and records nothing."""
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.db.models import Count, Exists, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
@@ -12,6 +12,7 @@ from django.utils import timezone
 from console.runs.card_html import webhook_host
 from console.runs.models import COUNTED_RETRY_STATES, Retry, Run, Status, skyvern_retries
 from console.runs.reruns import runs_behind
+from console.runs.sessions import browser_sessions_counted
 from console.skyvern import TERMINAL_STATUSES, KeyRejected
 from console.sync.models import ConnectionSync
 from console.teams.models import Connection, Team
@@ -60,6 +61,10 @@ class SideEffects:
     beside_skyvern: int = 0  # runs Skyvern retries itself, ticked to retry now anyway
     credits: int = 0  # what the runs that report credits used, added up
     credits_runs: int = 0  # how many of the runs to send report credits
+    # Of the runs re-using a browser session: whose session has closed (a
+    # fresh browser will be used), and whose couldn't be checked.
+    sessions_closed: int = 0
+    sessions_unchecked: int = 0
 
     @property
     def any(self) -> bool:
@@ -289,6 +294,13 @@ def side_effects(rows: list[_Row]) -> SideEffects:
     )
 
 
+def _with_sessions(effects: SideEffects, sending: list[_Row]) -> SideEffects:
+    if not effects.browser_sessions:
+        return effects
+    counted = browser_sessions_counted(sending)
+    return replace(effects, sessions_closed=counted.closed, sessions_unchecked=counted.unchecked)
+
+
 def _reason_label(reason: str) -> str:
     first = (reason or "").strip().splitlines()[0].strip() if (reason or "").strip() else ""
     if not first:
@@ -323,6 +335,7 @@ def bulk_retry_preview(
     include_skyvern_retrying: bool = False,
     include_completed: bool = False,
     kind: str = JobKind.RETRY,
+    check_sessions: bool = False,
 ) -> BulkPreview:
     """What a bulk job of `kind` over `runs` (a Run queryset already scoped to
     the team) would do: retry them, replay their webhooks, or cancel them.
@@ -335,7 +348,9 @@ def bulk_retry_preview(
     failing (see `failing_connections`); for a retry: Skyvern retries it
     itself (unless include_skyvern_retrying), it succeeded (unless
     include_completed), already retried (unless include_already_retried).
-    `effects` counts what the runs to be sent do besides running again.
+    `effects` counts what the runs to be sent do besides running again
+    (with check_sessions, a retry's preview asks Skyvern which browser
+    sessions have closed, briefly: see console/runs/sessions.py).
     """
     rows = _classified(
         team=team,
@@ -364,7 +379,9 @@ def bulk_retry_preview(
         by_workflow=_top(Counter(row.workflow_title or "(untitled workflow)" for row in sending)),
         by_failure_reason=_top(Counter(_reason_label(row.failure_reason) for row in sending)),
         skipped=groups,
-        effects=side_effects(sending),
+        effects=_with_sessions(side_effects(sending), sending)
+        if check_sessions and kind == JobKind.RETRY
+        else side_effects(sending),
         kind=kind,
         behind=(
             len(sending_behind(team=team, runs=runs, sending=sending))

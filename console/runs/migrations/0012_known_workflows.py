@@ -6,25 +6,40 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('runs', '0011_workflow_versions_and_reruns'),
-        ('teams', '0003_account_time_zone'),
+        ("runs", "0011_workflow_versions_and_reruns"),
+        ("teams", "0003_account_time_zone"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='KnownWorkflow',
+            name="KnownWorkflow",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('workflow_permanent_id', models.CharField(max_length=128)),
-                ('current_version', models.PositiveIntegerField()),
-                ('versions', models.JSONField(default=dict)),
-                ('fetched_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('connection', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='known_workflows', to='teams.connection')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("workflow_permanent_id", models.CharField(max_length=128)),
+                ("current_version", models.PositiveIntegerField()),
+                ("versions", models.JSONField(default=dict)),
+                ("fetched_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "connection",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="known_workflows",
+                        to="teams.connection",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('connection', 'workflow_permanent_id'), name='known_workflow_unique')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("connection", "workflow_permanent_id"), name="known_workflow_unique"
+                    )
+                ],
             },
         ),
     ]
