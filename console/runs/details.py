@@ -15,7 +15,7 @@ from django.db.models import F, Func, JSONField, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from .models import Retry, RetryState, Run
+from .models import ActionKind, Retry, RetryState, Run, RunAction
 from .templatetags.run_detail import safe_http_url
 
 DETAIL_DEFERRED = ("raw", "output", "search_text")
@@ -354,8 +354,16 @@ def _lineage(team, run: Run) -> dict:
         .order_by("number", "id")
     )
     retries = list(retries)
+    replays = []
+    if run.webhook_failure_reason:
+        replays = list(
+            RunAction.objects.filter(run=run, kind=ActionKind.REPLAY_WEBHOOK)
+            .select_related("requested_by")
+            .order_by("number", "id")
+        )
     return {
         "chain": crumbs,
+        "webhook_replays": replays,
         "chain_cut": bool(parent_id) and parent_id not in seen,
         "made_by": made_by,
         "lineage_retries": retries,

@@ -8,7 +8,7 @@ times in UTC, since the customer's zone is not known.
 
 from dataclasses import dataclass
 
-from .models import RetryKind, RetryState, Run, Status
+from .models import ActionState, RetryKind, RetryState, Run, Status
 
 FAILED_STATUSES = {Status.FAILED, Status.TERMINATED, Status.TIMED_OUT}
 REASON_CHARS = 300
@@ -118,4 +118,58 @@ def retry_summary(retry) -> Summary:
         if error and not error.endswith("."):
             out.add(".")
         out.add(" Nothing was started.")
+    return out.done()
+
+
+def _host(url: str) -> str:
+    """Only the host a webhook goes to: its path and query may carry the
+    customer's token, which a ticket must not."""
+    from .card_html import webhook_host
+
+    return webhook_host(url or "")
+
+
+def replay_summary(action) -> Summary:
+    """The ticket paragraph for one webhook replay of a run (a RunAction)."""
+    run = action.run
+    out = _Both()
+    out.add(f"The {run.workflow_title} run " if run.workflow_title else "Run ")
+    out.run(run)
+    out.add(" failed only because its webhook could not be delivered")
+    reason = _reason(run.webhook_failure_reason)
+    out.add(f": {reason}" if reason else "")
+    out.add(". The automation itself succeeded and its output is intact. ")
+    who = action.requested_by.get_username() if action.requested_by else "someone"
+    host = _host(action.target_url or action.webhook_url or run.webhook_url)
+    where = f" to {host}" if host else ""
+    if action.webhook_url:
+        where = f" to another address, {host}" if host else " to another address"
+    out.add(f"On {_when(action.requested_at)}, {who} replayed its webhook{where}")
+    out.add(" (no browser work was redone).")
+    if action.state == ActionState.DONE and action.status_code is not None:
+        took = f" in {action.latency_ms} ms" if action.latency_ms is not None else ""
+        if 200 <= action.status_code < 300:
+            out.add(f" The receiver answered HTTP {action.status_code}{took}: delivered.")
+        else:
+            out.add(
+                f" The receiver answered HTTP {action.status_code}{took}: "
+                "the webhook is still not delivered."
+            )
+    elif action.state == ActionState.DONE:
+        error = _reason(action.error)
+        out.add(
+            " The receiver could not be reached"
+            f"{': ' + error.rstrip('.') if error else ''}; the webhook is still not delivered."
+        )
+    elif action.state == ActionState.SENDING:
+        out.add(" It is being sent to Skyvern now.")
+    elif action.state == ActionState.UNKNOWN:
+        out.add(
+            " Skyvern's answer was lost, so whether the webhook was sent again is "
+            "unknown. It will not be sent again without checking."
+        )
+    else:
+        error = _reason(action.error)
+        out.add(f" Skyvern did not replay it{': ' + error.rstrip('.') if error else ''}.")
+        out.add(" Nothing was sent.")
     return out.done()

@@ -3,7 +3,7 @@
 
 from django import template
 
-from ..summaries import retry_summary
+from ..summaries import replay_summary, retry_summary
 
 register = template.Library()
 
@@ -12,3 +12,9 @@ register = template.Library()
 def ticket_summary(retry, run):
     retry.run = run  # the page's run: no query for it
     return retry_summary(retry)
+
+
+@register.simple_tag
+def replay_ticket_summary(action, run):
+    action.run = run  # the page's run: no query for it
+    return replay_summary(action)
