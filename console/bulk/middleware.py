@@ -1,4 +1,4 @@
-"""Tell people when a bulk retry job they started has ended.
+"""Tell people when a bulk job they started has ended.
 
 On the next full page they open (not an htmx fragment, which has no place
 for messages), each ended job they started and haven't been told about
@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from console.compiled import CompiledQuery
 
-from .models import BulkRetryJob, ItemState, JobState
+from .models import BulkRetryJob, ItemState, JobKind, JobState
 from .services import item_counts, item_outcomes
 
 ENDED = (JobState.FINISHED, JobState.CANCELED)
@@ -62,7 +62,9 @@ class FinishedJobsMiddleware:
                 continue
             verb = "finished" if job.state == JobState.FINISHED else "was canceled"
             messages.info(
-                request, f"Your bulk retry #{job.pk} for {job.team.name} {verb}: {_summary(job)}."
+                request,
+                f"Your {job.get_kind_display().lower()} #{job.pk} for {job.team.name} "
+                f"{verb}: {_summary(job)}.",
             )
 
 
@@ -70,9 +72,25 @@ class FinishedJobsMiddleware:
 NOT_SENT = {ItemState.FAILED: "not retried", ItemState.SKIPPED: "skipped"}
 
 
+#: What a job that makes no new runs did, in the words of the end notice.
+DONE_WORDS = {JobKind.REPLAY_WEBHOOK: "webhooks replayed", JobKind.CANCEL: "runs cancelled"}
+
+
 def _summary(job) -> str:
-    """ "18 succeeded, 6 failed again (24 sent), 2 skipped"."""
+    """ "18 succeeded, 6 failed again (24 sent), 2 skipped"; a replay job's
+    "2 webhooks replayed, 1 not replayed"."""
     counts = item_counts(job.pk)
-    parts = [item_outcomes(job.pk).in_words()] if job.total != counts[ItemState.SKIPPED] else []
-    parts += [f"{counts[state]} {words}" for state, words in NOT_SENT.items() if counts[state]]
+    if job.kind in DONE_WORDS:
+        done = counts[ItemState.DONE]
+        parts = [f"{done} {DONE_WORDS[job.kind]}"] if done else []
+        not_sent = {
+            ItemState.FAILED: job.not_done_words,
+            ItemState.UNKNOWN: "outcome unknown",
+            ItemState.SKIPPED: "skipped",
+        }
+    else:
+        sent = job.total != counts[ItemState.SKIPPED]
+        parts = [item_outcomes(job.pk).in_words()] if sent else []
+        not_sent = NOT_SENT
+    parts += [f"{counts[state]} {words}" for state, words in not_sent.items() if counts[state]]
     return ", ".join(parts) or "no runs"

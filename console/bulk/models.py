@@ -46,6 +46,18 @@ class ItemState(models.TextChoices):
     UNKNOWN = "unknown", "Outcome unknown"
 
 
+#: What a job that makes no retry calls its items' states (JobKind -> state -> label).
+KIND_ITEM_LABELS = {
+    "replay_webhook": {
+        "done": "Webhook replayed",
+        "failed": "Not replayed",
+    },
+    "cancel": {
+        "done": "Cancelled",
+        "failed": "Not cancelled",
+    },
+}
+
 #: Items not yet settled; the job is active while it has any.
 OPEN_ITEM_STATES = [ItemState.PENDING, ItemState.SENDING]
 DONE_ITEM_STATES = [
@@ -205,6 +217,27 @@ class BulkRetryJob(models.Model):
     def title(self) -> str:
         """ "Bulk retry #12", "Bulk cancel #13": how pages name the job."""
         return f"{self.get_kind_display()} #{self.pk}"
+
+    def item_state_label(self, state: str) -> str:
+        """An item state in the words of what this kind of job does: a
+        replay job's done items are "Webhook replayed", a cancel job's
+        failed ones "Not cancelled" (a retry job keeps ItemState's labels)."""
+        return KIND_ITEM_LABELS.get(self.kind, {}).get(state) or ItemState(state).label
+
+    @property
+    def item_state_choices(self) -> list[tuple[str, str]]:
+        """The item states a job of this kind can have, in its words (a job
+        that makes no retry never has a "retried" item)."""
+        return [
+            (value, self.item_state_label(value))
+            for value in ItemState.values
+            if self.kind == JobKind.RETRY or value != ItemState.RETRIED
+        ]
+
+    @property
+    def not_done_words(self) -> str:
+        """Items Skyvern refused, after their count: "not retried", "not replayed"."""
+        return self.item_state_label(ItemState.FAILED).lower()
 
     @property
     def is_active(self) -> bool:

@@ -268,7 +268,7 @@ def _live_context(request, team, job: BulkRetryJob, source, **extra) -> dict:
         "rate_text": _rate_text(progress.rate),
         "eta_text": _duration_text(progress.eta),
         "state_counts": [
-            (value, label, progress.counts.get(value, 0)) for value, label in ItemState.choices
+            (value, label, progress.counts.get(value, 0)) for value, label in job.item_state_choices
         ],
         "item_state": state,
         "item_outcome": outcome,

@@ -2,7 +2,11 @@
 webhook-only failures, and canceling runs still going, with the preview, the
 job machinery (intent, throttle, audit, results) and every Skyvern error."""
 
+import io
+import logging
+
 import pytest
+from django.core.management import call_command
 from django.urls import reverse
 
 from console.audit.models import AuditEntry
@@ -11,6 +15,7 @@ from console.bulk.services import throttle as throttle_module
 from console.bulk.tasks import bulk_retry_work
 from console.runs.models import ActionKind, Run, RunAction
 from console.skyvern import SkyvernClient
+from tests.helpers import page_text
 from tests.runs.test_actions import HOOK_FAILURE, webhook_only_run
 from tests.skyvern.test_client_cancel_webhooks_workflows import Receiver
 
@@ -263,3 +268,76 @@ def test_an_unknown_replay_is_never_retried_anyway(world, client_as, hooks):
     item.refresh_from_db()
     assert item.state == ItemState.UNKNOWN
     assert world.simulator.state.retry_counts() == {}
+
+
+# --- each kind in its own words ---------------------------------------------------------
+# A webhook replay job and a cancel job say what they did (the job page, the
+# jobs list, the end notice, the status command, the log), never a retry's.
+
+
+def job_page(client, job):
+    return page_text(client.get(reverse("bulk:bulk_job_detail", args=["acme", job.pk])))
+
+
+def test_a_replay_job_speaks_of_webhooks_replayed(world, client_as, hooks, caplog):
+    client = client_as(world.operator)
+    runs = hooks["webhook_only"] + hooks["failed"]
+    job = make_job(client, runs, "replay_webhook")
+    with caplog.at_level(logging.INFO, logger="console"):
+        bulk_retry_work.call(job.pk)
+    assert {i.state for i in job.items.all()} == {ItemState.DONE, ItemState.SKIPPED}
+
+    # The end notice, on the next page the person opens.
+    notice = page_text(client.get(reverse("runs:run_list", args=["acme"])))
+    assert f"Your bulk webhook replay #{job.pk} for Acme Logistics finished: " in notice
+    assert "2 webhooks replayed, 1 skipped." in notice
+
+    text = job_page(client, job)
+    assert "Webhook replayed 2" in text
+    assert "Only the webhooks are sent again: no browser work is redone" in text
+    assert "Retried 0" not in text and "not retried" not in text.lower()
+    assert "Already-retried runs" not in text
+
+    listed = page_text(client.get(reverse("bulk:bulk_job_list", args=["acme"])))
+    assert "2 webhooks replayed" in listed
+
+    out = io.StringIO()
+    call_command("bulk_retry_status", str(job.pk), stdout=out)
+    line = out.getvalue()
+    assert f"#{job.pk} bulk webhook replay acme finished" in line
+    assert "2 webhook replayed, 1 skipped" in line and "retried" not in line
+
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert f"Bulk webhook replay #{job.pk} finished" in logged
+    assert f"bulk retry #{job.pk}" not in logged.lower()
+
+
+def test_a_cancel_job_speaks_of_runs_cancelled(world, client_as):
+    client = client_as(world.operator)
+    running = [world.add_run(status="running") for _ in range(3)]
+    job = make_job(client, running, "cancel")
+    world.simulator.state.set_status(running[-1], "completed")  # finished meanwhile
+    bulk_retry_work.call(job.pk)
+
+    notice = page_text(client.get(reverse("runs:run_list", args=["acme"])))
+    assert f"Your bulk cancel #{job.pk} for Acme Logistics finished: " in notice
+    assert "2 runs cancelled, 1 not cancelled." in notice
+
+    text = job_page(client, job)
+    assert "Cancelled 2" in text and "Not cancelled 1" in text
+    assert "Runs still going are cancelled at Skyvern" in text
+    assert "Not retried" not in text and "Retried 0" not in text
+
+    listed = page_text(client.get(reverse("bulk:bulk_job_list", args=["acme"])))
+    assert "2 cancelled" in listed and "1 not cancelled" in listed
+
+
+def test_a_retry_job_keeps_its_words(world, client_as):
+    client = client_as(world.operator)
+    failed = [world.add_run(status="failed")]
+    job = make_job(client, failed, "retry")
+    bulk_retry_work.call(job.pk)
+    assert "Retried 1" in job_page(client, job)
+    out = io.StringIO()
+    call_command("bulk_retry_status", str(job.pk), stdout=out)
+    assert out.getvalue().startswith(f"#{job.pk} acme ")

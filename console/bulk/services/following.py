@@ -35,6 +35,7 @@ from ..models import (
     BulkRetryItem,
     BulkRetryJob,
     ItemState,
+    JobKind,
     Outcome,
 )
 from .common import FOLLOW, log
@@ -93,6 +94,17 @@ def item_outcomes(job_id: int) -> FollowUp:
     return FollowUp(**{outcome.value: counts.get(outcome.value, 0) for outcome in Outcome})
 
 
+def _kind_counts(job_id: int, job) -> str:
+    """A replay or cancel job's items by state, in its own words."""
+    counts = (
+        BulkRetryItem.objects.filter(job_id=job_id)
+        .order_by()
+        .values_list("state")
+        .annotate(n=Count("pk"))
+    )
+    return ", ".join(f"{n} {job.item_state_label(state).lower()}" for state, n in counts if n)
+
+
 def _runs_to_follow(job_id: int):
     """The job's new runs that have not ended, least recently heard of first."""
     new_runs = BulkRetryItem.objects.filter(
@@ -143,7 +155,10 @@ def bulk_job_settle(*, job_id: int) -> bool:
         if running.exists() and (job.finished_at or now) + follow_limit() > now:
             return False
         BulkRetryJob.objects.filter(pk=job_id).update(followed_at=now)
-    log.info("bulk retry #%s followed to its end: %s", job_id, item_outcomes(job_id).in_words())
+    if job.kind == JobKind.RETRY:
+        log.info("%s followed to its end: %s", job.title, item_outcomes(job_id).in_words())
+    else:
+        log.info("%s ended: %s", job.title, _kind_counts(job_id, job))
     return True
 
 

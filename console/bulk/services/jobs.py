@@ -200,7 +200,7 @@ def bulk_retry_pause(*, job: BulkRetryJob, user, request=None) -> BulkRetryJob:
         )
     job.refresh_from_db()
     _audit("bulk_job_pause", job=job, user=user, request=request)
-    log.info("bulk retry #%s paused by %s", job.pk, user)
+    log.info("%s paused by %s", job.title, user)
     return job
 
 
@@ -231,7 +231,7 @@ def bulk_retry_resume(*, job: BulkRetryJob, user, request=None) -> BulkRetryJob:
         details = {"halt_reason": halt_reason} if halt_reason else {}
         _audit("bulk_job_resume", job=job, user=user, request=request, **details)
     job.refresh_from_db()
-    log.info("bulk retry #%s resumed by %s", job.pk, user)
+    log.info("%s resumed by %s", job.title, user)
     return job
 
 
@@ -296,7 +296,7 @@ def bulk_retry_cancel(*, job: BulkRetryJob, user, request=None) -> BulkRetryJob:
     # Retries already sent are still followed to their end.
     bulk_job_settle(job_id=job.pk)
     job.refresh_from_db()
-    log.info("bulk retry #%s canceled by %s", job.pk, user)
+    log.info("%s canceled by %s", job.title, user)
     return job
 
 

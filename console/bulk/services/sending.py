@@ -362,7 +362,7 @@ def bulk_job_work(*, job_id: int) -> str:
         if errors:
             raise errors[0]
     if _finish_if_done(job_id):
-        log.info("bulk retry #%s finished", job_id)
+        log.info("%s finished", job.title)
         return "Finished."
     comebacks = [r for r in results if isinstance(r, datetime)]
     job.refresh_from_db(fields=["state"])

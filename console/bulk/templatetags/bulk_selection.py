@@ -55,3 +55,9 @@ def matching_fields(**filters) -> SafeString:
     filter names and values) for the bulk retry preview."""
     pairs = tuple((name, str(value)) for name, value in filters.items())
     return hidden_inputs(Selection(Scope.ALL_MATCHING, filter=pairs).fields())
+
+
+@register.simple_tag
+def item_state_label(job, state) -> str:
+    """An item's state in the words of its job's kind ("Webhook replayed")."""
+    return job.item_state_label(state)

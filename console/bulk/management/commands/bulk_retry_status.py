@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from console.bulk.models import BulkRetryJob, ItemState, JobState
+from console.bulk.models import BulkRetryJob, JobKind, JobState
 from console.bulk.services import bulk_job_progress, bulk_jobs_revive, item_outcomes
 
 
@@ -35,12 +35,15 @@ class Command(BaseCommand):
         for job in jobs:
             progress = bulk_job_progress(job)
             counts = ", ".join(
-                f"{n} {ItemState(state).label.lower()}" for state, n in progress.counts.items() if n
+                f"{n} {job.item_state_label(state).lower()}"
+                for state, n in progress.counts.items()
+                if n
             )
             rate = f"{progress.rate:.1f}/min" if progress.rate else "-"
             eta = str(progress.eta).split(".")[0] if progress.eta else "-"
+            kind = "" if job.kind == JobKind.RETRY else f"{job.get_kind_display().lower()} "
             self.stdout.write(
-                f"#{job.pk} {job.team.slug} {job.get_state_display().lower()}: "
+                f"#{job.pk} {kind}{job.team.slug} {job.get_state_display().lower()}: "
                 f"{progress.done}/{progress.total} done ({counts}); rate {rate}; left {eta}"
             )
             if job.halt_reason and job.state == JobState.PAUSED:
