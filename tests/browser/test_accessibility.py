@@ -27,6 +27,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from playwright.sync_api import expect
 
 from console.bulk.tasks import bulk_retry_work
+from console.runs.models import ActionKind, ActionState, KnownWorkflow, Run, RunAction
 from console.teams.models import Membership
 from console.theme import COOKIE as THEME_COOKIE
 from console.twofactor import services as twofactor
@@ -34,6 +35,7 @@ from tests.browser.conftest import TIMEOUT_MS
 
 # Autouse: a throttle that doesn't slow the test; the job's retries followed at once.
 from tests.bulk.conftest import bulk_settings, end_new_runs, follow_at_once, make_job  # noqa: F401
+from tests.runs.test_actions import webhook_only_run
 
 pytestmark = pytest.mark.browser
 
@@ -106,6 +108,8 @@ PAGES: dict[str | None, list[Visit]] = {
         Visit("job page", "/t/acme/bulk/{job}/"),
         Visit("job page, retried only", "/t/acme/bulk/{job}/?state=retried"),
         Visit("job page while sending", "/t/acme/bulk/{queued_job}/"),
+        Visit("run detail of a replayed webhook", "/t/acme/runs/{replayed_run}/"),
+        Visit("webhook replay job page", "/t/acme/bulk/{replay_job}/"),
         Visit("403: connections", "/t/acme/connections/"),
         Visit("404: another team", "/t/globex/runs/"),
         Visit("two-factor: off", "/account/two-factor/"),
@@ -188,6 +192,27 @@ def site(live_world):
     bulk_retry_work.call(job.pk)
     end_new_runs(w, job, "completed", "failed")
     queued = make_job(w, [run], user=w.operator)
+    # A run behind its workflow, as the sync last heard (its card says so),
+    # and a webhook-only failure replayed once, and a replay job of it.
+    Run.objects.filter(run_id=run).update(workflow_version=1)
+    KnownWorkflow.objects.create(
+        connection=w.connection_a,
+        workflow_permanent_id=Run.objects.get(run_id=run).workflow_permanent_id,
+        current_version=2,
+        versions={},
+    )
+    replayed = webhook_only_run(w, "https://hooks.example.com/acme")
+    RunAction.objects.create(
+        run=Run.objects.get(run_id=replayed),
+        kind=ActionKind.REPLAY_WEBHOOK,
+        number=1,
+        state=ActionState.DONE,
+        requested_by=w.admin,
+        target_url="https://hooks.example.com/acme",
+        status_code=200,
+        latency_ms=120,
+    )
+    replay_job = make_job(w, [replayed], user=w.operator, kind="replay_webhook")
     # Two-factor: being set up for the operator; on for the admin (who has
     # given the code) and the outsider (who has not yet).
     twofactor.start_setup(w.operator)
@@ -200,6 +225,8 @@ def site(live_world):
         "running_run": others["running"],
         "job": job.pk,
         "queued_job": queued.pk,
+        "replayed_run": replayed,
+        "replay_job": replay_job.pk,
         "connection": w.connection_a.pk,
         "viewer_membership": Membership.objects.get(user=w.viewer).pk,
     }
