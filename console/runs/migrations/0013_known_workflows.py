@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("runs", "0011_workflow_versions_and_reruns"),
+        ("runs", "0012_failure_reason_urls"),
         ("teams", "0003_account_time_zone"),
     ]
 
