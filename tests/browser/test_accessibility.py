@@ -80,6 +80,9 @@ def sign_in_wrong_until_locked(page):
 def open_keyboard_shortcuts(page):
     page.keyboard.press("?")
     expect(page.get_by_role("dialog", name="Keyboard shortcuts")).to_be_visible()
+def preview_group_retry(page):
+    page.get_by_role("button", name="Retry this group").first.click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Bulk retry across teams — preview")
 
 
 def open_team_switcher(page):
@@ -102,6 +105,7 @@ PAGES: dict[str | None, list[Visit]] = {
         Visit("runs list", "/t/acme/runs/"),
         Visit("runs list, team switcher open", "/t/acme/runs/", then=open_team_switcher),
         Visit("runs list, failed only", "/t/acme/runs/?status=failed"),
+        Visit("failures by cause", "/t/acme/failures/"),
         Visit("run detail", "/t/acme/runs/{run}/"),
         Visit("run detail of a retried run", "/t/acme/runs/{retried_run}/"),
         Visit("jobs list", "/t/acme/bulk/"),
@@ -113,10 +117,6 @@ PAGES: dict[str | None, list[Visit]] = {
         Visit("403: connections", "/t/acme/connections/"),
         Visit("404: another team", "/t/globex/runs/"),
         Visit("two-factor: off", "/account/two-factor/"),
-        Visit("team failures", "/t/acme/failures/"),
-        Visit("failures, all teams", "/failures/"),
-        Visit("jobs, all teams", "/jobs/"),
-        Visit("find a run: not cached", "/runs/find/?run_id=wr_123456789012345678"),
     ],
     "operator": [
         Visit("runs list", "/t/acme/runs/"),
@@ -145,6 +145,10 @@ PAGES: dict[str | None, list[Visit]] = {
         Visit("home: every team", "/"),  # (someone in one team is sent to its runs)
         Visit("all audit", "/audit/"),
         Visit("new team", "/teams/new/"),
+        Visit("failures, all teams", "/failures/"),
+        Visit("group retry preview", "/failures/", then=preview_group_retry),
+        Visit("jobs, all teams", "/jobs/"),
+        Visit("find a run: none", "/runs/find/?run_id=wr_nothing_like_it"),
     ],
     # Signed in with a password, two-factor on: the code page comes first.
     "outsider": [Visit("two-factor: code page", "/login/code/")],
