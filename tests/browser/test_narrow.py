@@ -11,7 +11,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from django.test import Client
 from playwright.sync_api import expect
+
+from tests.browser.conftest import TIMEOUT_MS
 
 # The same pages, roles and data as the accessibility pass; autouse: a
 # throttle that doesn't slow the test, the job's retries followed at once.
@@ -57,7 +60,7 @@ def sideways_overflow(page) -> str | None:
 
 def sign_out_reachable(page) -> bool:
     """Sign out is on screen, or shows once the Menu is opened."""
-    sign_out = page.get_by_role("button", name="Sign out")
+    sign_out = page.get_by_role("button", name="Sign out", exact=True)
     if page.locator("details.dropdown[open]").count():
         # A switcher left open: a tap beside it closes it (Pico's overlay).
         page.mouse.click(2, page.viewport_size["height"] - 2)
@@ -90,6 +93,7 @@ def test_every_page_fits_a_phone_and_sign_out_is_reachable(
     )
     page = context.new_page()
     page.set_viewport_size(SIZES[size])
+    page.emulate_media(reduced_motion="reduce")  # screenshots without fades half done
     SHOTS.mkdir(exist_ok=True)
     failures = []
     try:
@@ -117,9 +121,51 @@ def test_every_page_fits_a_phone_and_sign_out_is_reachable(
                 failures.append(f"{visit.name} ({url}): {wide}")
             if user is not None:
                 assert sign_out_reachable(page)
+                page.screenshot(path=f"{shot}-sign-out.png")
                 wide = sideways_overflow(page)
                 if wide:
                     failures.append(f"{visit.name} ({url}), menu open: {wide}")
     finally:
         context.close()
     assert not failures, f"At {size}px, as {role or 'anonymous'}:\n" + "\n".join(failures)
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
+def test_the_menu_opens_from_the_keyboard_with_or_without_javascript(
+    browser, live_server, live_world, javascript
+):
+    """On a phone the header's links wait in the Menu; on a wide window they
+    are in the bar and there is no Menu."""
+    context = browser.new_context(
+        base_url=live_server.url, viewport=SIZES["360"], java_script_enabled=javascript
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    client = Client()
+    client.force_login(live_world.admin)
+    context.add_cookies(
+        [{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}]
+    )
+    try:
+        page = context.new_page()
+        page.goto("/t/acme/runs/")
+        runs = page.get_by_role("link", name="Runs", exact=True)
+        audit = page.get_by_role("link", name="Audit log")
+        sign_out = page.get_by_role("button", name="Sign out")
+        for hidden in (runs, audit, sign_out):
+            expect(hidden).to_be_hidden()
+        page.get_by_text("Menu", exact=True).focus()
+        page.keyboard.press("Enter")
+        for shown in (runs, audit, sign_out):
+            expect(shown).to_be_visible()
+            expect(shown).to_be_in_viewport()
+        page.keyboard.press("Tab")
+        expect(runs).to_be_focused()
+        page.keyboard.press("Enter")
+        expect(page).to_have_url(f"{live_server.url}/t/acme/runs/")
+
+        page.set_viewport_size({"width": 1280, "height": 900})
+        expect(page.get_by_text("Menu", exact=True)).to_be_hidden()
+        for shown in (runs, audit, sign_out):
+            expect(shown).to_be_visible()
+    finally:
+        context.close()

@@ -373,7 +373,7 @@ def test_items_filtered_by_state(world, client_as, incident):
     job = make_job(world, client, [*incident["invoices"], *incident["running"]])
     page = client.get(job_url(job), {"state": "skipped"}).content.decode()
     assert '<a href="?state=skipped">Refresh</a>' in page  # keeps the state shown
-    table = page.split('class="job-items"')[1]
+    table = page.split('class="job-items stack-on-phone"')[1]
     assert incident["running"][0] in table and incident["invoices"][0] not in table
     assert SkipReason.NOT_TERMINAL.label in table
 

@@ -117,7 +117,10 @@ def test_the_jobs_list_names_each_job_s_team_and_only_mine(world, client_as):
     join_b(world, world.operator, Role.VIEWER)
     html = client_as(world.operator).get(JOBS).content.decode()
     assert "Globex portal down" in html
-    assert '<td class="job-team"><a href="/t/globex/bulk/">Globex Billing</a></td>' in html
+    assert (
+        '<td data-label="Team" class="job-team"><a href="/t/globex/bulk/">Globex Billing</a></td>'
+        in html
+    )
 
 
 # --- a run by id ---------------------------------------------------------------------------------

@@ -89,7 +89,7 @@ def test_the_detail_page_shows_skyverns_attempts(world, client_as):
     html = client_as(world.viewer).get(url("runs:run_detail", run_id)).content.decode()
     text = page_text(html)
     assert "Skyvern's own attempts" in text
-    rows = html.split('<table class="attempts">')[1].split("</table>")[0]
+    rows = html.split('<table class="attempts stack-on-phone">')[1].split("</table>")[0]
     assert rows.count("<tr>") == 1 + 3  # the head, then attempts 1, 2 and 3
     assert "retry: Retry policy:" in page_text(rows)
     assert "(attempt 4), under the same run id" in text
