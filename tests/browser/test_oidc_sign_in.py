@@ -33,7 +33,7 @@ def test_sign_in_with_the_provider_lands_in_the_team_with_the_mapped_role(
 ):
     sign_in_at_provider(page, "dana")
     expect(page).to_have_url(re.compile(re.escape(RUNS) + r"$"))
-    expect(page.get_by_text("dana@example.com")).to_be_visible()
+    expect(page.get_by_role("link", name="dana@example.com")).to_be_visible()
     dana = get_user_model().objects.get(email="dana@example.com")
     assert Membership.objects.get(user=dana, team=live_world.team_a).role == Role.OPERATOR
     console_watch.assert_clean()
