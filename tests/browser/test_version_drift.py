@@ -18,7 +18,9 @@ pytestmark = pytest.mark.browser
 def test_a_drifted_run_is_rerun_on_the_latest_version(page, live_world, console_watch):
     cache.clear()
     sim = live_world.simulator
-    sim.state.configure(failure_rate=0)
+    # The rerun's run ends at once: the page then stops checking Skyvern, and
+    # its summary stays put while it is read and copied.
+    sim.state.configure(failure_rate=0, queued_after=0.1, running_after=0.2, finished_after=0.5)
     run_id = live_world.add_run(
         status="failed",
         workflow_permanent_id=WPID,
@@ -46,6 +48,8 @@ def test_a_drifted_run_is_rerun_on_the_latest_version(page, live_world, console_
     # The rerun's own card follows the original's on the page.
     expect(page.locator("article.run-card").filter(has_text=new_run_id).first).to_be_visible()
 
+    expect(page.locator(".refresh-state")).to_contain_text("Up to date", timeout=15_000)
+    expect(page.locator(".refresh-state")).not_to_contain_text("checking again", timeout=15_000)
     page.get_by_text("Summary of rerun #1").click()
     summary = page.get_by_label("Plain text")
     expect(summary).to_have_value(
