@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from console import theme
+from console.runs import layout as runs_layout
 from console.sync.webhooks import skyvern_webhook
 from console.teams import urls as team_urls
 from console.teams import views as team_views
@@ -12,6 +13,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("theme/", theme.theme_set, name="theme_set"),
+    path("runs-layout/", runs_layout.layout_set, name="runs_layout_set"),
     path("", include("console.twofactor.urls")),  # /login/code/, /account/two-factor/
     path("oidc/", include("console.oidc.urls")),  # sign-in with the identity provider
     path("", include("console.incidents.urls")),  # /failures/, /jobs/, /runs/find/: all my teams

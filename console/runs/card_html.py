@@ -59,29 +59,33 @@ def draw_card(
     refresh_error=None,
     confirming=False,
     confirm_cancel=False,
+    in_row=False,
 ):
     """One card (templates/runs/run_list.html#run-card shows it): `form_fields`
     go into each of its forms, already drawn. `confirming`: the card asks
     the person to confirm the retry of a run that succeeded; `confirm_cancel`:
-    to confirm canceling the run (and it stops refreshing itself meanwhile)."""
+    to confirm canceling the run (and it stops refreshing itself meanwhile).
+    `in_row`: the card unfolded in its compact row (row_html.py), which stands
+    for the run (its id, its checkbox, its refreshes): the card has none."""
     pk, status, run_id = card.pk, _e(card.status), _e(card.run_id)
     zone = timezone.get_current_timezone()
     latest = card.latest_retry
     polls = ""
-    if not card.is_terminal and not confirm_cancel:
+    if not card.is_terminal and not confirm_cancel and not in_row:
         polls = (
             f' hx-get="{_e(run_url("runs:run_card", team_slug, card.run_id))}?shown={status}"'
             ' hx-trigger="every 3s" hx-swap="outerHTML"'
         )
     pick = ""
-    if can_retry:
+    if can_retry and not in_row:
         pick = card_pick(pk, card.run_id)
+    stands_for = "" if in_row else f'id="run-{pk}" '
+    run_attr = "" if in_row else f' data-run-id="{run_id}" tabindex="-1"'
     title = card.workflow_title or card.workflow_permanent_id or "(untitled workflow)"
     return "".join(
         (
             # tabindex: j/k and the answer to an action focus the card itself (console.js).
-            f'<article id="run-{pk}" class="run-card status-{status}" data-run-id="{run_id}"'
-            ' tabindex="-1"\n'
+            f'<article {stands_for}class="run-card status-{status}"{run_attr}\n'
             f"  {polls}>\n"
             '  <header class="run-head">\n'
             f"    {pick}\n"
@@ -402,71 +406,21 @@ def _cancel(card, team_slug, form_fields, confirm_cancel) -> str:
 def _actions(card, latest, team_slug, form_fields, confirming=False, confirm_cancel=False) -> str:
     actions = []
     if latest and latest.state == RetryState.UNKNOWN:
-        check_url = _e(reverse("runs:retry_check", args=[team_slug, card.run_id, latest.number]))
-        actions.append(_form(card, check_url, "check-form", form_fields, _CHECK_BUTTON))
+        actions.append(_check_form(card, latest, team_slug, form_fields))
     if card.webhook_only_failure:
-        replay_url = _e(run_url("runs:run_webhook_replay", team_slug, card.run_id))
-        fields = (
-            f'{form_fields}\n          <input type="hidden" name="seen_replays" '
-            f'value="{len(card.actions_of(ActionKind.REPLAY_WEBHOOK))}">'
-        )
-        actions.append(
-            _form(
-                card,
-                replay_url,
-                "replay-form",
-                fields,
-                '<button type="submit">Replay webhook</button>',
-            )
-        )
+        actions.append(_replay_form(card, team_slug, form_fields))
     if card.is_terminal and card.skyvern_retries:
         pass  # said above the actions: Skyvern runs it again by itself
     elif card.is_terminal and card.status == COMPLETED and not confirming:
         # A run that succeeded is run again only after a confirmation step.
-        confirm_url = _e(run_url("runs:run_retry_confirm", team_slug, card.run_id))
-        actions.append(
-            f'<form method="get" action="{confirm_url}"\n'
-            f'          hx-get="{confirm_url}" hx-target="#run-{card.pk}" hx-swap="outerHTML"\n'
-            '          hx-disabled-elt="find button" class="retry-form">\n'
-            '          <button type="submit" class="secondary">Retry</button>\n'
-            "        </form>"
-        )
+        actions.append(_confirm_step(card, team_slug))
     elif card.is_terminal and confirming:
         actions.append(_confirm(card, latest, team_slug, form_fields))
     elif card.is_terminal:
         if card.behind:
             actions.append(_drift(card, team_slug))
         actions.append(_effects(card))
-        retry_url = _e(run_url("runs:run_retry", team_slug, card.run_id))
-        if card.webhook_only_failure:
-            again = ""
-            if card.retries:
-                again = '<input type="hidden" name="confirm_again" value="yes">'
-            button = (
-                f'{again}<label class="confirm-redo"><input type="checkbox" name="confirm_redo" '
-                'value="yes" required> Redo the browser work: the automation already '
-                "succeeded, and retrying runs it again (it may submit the customer's form "
-                "twice)</label>\n"
-                '          <button type="submit" class="secondary">Retry anyway</button>'
-            )
-        elif not card.retries:
-            button = '<button type="submit">Retry</button>'
-        else:
-            again = (
-                "No retry was created — retry anyway"
-                if latest.state == RetryState.UNKNOWN
-                else "Yes, retry it again"
-            )
-            button = (
-                '<label class="confirm-again"><input type="checkbox" name="confirm_again" '
-                f'value="yes" required> {again}</label>\n'
-                '          <button type="submit" class="secondary">Retry again</button>'
-            )
-        fields = (
-            f'{form_fields}\n          <input type="hidden" name="seen_retries" '
-            f'value="{len(card.retries)}">'
-        )
-        actions.append(_form(card, retry_url, "retry-form", fields, button))
+        actions.append(_retry_form(card, latest, team_slug, form_fields))
     else:
         actions.append(
             f'<p class="muted cant-retry">Can\'t retry yet: this run '
@@ -475,6 +429,89 @@ def _actions(card, latest, team_slug, form_fields, confirming=False, confirm_can
         actions.append(_cancel_note(card, timezone.get_current_timezone()))
         actions.append(_cancel(card, team_slug, form_fields, confirm_cancel))
     return "".join(f"    {action}\n" for action in actions)
+
+
+def row_action(card, team_slug, form_fields) -> str:
+    """The one action a compact row offers (row_html.py), chosen by the card's
+    rules and drawn by the card's own forms, so both ask the same confirmations.
+    A run retried already offers none: retrying it again is asked on its card."""
+    latest = card.latest_retry
+    if latest and latest.state == RetryState.UNKNOWN:
+        return _check_form(card, latest, team_slug, form_fields)
+    if card.webhook_only_failure:
+        return _replay_form(card, team_slug, form_fields)
+    if card.is_terminal and (card.skyvern_retries or card.retries):
+        return ""
+    if card.is_terminal and card.status == COMPLETED:
+        return _confirm_step(card, team_slug)
+    if card.is_terminal:
+        return _effects(card) + _retry_form(card, latest, team_slug, form_fields)
+    return _cancel(card, team_slug, form_fields, False)
+
+
+def _check_form(card, latest, team_slug, form_fields) -> str:
+    check_url = _e(reverse("runs:retry_check", args=[team_slug, card.run_id, latest.number]))
+    return _form(card, check_url, "check-form", form_fields, _CHECK_BUTTON)
+
+
+def _replay_form(card, team_slug, form_fields) -> str:
+    replay_url = _e(run_url("runs:run_webhook_replay", team_slug, card.run_id))
+    fields = (
+        f'{form_fields}\n          <input type="hidden" name="seen_replays" '
+        f'value="{len(card.actions_of(ActionKind.REPLAY_WEBHOOK))}">'
+    )
+    return _form(
+        card,
+        replay_url,
+        "replay-form",
+        fields,
+        '<button type="submit">Replay webhook</button>',
+    )
+
+
+def _confirm_step(card, team_slug) -> str:
+    """Retry of a run that succeeded: a GET of its confirmation step."""
+    confirm_url = _e(run_url("runs:run_retry_confirm", team_slug, card.run_id))
+    return (
+        f'<form method="get" action="{confirm_url}"\n'
+        f'          hx-get="{confirm_url}" hx-target="#run-{card.pk}" hx-swap="outerHTML"\n'
+        '          hx-disabled-elt="find button" class="retry-form">\n'
+        '          <button type="submit" class="secondary">Retry</button>\n'
+        "        </form>"
+    )
+
+
+def _retry_form(card, latest, team_slug, form_fields) -> str:
+    retry_url = _e(run_url("runs:run_retry", team_slug, card.run_id))
+    if card.webhook_only_failure:
+        again = ""
+        if card.retries:
+            again = '<input type="hidden" name="confirm_again" value="yes">'
+        button = (
+            f'{again}<label class="confirm-redo"><input type="checkbox" name="confirm_redo" '
+            'value="yes" required> Redo the browser work: the automation already '
+            "succeeded, and retrying runs it again (it may submit the customer's form "
+            "twice)</label>\n"
+            '          <button type="submit" class="secondary">Retry anyway</button>'
+        )
+    elif not card.retries:
+        button = '<button type="submit">Retry</button>'
+    else:
+        again = (
+            "No retry was created — retry anyway"
+            if latest.state == RetryState.UNKNOWN
+            else "Yes, retry it again"
+        )
+        button = (
+            '<label class="confirm-again"><input type="checkbox" name="confirm_again" '
+            f'value="yes" required> {again}</label>\n'
+            '          <button type="submit" class="secondary">Retry again</button>'
+        )
+    fields = (
+        f'{form_fields}\n          <input type="hidden" name="seen_retries" '
+        f'value="{len(card.retries)}">'
+    )
+    return _form(card, retry_url, "retry-form", fields, button)
 
 
 def _confirm(card, latest, team_slug, form_fields) -> str:

@@ -31,7 +31,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from console.skyvern import TERMINAL_STATUSES
 
-from . import card_html
+from . import card_html, row_html
 from .card_html import draw_card
 from .models import (
     COUNTED_ACTION_STATES,
@@ -348,15 +348,21 @@ def render_cards(
     refresh_error: str | None = None,
     confirming: bool = False,
     confirm_cancel: bool = False,
+    rows: bool = False,
+    open_card: bool = False,
 ) -> SafeString:
     """The cards, in order, for this viewer; `form_fields` go into each of
     their forms (drawn per request: FORM_FIELDS_TEMPLATE). A card with a
     message on it, or asking to confirm a retry or a cancel (only ever a single card),
-    is not cached."""
+    is not cached. `rows`: the runs' compact rows instead (row_html.py), cached
+    alike; `open_card`: a row with its card unfolded (not cached)."""
     drawing = {"team_slug": team.slug, "can_retry": can_retry}
-    if card_error or refresh_error or confirming or confirm_cancel:
+    draw = row_html.draw_row if rows else draw_card
+    if rows and open_card:
+        drawing["open_card"] = True
+    if card_error or refresh_error or confirming or confirm_cancel or (rows and open_card):
         drawn = [
-            draw_card(
+            draw(
                 card,
                 **drawing,
                 form_fields=form_fields,
@@ -369,12 +375,12 @@ def render_cards(
         ]
         return mark_safe("".join(drawn))  # noqa: S308 (escaped where drawn)
 
-    viewing = _viewing(team, can_retry).encode()
+    viewing = _viewing(team, can_retry, rows).encode()
     keys = [_key(viewing, card) for card in cards]
     cache = caches[CACHE]
     pieces = cache.get_many(keys)
     new = {
-        key: tuple(draw_card(card, **drawing, form_fields=FORM_FIELDS_MARK).split(FORM_FIELDS_MARK))
+        key: tuple(draw(card, **drawing, form_fields=FORM_FIELDS_MARK).split(FORM_FIELDS_MARK))
         for key, card in zip(keys, cards, strict=True)
         if key not in pieces
     }
@@ -398,11 +404,12 @@ def _key(viewing: bytes, card: RunCard) -> str:
     return "card:" + digest.hexdigest()
 
 
-def _viewing(team, can_retry: bool) -> str:
-    """What else a card's markup depends on: who views it, and where."""
+def _viewing(team, can_retry: bool, rows: bool = False) -> str:
+    """What else a card's markup depends on: who views it, and where (and
+    whether as a row)."""
     return ":".join(
         (
-            card_html.version(),
+            "row-" + row_html.version() if rows else card_html.version(),
             translation.get_language() or "",
             timezone.get_current_timezone_name(),
             team.slug,

@@ -19,6 +19,8 @@ from .card_html import ANSWERED_FIELD
 from .cards import RunCard, read_card
 from .inbox import team_failure_groups
 from .inbox_html import histogram_svg
+from .layout import CHOICES as LAYOUT_CHOICES
+from .layout import ROWS, answers_in_rows, layout_of, row_open
 from .listing import (
     RunFilterForm,
     describe_filters,
@@ -28,6 +30,7 @@ from .listing import (
     team_workflows,
 )
 from .models import COUNTED_RETRY_STATES, Retry, Run, Status
+from .row_html import COLUMNS as ROW_COLUMNS
 from .services import RetryRefused, run_refresh
 from .templatetags.run_links import run_url
 from .unknown_run import unknown_run
@@ -64,7 +67,16 @@ def _team_card(request, team, run_id) -> RunCard:
 
 
 def _card_context(request, team, card: RunCard, **extra):
-    return {"team": team, "card": card, "can_retry": team.may[RETRY], **extra}
+    # Asked from a compact row: the answer is the row (and a new run's row).
+    rows = answers_in_rows(request)
+    return {
+        "team": team,
+        "card": card,
+        "can_retry": team.may[RETRY],
+        "rows": rows,
+        "open_card": rows and row_open(request),
+        **extra,
+    }
 
 
 @require_GET
@@ -96,6 +108,10 @@ def run_list(request: HtmxHttpRequest, team_slug: str):
         "filter_query": _filter_query(request),
         "poll_seconds": settings.RUNS_PAGE_POLL_SECONDS,
         "unknown_run": searched_id,
+        "rows": layout_of(request) == ROWS,
+        "layout": layout_of(request),
+        "layout_choices": LAYOUT_CHOICES,
+        "row_columns": ROW_COLUMNS,
     }
     if results_only:
         return render(request, "runs/run_list.html#run-results", context)
@@ -154,6 +170,7 @@ def run_list_updates(request: HtmxHttpRequest, team_slug: str):
         "filter_query": _filter_query(request),
         "since": updates.newest_cursor or request.GET.get("since", "") if since else "",
         "poll_seconds": settings.RUNS_PAGE_POLL_SECONDS,
+        "rows": layout_of(request) == ROWS,
     }
     return render(request, "runs/run_list.html#run-updates", context)
 

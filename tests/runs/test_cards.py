@@ -14,7 +14,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils.html import escape
 
-from console.runs import cards
+from console.runs import cards, layout
 from console.runs.checking import Candidate
 from console.runs.models import Retry, RetryState, Run, Status
 from tests.conftest import make_user
@@ -22,6 +22,13 @@ from tests.helpers import page_text
 from tests.runs.test_run_list import cached_runs
 
 WHEN = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def cards_on_the_runs_page(client):
+    """These tests are about cards: the runs page shows them (compact rows are
+    its default: tests/runs/test_rows.py)."""
+    client.cookies[layout.COOKIE] = layout.CARDS
 
 
 @pytest.fixture(autouse=True)
@@ -111,10 +118,11 @@ def test_each_person_gets_their_own_token_and_page_to_come_back_to(world, client
 
     admin_client = Client(enforce_csrf_checks=True)
     admin_client.force_login(world.admin)
+    admin_client.cookies[layout.COOKIE] = layout.CARDS
     html = admin_client.get(url, {"status": "failed"}).content.decode()
     tokens = re.findall(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)
-    # The cards' forms (the header's theme switch has its own).
-    nexts = re.findall(r'name="next" value="([^"]*)"', html.split("<main", 1)[1])
+    # The cards' forms (the header's theme switch and the layout switch have their own).
+    nexts = re.findall(r'name="next" value="([^"]*)"', html.split('id="run-cards"', 1)[1])
     assert tokens and nexts == [f"{url}?status=failed"]
     assert cards.FORM_FIELDS_MARK not in html
 

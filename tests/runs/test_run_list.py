@@ -207,10 +207,20 @@ def updates(client, response, **extra):
     return client.get(url, HTTP_HX_REQUEST="true")
 
 
-def test_new_runs_appear_at_the_top_of_the_first_page(world, client_as, settings):
+@pytest.mark.parametrize(
+    ("layout_name", "added_at_the_top", "a_run"),
+    [
+        ("cards", 'hx-swap-oob="afterbegin:#run-cards"', "run-card"),
+        ("rows", 'hx-swap-oob="afterend:#run-rows-head"', "run-row"),
+    ],
+)
+def test_new_runs_appear_at_the_top_of_the_first_page(
+    world, client_as, settings, layout_name, added_at_the_top, a_run
+):
     settings.RUNS_PAGE_POLL_SECONDS = 7
     cached_runs(world, 5)
     client = client_as(world.viewer)
+    client.cookies["console_runs_layout"] = layout_name
     first = page(client, status="failed")
     # The page comes with its counts: the first poll waits its turn.
     assert 'hx-trigger="every 7s"' in first.content.decode()
@@ -218,19 +228,19 @@ def test_new_runs_appear_at_the_top_of_the_first_page(world, client_as, settings
     assert 'hx-trigger="load, every 7s"' in results.content.decode()
 
     quiet = updates(client, first)
-    assert 'hx-swap-oob="afterbegin:#run-cards"' not in quiet.content.decode()
+    assert added_at_the_top not in quiet.content.decode()
 
     newer = world.add_run(status="failed", workflow_title="Submit customs declaration")
     older_completed = world.add_run(status="completed")
     response = updates(client, first)
 
     html = response.content.decode()
-    assert 'hx-swap-oob="afterbegin:#run-cards"' in html
+    assert added_at_the_top in html
     assert f'data-run-id="{newer}"' in html
     assert older_completed not in html  # not what the filter asks for
     assert "1 new run added at the top." in page_text(response)
     # The next poll asks only for what is newer still.
-    assert updates(client, response).content.decode().count("run-card") == 0
+    assert updates(client, response).content.decode().count(a_run) == 0
 
 
 def test_counts_per_status_follow_the_search(world, client_as):

@@ -3,7 +3,8 @@
 
 Reads from the surrounding context what every page that shows cards has:
 `team`, `can_retry`, `request`, `csrf_token`, and on a single card the
-optional `card_error`, `refresh_error` and `confirm_cancel`.
+optional `card_error`, `refresh_error` and `confirm_cancel`; `rows` draws
+the runs' compact rows instead (and `open_card` unfolds their cards).
 """
 
 from django import template
@@ -36,6 +37,8 @@ def run_cards(context, cards):
         refresh_error=context.get("refresh_error"),
         confirming=bool(context.get("confirming")),
         confirm_cancel=bool(context.get("confirm_cancel")),
+        rows=bool(context.get("rows")),
+        open_card=bool(context.get("open_card")),
     )
 
 
