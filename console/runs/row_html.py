@@ -87,7 +87,8 @@ def draw_row(
             f"{_e(card.get_status_display())}</span></td>",
             f'<td class="row-id"><a class="run-id" href="{_detail(team_slug, card.run_id)}">'
             f"{run_id}</a></td>",
-            f'<td class="row-workflow" title="{_e(card.workflow_permanent_id)}">{_e(title)}</td>',
+            f'<td class="row-workflow"><span title="{_e(card.workflow_permanent_id)}">'
+            f"{_e(title)}</span></td>",
             f'<td class="row-failure">{_reason(card)}</td>',
             f'<td class="row-created">{_time(card.created_at, zone)}</td>',
             f'<td class="row-finished">{finished}</td>',

@@ -2,11 +2,26 @@
 //
 // New runs are added to the top of the runs page by polling; a run whose card
 // is already on the page (a retry just made from it, say) must not appear twice.
+// In compact rows (console/runs/row_html.py) a run is a row, added under the head.
 document.addEventListener("htmx:oobBeforeSwap", (event) => {
   const fragment = event.detail.fragment;
-  if (!fragment || event.detail.target.id !== "run-cards") return;
-  for (const card of Array.from(fragment.querySelectorAll("article.run-card[id]"))) {
+  const target = event.detail.target.id;
+  if (!fragment || (target !== "run-cards" && target !== "run-rows-head")) return;
+  const runs = fragment.querySelectorAll("article.run-card[id], tbody.run-row[id]");
+  for (const card of Array.from(runs)) {
     if (document.getElementById(card.id)) card.remove();
+  }
+});
+
+// A compact row whose card the person unfolded keeps it unfolded when it is
+// redrawn (its own refresh, or the answer to a form sent from it; "Don't
+// retry" and "Keep it running" fold it again).
+document.addEventListener("htmx:configRequest", (event) => {
+  const elt = event.detail.elt;
+  const row = elt.closest?.("tbody.run-row");
+  if (!row || (elt !== row && !elt.matches("form"))) return;
+  if (row.querySelector(":scope > .row-card details.row-expand[open]")) {
+    event.detail.parameters.open = "1";
   }
 });
 
@@ -49,8 +64,8 @@ document.addEventListener("change", (event) => {
   if (form) showTicked(form);
 });
 
-// An answer to what the person did on a card (Retry, Check, "This is the
-// retry") must reach them. Some requests redraw cards wholesale: the runs
+// An answer to what the person did on a card or a compact row (Retry, Check,
+// "This is the retry") must reach them. Some requests redraw cards wholesale: the runs
 // page's results (a search, a filter, "Older runs": they replace #run-results),
 // a card's own poll, and the run page's details, which bring that page's cards
 // along (#run-card-slot, out of band). None of them is drawn over an answer:
@@ -66,12 +81,12 @@ let actionsSending = 0;
 let lastActionAt = -Infinity;
 let lastAnswerAt = -Infinity;
 const requests = new WeakMap(); // request -> {asked, sent}
-const CARDS = "#run-results, #run-card-slot, article.run-card";
+const CARDS = "#run-results, #run-card-slot, article.run-card, tbody.run-row";
 
 // The element that made the request (`detail.elt` is where the event fired).
 function isCardAction(detail) {
   const elt = detail.requestConfig?.elt ?? detail.elt;
-  return elt instanceof Element && elt.matches("article.run-card form");
+  return elt instanceof Element && elt.matches("article.run-card form, tbody.run-row form");
 }
 
 function drawsOverAnAnswer(detail) {
