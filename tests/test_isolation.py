@@ -200,6 +200,10 @@ def theme_data(world):
     return {"theme": "dark"}
 
 
+def runs_layout_data(world):
+    return {"layout": "cards"}
+
+
 def team_create_data(world):
     return {"name": "Initech Support", "slug": "initech"}
 
@@ -245,6 +249,12 @@ ACCESS: dict[str, Entry] = {
         kind="plain",
         needs=ANYONE,
         calls=(Call("GET", 405), Call("POST", 302, data=theme_data, to="/")),
+    ),
+    # Compact rows or cards on the runs page: a cookie of the person's own browser.
+    "runs_layout_set": Entry(
+        kind="plain",
+        needs=SIGNED_IN,
+        calls=(Call("GET", 405), Call("POST", 302, data=runs_layout_data, to="/")),
     ),
     # Two-factor sign-in (tests/test_two_factor.py covers people with a device):
     # nobody here has one, so the code page sends them on, and confirm/disable
