@@ -142,6 +142,15 @@ def page(browser, live_server, console_watch):
     context.close()
 
 
+@pytest.fixture
+def cards_layout(page, live_server):
+    """The runs page as cards, chosen as a person would (its default is compact
+    rows: tests/browser/test_compact_rows.py), for tests about cards."""
+    from console.runs.layout import CARDS, COOKIE
+
+    page.context.add_cookies([{"name": COOKIE, "value": CARDS, "url": live_server.url}])
+
+
 def sign_in(page, user, password, *, then: str):
     """Open `then`, get sent to the login form, sign in through it, land on `then`."""
     from playwright.sync_api import expect

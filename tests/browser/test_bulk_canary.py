@@ -18,7 +18,8 @@ from tests.browser.test_bulk_retry import Worker
 from tests.bulk.conftest import bulk_settings  # noqa: F401 (autouse: a throttle that doesn't slow the test)
 from tests.conftest import PASSWORD
 
-pytestmark = pytest.mark.browser
+# About cards on the runs page: shown as cards (compact rows are the default).
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("cards_layout")]
 
 RUNS = "/t/acme/runs/?status=failed"
 HALTED_SHOT = Path(tempfile.gettempdir()) / "console-bulk-canary-halted.png"  # looked at by people

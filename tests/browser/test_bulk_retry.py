@@ -22,7 +22,8 @@ from tests.browser.conftest import mark_page, page_marker, sign_in
 from tests.bulk.conftest import bulk_settings  # noqa: F401 (autouse: a throttle that doesn't slow the test)
 from tests.conftest import PASSWORD
 
-pytestmark = pytest.mark.browser
+# About cards on the runs page: shown as cards (compact rows are the default).
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("cards_layout")]
 
 RUNS = "/t/acme/runs/"
 SHOTS = Path(tempfile.gettempdir())

@@ -64,12 +64,19 @@ def test_login_and_runs_page_with_a_retry_under_the_csp(
     live_world.add_run(status="completed", workflow_title="Sync price list")
 
     sign_in(page, live_world.operator, PASSWORD, then=RUNS)
-    original = page.locator(f'article.run-card[data-run-id="{failed}"]')
+    # Compact rows (the default): a row's card unfolds, its Retry answers with rows.
+    original = page.locator(f'tr.row-line[data-run-id="{failed}"]')
+    page.get_by_text(f"Card of {failed}").click()
+    expect(page.get_by_role("link", name="Open in Skyvern").first).to_be_visible()
+    page.get_by_text(f"Card of {failed}").click()
     original.get_by_role("button", name="Retry").click()
-    expect(original.locator(".retried")).to_contain_text(re.compile(r"Retried → wr_"))
+    expect(original.locator(".row-retry")).to_contain_text(re.compile(r"Retried → wr_"))
+    expect(page.locator("tr.row-line")).to_have_count(3)
+    # And as cards, chosen with the switch.
+    page.get_by_role("button", name="Cards").click()
     expect(page.locator("article.run-card")).to_have_count(3)
 
-    html.assert_all_carry_the_policy(at_least=3)  # login, runs page, the retry fragment
+    html.assert_all_carry_the_policy(at_least=4)  # login, runs page, the retry fragment, cards
     console_watch.assert_clean()
 
 

@@ -3,6 +3,7 @@ navigation, sees failures grouped by cause with their counts, looks at one
 group's runs, and starts a bulk retry of the group, whose preview holds
 exactly that group's runs."""
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -49,9 +50,10 @@ def test_operator_finds_a_cause_and_retries_its_group(page, live_world, console_
     expect(groups.filter(has_text="Login failed").locator(".group-count")).to_have_text("2")
     page.screenshot(path=str(INBOX_SHOT), full_page=True)
 
-    # The group's runs, on the runs page.
+    # The group's runs, on the runs page, one compact row each.
     not_found.get_by_role("link", name="Show runs").click()
-    expect(page.locator("article.run-card")).to_have_count(3)
+    expect(page.locator("tr.row-line")).to_have_count(3)
+    expect(page.locator("tr.row-line").first).to_contain_text(re.compile(r"Element \S+ not found"))
     page.go_back()
 
     page.locator("tr.failure-group", has_text="Element <element> not found").get_by_role(

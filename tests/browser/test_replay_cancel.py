@@ -15,7 +15,8 @@ from tests.conftest import PASSWORD
 from tests.runs.test_actions import webhook_only_run
 from tests.skyvern.test_client_cancel_webhooks_workflows import Receiver
 
-pytestmark = pytest.mark.browser
+# About cards on the runs page: shown as cards (compact rows are the default).
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("cards_layout")]
 
 RUNS = "/t/acme/runs/"
 
@@ -74,9 +75,7 @@ def test_operator_cancels_a_running_run_from_its_card(page, live_world, console_
     console_watch.assert_clean()
 
 
-def test_operator_cancels_a_bulk_job_through_the_confirmation_page(
-    page, live_world, console_watch
-):
+def test_operator_cancels_a_bulk_job_through_the_confirmation_page(page, live_world, console_watch):
     run_ids = [live_world.add_run(status="failed") for _ in range(3)]
     job = bulk_retry_create(
         team=live_world.team_a,

@@ -13,7 +13,8 @@ from tests.conftest import PASSWORD
 from .conftest import mark_page, page_marker, sign_in
 from .test_runs_page import RUNS, card, new_run_id_from, retry_posts
 
-pytestmark = pytest.mark.browser
+# About cards on the runs page: shown as cards (compact rows are the default).
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("cards_layout")]
 
 
 def test_typing_a_run_id_then_clicking_retry_keeps_the_retrys_answer(

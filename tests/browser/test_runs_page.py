@@ -12,7 +12,8 @@ from tests.conftest import PASSWORD
 
 from .conftest import mark_page, page_marker, sign_in
 
-pytestmark = pytest.mark.browser
+# About cards on the runs page: shown as cards (compact rows are the default).
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("cards_layout")]
 
 RUNS = "/t/acme/runs/"
 SCREENSHOT = Path(tempfile.gettempdir()) / "console-after-retry.png"  # looked at by people

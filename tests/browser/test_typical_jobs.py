@@ -18,7 +18,8 @@ from tests.conftest import PASSWORD
 from .test_bulk_retry import Worker
 from .test_runs_page import card, new_run_id_from
 
-pytestmark = pytest.mark.browser
+# About cards on the runs page: shown as cards (compact rows are the default).
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("cards_layout")]
 
 RUNS = "/t/acme/runs/"
 

@@ -12,7 +12,8 @@ from tests.runs.test_reruns import PARAMETERS, WPID, listed
 
 from .conftest import sign_in
 
-pytestmark = pytest.mark.browser
+# About cards on the runs page: shown as cards (compact rows are the default).
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("cards_layout")]
 
 
 def test_a_drifted_run_is_rerun_on_the_latest_version(page, live_world, console_watch):
