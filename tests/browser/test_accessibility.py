@@ -89,6 +89,16 @@ def open_team_switcher(page):
     page.get_by_text("Team:").click()
 
 
+def unfold_a_row(page):
+    page.get_by_text(re.compile(r"^Card of ")).first.click()
+    expect(page.locator("tbody.run-row article.run-card").first).to_be_visible()
+
+
+def show_cards(page):
+    page.get_by_role("button", name="Cards").click()
+    expect(page.locator("article.run-card").first).to_be_visible()
+
+
 def open_theme_switch(page):
     page.locator("details.theme-switch > summary").click()
 
@@ -106,6 +116,7 @@ PAGES: dict[str | None, list[Visit]] = {
         Visit("runs list, team switcher open", "/t/acme/runs/", then=open_team_switcher),
         Visit("runs list, failed only", "/t/acme/runs/?status=failed"),
         Visit("failures by cause", "/t/acme/failures/"),
+        Visit("runs list as cards", "/t/acme/runs/", then=show_cards),
         Visit("run detail", "/t/acme/runs/{run}/"),
         Visit("run detail of a retried run", "/t/acme/runs/{retried_run}/"),
         Visit("jobs list", "/t/acme/bulk/"),
@@ -120,6 +131,8 @@ PAGES: dict[str | None, list[Visit]] = {
     ],
     "operator": [
         Visit("runs list", "/t/acme/runs/"),
+        Visit("runs list, a row's card unfolded", "/t/acme/runs/", then=unfold_a_row),
+        Visit("runs list as cards", "/t/acme/runs/", then=show_cards),
         Visit("bulk preview", "/t/acme/runs/?status=failed", then=preview_selected),
         Visit("runs list, keyboard shortcuts open", "/t/acme/runs/", then=open_keyboard_shortcuts),
         Visit("job page", "/t/acme/bulk/{job}/"),
