@@ -504,6 +504,12 @@ def main() -> None:
         action="store_true",
         help="time only page 1, cards cached and not (quicker on a busy machine)",
     )
+    parser.add_argument(
+        "--layout",
+        choices=("rows", "cards"),
+        default="rows",
+        help="the runs page as compact rows (its default) or cards",
+    )
     args = parser.parse_args()
 
     if not args.database_url and not args.var_dir and not os.environ.get("CONSOLE_VAR_DIR"):
@@ -527,6 +533,7 @@ def main() -> None:
     admin_user = User.objects.get(username=ADMIN)
     console = Client(HTTP_HOST="localhost")
     console.force_login(member)
+    console.cookies["console_runs_layout"] = args.layout
     admin = Client(HTTP_HOST="localhost")
     admin.force_login(admin_user)
 

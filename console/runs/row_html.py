@@ -94,7 +94,8 @@ def draw_row(
             f'<td class="row-finished">{finished}</td>',
             f'<td class="row-retry">{_retry_state(card, team_slug, zone)}</td>',
             f'<td class="row-action">{action}</td>',
-            '<td class="row-toggle"></td></tr>\n',
+            # Room for the card's toggle, drawn over it (it is in the card's row).
+            '<td class="row-toggle"><span class="toggle-room"></span></td></tr>\n',
             f'<tr class="row-card"><td colspan="{columns(can_retry)}">'
             f'<details class="row-expand"{opened}><summary>Card'
             f'<span class="visually-hidden"> of {run_id}</span></summary>\n',

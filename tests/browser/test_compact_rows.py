@@ -142,3 +142,34 @@ def test_without_javascript_rows_unfold_retry_and_the_choice_is_remembered(
         expect(page.locator(f'article.run-card[data-run-id="{failed}"]')).to_be_visible()
     finally:
         context.close()
+
+
+def test_a_search_on_its_way_when_retry_is_clicked_on_a_row_is_not_drawn_over_it(
+    page, live_world, console_watch
+):
+    sim = live_world.simulator
+    sim.state.configure(failure_rate=0)
+    failed = live_world.add_run(status="failed", failure_reason="Login failed: invalid credentials")
+    live_world.add_run(status="failed", failure_reason="Carrier portal is down")
+
+    sign_in(page, live_world.operator, PASSWORD, then=RUNS)
+    searches = []
+    page.on("request", lambda r: searches.append(r.url) if "reason=" in r.url else None)
+    posts = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+
+    # A text filter searches when it loses focus: here, to the row's Retry button.
+    page.get_by_text("More filters").click()
+    page.get_by_label("Failure reason contains").fill("invalid credentials")
+    row(page, failed).get_by_role("button", name="Retry").click()
+
+    expect(row(page, failed)).to_contain_text(re.compile(r"Retried → wr_"))
+    new_id = row(page, failed).locator(".row-retry a").inner_text().strip()
+    expect(row(page, new_id)).to_be_visible()
+    page.wait_for_timeout(1_500)
+    assert searches, "the search did go out"
+    expect(row(page, failed)).to_contain_text(f"Retried → {new_id}")
+    expect(row(page, new_id)).to_be_visible()
+    assert len([url for url in posts if "/retry/" in url]) == 1, posts
+    assert sim.state.retry_count(failed) == 1
+    console_watch.assert_clean()
