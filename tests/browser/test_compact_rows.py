@@ -111,6 +111,16 @@ def test_a_viewer_sees_rows_without_boxes_or_retry(page, live_world, console_wat
     expect(row(page, failed)).to_contain_text("Timed out waiting for login")
     expect(page.get_by_role("table").get_by_role("checkbox")).to_have_count(0)
     expect(page.get_by_role("button", name=re.compile("Retry"))).to_have_count(0)
+    # On a phone the table scrolls (or stacks): it doesn't widen the page.
+    page.set_viewport_size({"width": 390, "height": 844})
+    expect(row(page, failed)).to_be_visible()
+    page.screenshot(path=SCREENSHOT.with_suffix(".phone.png"), full_page=True)
+    # (Wider than the screen only by what the cards layout is wider too: the top bar.)
+    wide = "() => document.documentElement.scrollWidth"
+    as_rows = page.evaluate(wide)
+    page.get_by_role("button", name="Cards").click()
+    expect(page.locator("article.run-card")).to_have_count(1)
+    assert as_rows <= max(390, page.evaluate(wide))
     console_watch.assert_clean()
 
 
