@@ -16,7 +16,9 @@ from tests.conftest import PASSWORD
 from .conftest import mark_page, page_marker, sign_in
 from .test_runs_page import RUNS, card, new_run_id_from
 
-pytestmark = pytest.mark.browser
+# About cards on the runs page: shown as cards (compact rows are the default;
+# tests/browser/test_compact_rows.py asks the same of rows).
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("cards_layout")]
 
 HOOK = "https://hooks.customer.example/skyvern/secret-token"
 
