@@ -18,7 +18,6 @@ import inspect
 import sys
 
 from django.utils import timezone
-from django.utils.text import Truncator
 
 from . import card_html
 from .card_html import _bare_time, _detail, _e, _time, draw_card, row_action
@@ -117,7 +116,8 @@ def _reason(card) -> str:
         return f'<span class="row-reason" title="{_e(reason)}">{_e(reason)}</span>'
     return (
         f'<details class="row-reason"><summary title="{_e(reason)}">'
-        f"{_e(Truncator(reason).chars(REASON_SHOWN))}</summary>"
+        # Cut by slicing (Truncator costs a page of rows a few ms); CSS cuts to fit.
+        f"{_e(reason[: REASON_SHOWN - 1])}…</summary>"
         f'<p class="failure-full">{_e(reason)}</p></details>'
     )
 
