@@ -84,6 +84,8 @@ class RetryCard:
     # "retry", or "rerun" on the workflow's latest version (`version`).
     kind: str = column("kind")
     version: int | None = column("version")
+    # Where the retry's new run is now (a compact row says so beside its id).
+    new_run_status: str | None = column("new_run__status")
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from django.utils import timezone
 from . import card_html
 from .card_html import _bare_time, _detail, _e, _time, draw_card, row_action
 from .card_pick import card_pick
-from .models import ActionKind, RetryKind, RetryState
+from .models import ActionKind, RetryKind, RetryState, Status
 from .templatetags.run_links import run_url
 
 # The table's columns, after the checkbox's (only for those who may retry).
@@ -30,6 +30,7 @@ COLUMNS = ("Status", "Run", "Workflow", "Failure", "Created", "Finished", "Retry
 # What every request from inside a row sends (hx-vals): answer with a row.
 ROWS_VALS = '{"layout": "rows"}'
 REASON_SHOWN = 90  # characters of a failure reason on the line itself
+_STATUS_LABELS = dict(Status.choices)
 
 
 def columns(can_retry: bool) -> int:
@@ -130,9 +131,11 @@ def _retry_state(card, team_slug, zone) -> str:
             verb = "Retried"
             if latest.kind == RetryKind.RERUN:
                 verb = f"Rerun on v{_e(latest.version)}"
+            now = _STATUS_LABELS.get(latest.new_run_status, latest.new_run_status or "")
             said = (
                 f'{verb} → <a href="{_detail(team_slug, latest.new_run_id)}">'
                 f"{_e(latest.new_run_id)}</a>"
+                f' <span class="new-run-status">{_e(now.lower())}</span>'
             )
         elif latest.state == RetryState.RETRIED:
             said = "Retried"

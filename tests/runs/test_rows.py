@@ -147,9 +147,10 @@ def test_each_state_offers_the_cards_action_with_its_confirmations(world, client
     assert "Skyvern retries this at" in line_of(html, skyvern)
     # Retried already: no Retry on the line (again is asked on its card).
     assert action_of(html, retried) == ""
-    assert 'Retried → <a href="/t/acme/runs/wr_retried_new/">wr_retried_new</a>' in line_of(
-        html, retried
-    )
+    assert (
+        'Retried → <a href="/t/acme/runs/wr_retried_new/">wr_retried_new</a>'
+        ' <span class="new-run-status">failed</span>'
+    ) in line_of(html, retried)
     assert "Retry of" in line_of(html, new)
     assert "Check" in action_of(html, unknown)
     assert "Retry outcome unknown" in line_of(html, unknown)
