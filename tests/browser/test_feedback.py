@@ -10,6 +10,7 @@ from playwright.sync_api import expect
 from tests.conftest import PASSWORD
 
 from .conftest import TIMEOUT_MS, mark_page, page_marker, sign_in
+from .test_compact_rows import row
 from .test_runs_page import RUNS, card, new_run_id_from
 
 pytestmark = pytest.mark.browser
@@ -25,7 +26,7 @@ def test_the_bulk_bar_counts_the_ticked_runs_and_waits_for_one(page, live_world,
     expect(preview).to_be_disabled()
     expect(page.get_by_role("button", name="Cancel the selected runs…")).to_be_disabled()
 
-    card(page, runs[0]).get_by_role("checkbox").check()
+    row(page, runs[0]).get_by_role("checkbox").check()
     expect(count).to_have_text("1 run ticked")
     expect(preview).to_be_enabled()
 
@@ -38,8 +39,8 @@ def test_the_bulk_bar_counts_the_ticked_runs_and_waits_for_one(page, live_world,
     expect(count).to_have_text("0 runs ticked")
     expect(preview).to_be_disabled()
 
-    card(page, runs[1]).get_by_role("checkbox").check()
-    card(page, runs[2]).get_by_role("checkbox").check()
+    row(page, runs[1]).get_by_role("checkbox").check()
+    row(page, runs[2]).get_by_role("checkbox").check()
     expect(count).to_have_text("2 runs ticked")
     preview.click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Bulk retry — preview")
@@ -74,6 +75,7 @@ def test_without_javascript_select_all_is_one_button_that_previews_the_page(
         context.close()
 
 
+@pytest.mark.usefixtures("cards_layout")  # what a card shows
 def test_retry_shows_a_spinner_while_it_is_on_its_way(page, live_world, console_watch):
     sim = live_world.simulator
     sim.state.configure(failure_rate=0)
@@ -110,7 +112,7 @@ def test_sync_now_draws_the_list_and_its_counts_again_when_done(
     expect(page.get_by_text("Sync queued")).to_be_visible()
     sync_connection.call(live_world.connection_a.pk)  # as the worker would
 
-    expect(card(page, new)).to_be_visible()
+    expect(row(page, new)).to_be_visible()
     expect(page.locator("article.run-card")).to_have_count(2)
     expect(page.locator("#result-count")).to_contain_text("2 runs match")
     expect(page.locator("#count-failed")).to_have_text("2")
@@ -118,6 +120,7 @@ def test_sync_now_draws_the_list_and_its_counts_again_when_done(
     console_watch.assert_clean()
 
 
+@pytest.mark.usefixtures("cards_layout")  # what a card shows
 def test_the_original_card_says_how_its_retry_ended_and_retry_again_answers_alike(
     page, live_world, console_watch
 ):
@@ -174,6 +177,6 @@ def test_a_search_for_a_run_not_cached_yet_offers_sync_now_which_finds_it(
     expect(page.get_by_text("Sync queued")).to_be_visible()
     sync_connection.call(live_world.connection_a.pk)
 
-    expect(card(page, missing)).to_be_visible()
+    expect(row(page, missing)).to_be_visible()
     expect(told).to_have_count(0)
     console_watch.assert_clean()

@@ -41,10 +41,11 @@ def sign_in(page, user, *, then: str):
     expect(page).to_have_url(re.compile(re.escape(then) + r"$"))
 
 
-def card(page, run_id):
-    """A run's own card (another card may name it: the card of its retry)."""
+def line(page, run_id):
+    """A run's own line in the list (compact rows, the default; another line may
+    name it: the line of its retry)."""
     own = page.get_by_role("checkbox", name=f"Select {run_id} for bulk retry", exact=True)
-    return page.get_by_role("article").filter(has=own)
+    return page.locator("tr.row-line").filter(has=own)
 
 
 def test_retry_bulk_retry_job_and_detail_pages_without_javascript(
@@ -67,19 +68,19 @@ def test_retry_bulk_retry_job_and_detail_pages_without_javascript(
     expect(page.get_by_role("checkbox", name="Completed 1", exact=True)).to_be_visible()
 
     # One retry: a form post, and back on the runs page with the new run on top.
-    card(page, failed[0]).get_by_role("button", name="Retry", exact=True).click()
+    line(page, failed[0]).get_by_role("button", name="Retry", exact=True).click()
     expect(page).to_have_url(re.compile(re.escape(RUNS) + r"$"))
     message = page.get_by_text(re.compile(rf"Retried {failed[0]} as wr_\d+\."))
     expect(message).to_be_visible()
     retried_as = re.search(r"as (wr_\d+)", message.inner_text()).group(1)
-    expect(page.get_by_role("article").first).to_contain_text(retried_as)
-    expect(card(page, failed[0])).to_contain_text("Retried")
+    expect(page.locator("tr.row-line").first).to_contain_text(retried_as)
+    expect(line(page, failed[0])).to_contain_text("Retried")
 
     # The status filter without JavaScript: tick, then Filter.
     page.get_by_role("checkbox", name="Failed 4", exact=True).check()
     page.get_by_role("button", name="Filter", exact=True).click()
     expect(page).to_have_url(re.compile(r"status=failed"))
-    expect(page.get_by_role("article")).to_have_count(4)
+    expect(page.locator("tr.row-line")).to_have_count(4)
 
     # A bulk retry of the three others: tick them, preview, give a reason, confirm.
     for run_id in failed[1:]:
