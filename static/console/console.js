@@ -258,17 +258,25 @@ function sendBrowserTimeZone() {
   }
 }
 document.addEventListener("DOMContentLoaded", sendBrowserTimeZone);
-// Keyboard use. Anything that stands for a run (a card, a row) carries
-// `data-run-id`; inside it, `input.bulk-pick` is its bulk-retry box and
+// Keyboard use. Anything that stands for a run (a card, a compact row's line)
+// carries `data-run-id`; inside it, `input.bulk-pick` is its bulk-retry box and
 // `form.retry-form` holds its Retry. A run's element nested in another (a
 // check's candidate runs, inside the card) is part of that run, not a run of
-// the list.
+// the list. A compact row (tbody.run-row) is its line and the card unfolding
+// under it: the line stands for the run, anything in the card belongs to it.
 const RUN = "[data-run-id]";
+const ROW = "tbody.run-row";
 
 function runOf(elt) {
   let run = elt instanceof Element ? elt.closest(RUN) : null;
   while (run?.parentElement?.closest(RUN)) run = run.parentElement.closest(RUN);
-  return run;
+  const row = (run ?? elt)?.closest?.(ROW);
+  return row?.querySelector(`:scope > ${RUN}`) ?? run;
+}
+
+// All of the run: a row's line and its card, or the card.
+function runWhole(run) {
+  return run.closest(ROW) ?? run;
 }
 
 function runsShown() {
@@ -315,12 +323,13 @@ document.addEventListener("pointerdown", (event) => {
 });
 
 // What the person did on a run (Retry, Check, Don't retry...): the request's
-// element is inside the run's element; a card's own poll is the element itself.
+// element is inside the run's element; a card's or a row's own poll is the
+// element itself (the row's: its tbody).
 const answers = new WeakMap(); // request -> {runId, action, newRuns}
 function runAction(detail) {
   const elt = detail.requestConfig?.elt ?? detail.elt;
   const run = runOf(elt);
-  return run && run !== elt ? { run, elt } : null;
+  return run && run !== elt && runWhole(run) !== elt ? { run, elt } : null;
 }
 document.addEventListener("htmx:beforeRequest", (event) => {
   const acted = runAction(event.detail);
@@ -346,6 +355,7 @@ document.addEventListener("htmx:beforeSwap", (event) => {
 function whatChanged(run, answer) {
   const runId = answer.runId;
   const status = (id) => words(runNamed(id)?.querySelector(".badge")).toLowerCase();
+  run = runWhole(run);
   const error = run.querySelector(".card-error");
   if (error) return `Run ${runId}: ${words(error)}`;
   if (answer.newRuns.length) {
@@ -410,13 +420,20 @@ function nextRun(step) {
 // first (its Retry opens the question); a retry that needs a box ticked
 // ("retry it again") shows the browser's "tick this box"; a card already
 // asking gets its "Yes" button focused, for Enter: never a retry on `r` alone.
+// A compact row's Retry is on its line, or (retrying it again) in its card,
+// unfolded for it; a question its card asks comes first.
 function retryRun(run) {
   const runId = run.getAttribute("data-run-id");
-  const button = run.querySelector("form.retry-form button[type=submit]");
+  const buttons = [...runWhole(run).querySelectorAll("form.retry-form button[type=submit]")];
+  const button =
+    buttons.find((b) => b.closest(".retry-confirm")) ??
+    buttons.find((b) => run.contains(b)) ??
+    buttons[0];
   if (!button || button.disabled) {
     announce(`Run ${runId} has no Retry.`);
     return;
   }
+  for (let folded; (folded = button.closest("details:not([open])")); ) folded.open = true;
   if (button.closest(".retry-confirm")) {
     button.focus();
     return;

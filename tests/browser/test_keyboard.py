@@ -1,6 +1,6 @@
 """The runs page from the keyboard alone: skip links, the shortcuts (/ j k x
 r ?), and the focus kept on the run a person acted on, with what changed said
-in the page's live region."""
+in the page's live region. On the default compact rows; one test on cards."""
 
 import re
 
@@ -13,6 +13,17 @@ from .conftest import mark_page, page_marker, sign_in
 from .test_runs_page import RUNS, card, new_run_id_from
 
 pytestmark = pytest.mark.browser
+
+
+def row(page, run_id):
+    """The run's line in the table: the row with the run's own box."""
+    box = page.get_by_role("checkbox", name=f"Select {run_id} for bulk retry", exact=True)
+    return page.get_by_role("row").filter(has=box)
+
+
+def row_group(page, run_id):
+    """The run's line and the card unfolding under it."""
+    return page.get_by_role("rowgroup").filter(has=row(page, run_id))
 
 
 def on_retry(page) -> bool:
@@ -30,9 +41,12 @@ def tabs_to_first_retry(page, limit=80) -> int:
     raise AssertionError(f"no Retry button after {limit} Tabs")
 
 
-def runs_in_order(page) -> list[str]:
-    cards = page.locator("article.run-card")
-    return [cards.nth(n).get_attribute("data-run-id") for n in range(cards.count())]
+def run_lines(page):
+    return page.locator("tr[data-run-id]")
+
+
+def runs_in_order(page, runs) -> list[str]:
+    return [runs.nth(n).get_attribute("data-run-id") for n in range(runs.count())]
 
 
 def announced(page):
@@ -57,7 +71,7 @@ def test_skip_to_runs_takes_few_tabs_to_the_first_retry(page, live_world, consol
     expect(skip).to_be_in_viewport()
     page.keyboard.press("Enter")
     with_skipping = 2 + 1 + tabs_to_first_retry(page, limit=20)
-    assert with_skipping <= 10, with_skipping  # 36 before; now the first card's links
+    assert with_skipping <= 10, with_skipping  # past the filters; now the first row's box and link
 
     # "Skip to content" leads into the page's own content, past the header.
     page.reload()
@@ -73,7 +87,7 @@ def test_slash_goes_to_the_search_box(page, live_world, console_watch):
     live_world.add_run(status="failed", workflow_title="Sync price list")
     sign_in(page, live_world.operator, PASSWORD, then=RUNS)
     expect(page.get_by_text("Press ? for keyboard shortcuts")).to_be_visible()
-    expect(page.locator("article.run-card")).to_have_count(2)
+    expect(run_lines(page)).to_have_count(2)
 
     page.keyboard.press("/")
     search = page.get_by_label("Search runs")
@@ -81,40 +95,50 @@ def test_slash_goes_to_the_search_box(page, live_world, console_watch):
     # Typed letters are text, not shortcuts (r, k, j, x, ? included).
     page.keyboard.type("carrier")
     expect(search).to_have_value("carrier")
-    expect(page.locator("article.run-card")).to_have_count(1)
-    expect(card(page, wanted)).to_be_visible()
+    expect(run_lines(page)).to_have_count(1)
+    expect(row(page, wanted)).to_be_visible()
     expect(announced(page)).to_have_text("1 run matches.")
     expect(page.get_by_role("dialog")).to_have_count(0)
     console_watch.assert_clean()
 
 
-def test_j_and_k_move_between_runs_and_x_ticks_the_run(page, live_world, console_watch):
+def test_j_and_k_move_between_rows_and_x_ticks_the_row(page, live_world, console_watch):
     for title in ("Download carrier invoices", "Upload proof of delivery", "Sync price list"):
         live_world.add_run(status="failed", workflow_title=title)
     sign_in(page, live_world.operator, PASSWORD, then=RUNS)
-    first, second, third = runs_in_order(page)
+    first, second, third = runs_in_order(page, run_lines(page))
+    # An unfolded card is part of its row: j goes past it to the next row.
+    page.get_by_text(f"Card of {first}").click()
+    expect(row_group(page, first).get_by_role("article")).to_be_visible()
+    page.locator("h1").click()  # the pointer away: j starts from the top again
 
     page.keyboard.press("j")
-    expect(card(page, first)).to_be_focused()
+    expect(row(page, first)).to_be_focused()
     page.keyboard.press("j")
-    expect(card(page, second)).to_be_focused()
+    expect(row(page, second)).to_be_focused()
     page.keyboard.press("j")
-    expect(card(page, third)).to_be_focused()
+    expect(row(page, third)).to_be_focused()
+    page.keyboard.press("j")  # the last: stays
+    expect(row(page, third)).to_be_focused()
     page.keyboard.press("k")
-    expect(card(page, second)).to_be_focused()
+    expect(row(page, second)).to_be_focused()
     # A visible focus ring around it.
-    outline = card(page, second).evaluate("el => getComputedStyle(el).outlineStyle")
+    outline = row(page, second).evaluate("el => getComputedStyle(el).outlineStyle")
     assert outline == "solid", outline
 
-    box = card(page, second).get_by_role("checkbox", name=f"Select {second} for bulk retry")
+    box = row(page, second).get_by_role("checkbox", name=f"Select {second} for bulk retry")
     page.keyboard.press("x")
     expect(box).to_be_checked()
     page.keyboard.press("x")
     expect(box).not_to_be_checked()
     page.keyboard.press("x")
     expect(box).to_be_checked()
-    expect(card(page, second)).to_be_focused()
-    expect(card(page, first).locator("input.bulk-pick")).not_to_be_checked()
+    expect(row(page, second)).to_be_focused()
+    expect(row(page, first).get_by_role("checkbox")).not_to_be_checked()
+    # From inside the unfolded card, k and j move by rows too.
+    row_group(page, first).get_by_role("article").get_by_role("link").first.focus()
+    page.keyboard.press("j")
+    expect(row(page, second)).to_be_focused()
 
     page.get_by_role("button", name="Preview the selected runs").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Bulk retry — preview")
@@ -123,34 +147,35 @@ def test_j_and_k_move_between_runs_and_x_ticks_the_run(page, live_world, console
     console_watch.assert_clean()
 
 
-def test_r_retries_a_failed_run_and_the_focus_stays_on_it(page, live_world, console_watch):
+def test_r_retries_a_failed_run_and_the_focus_stays_on_its_row(page, live_world, console_watch):
     sim = live_world.simulator
     failed = live_world.add_run(status="failed", failure_reason="Login failed")
     sign_in(page, live_world.operator, PASSWORD, then=RUNS)
     marker = mark_page(page)
 
     page.keyboard.press("j")
-    expect(card(page, failed)).to_be_focused()
+    original = row(page, failed)
+    expect(original).to_be_focused()
     page.keyboard.press("r")
 
-    original = card(page, failed)
-    new_id = new_run_id_from(original)
-    expect(card(page, new_id)).to_be_visible()
-    # The redrawn card has the focus (not the page), and what happened is said.
+    expect(original).to_contain_text(re.compile(r"Retried → wr_"))
+    new_id = original.get_by_role("link").filter(has_text=re.compile(r"^wr_")).last.inner_text()
+    assert new_id != failed
+    expect(row(page, new_id)).to_be_visible()
+    # The redrawn row has the focus (not the page), and what happened is said.
     expect(original).to_be_focused()
     expect(announced(page)).to_have_text(
         re.compile(rf"^Run {failed} retried: new run {new_id} (created|queued|running)\.$")
     )
     assert sim.state.retry_count(failed) == 1
     assert page_marker(page) == marker
-    # j goes on to the new run's card, drawn right after it.
-    page.keyboard.press("j")
-    expect(card(page, new_id)).to_be_focused()
 
-    # r on the run already retried presses "Retry again": its box must be ticked first.
-    page.keyboard.press("k")
+    # r on the run already retried: its row has no Retry; its card unfolds at
+    # "Retry again", whose box must be ticked first.
     page.keyboard.press("r")
-    expect(original.get_by_role("checkbox", name="Yes, retry it again")).to_be_focused()
+    again = row_group(page, failed).get_by_role("checkbox", name="Yes, retry it again")
+    expect(again).to_be_visible()
+    expect(again).to_be_focused()
     assert sim.state.retry_count(failed) == 1
     console_watch.assert_clean()
 
@@ -162,20 +187,20 @@ def test_r_on_a_run_that_succeeded_asks_and_never_retries_alone(page, live_world
 
     page.keyboard.press("j")
     page.keyboard.press("r")
-    original = card(page, done)
-    expect(original.get_by_text("This run succeeded; retrying runs it again.")).to_be_visible()
+    original, group = row(page, done), row_group(page, done)
+    expect(group.get_by_text("This run succeeded; retrying runs it again.")).to_be_visible()
     expect(original).to_be_focused()
     expect(announced(page)).to_contain_text(
         f"Run {done}: This run succeeded; retrying runs it again."
     )
     # r again only goes to the question's answer; Enter gives it.
     page.keyboard.press("r")
-    expect(original.get_by_role("button", name="Yes, run it again")).to_be_focused()
+    expect(group.get_by_role("button", name="Yes, run it again")).to_be_focused()
     assert sim.state.retry_count(done) == 0
 
-    # With the mouse too, the answer's card gets the focus, not the page.
-    original.get_by_role("button", name="Don't retry").click()
-    expect(original.get_by_text("This run succeeded")).to_have_count(0)
+    # With the mouse too, the answer's row gets the focus, not the page.
+    group.get_by_role("button", name="Don't retry").click()
+    expect(group.get_by_text("This run succeeded")).to_have_count(0)
     expect(original).to_be_focused()
     assert sim.state.retry_count(done) == 0
     console_watch.assert_clean()
@@ -186,16 +211,63 @@ def test_r_on_a_run_without_retry_sends_nothing(page, live_world, console_watch)
     going = live_world.add_run(status="running")
     sign_in(page, live_world.operator, PASSWORD, then=RUNS)
     page.keyboard.press("j")
-    expect(card(page, going)).to_be_focused()
+    expect(row(page, going)).to_be_focused()
     page.keyboard.press("r")
     expect(announced(page)).to_have_text(f"Run {going} has no Retry.")
-    expect(card(page, going).get_by_text("Can't retry yet")).to_be_visible()
+    expect(row(page, going)).to_be_focused()
+    page.get_by_text(f"Card of {going}").click()
+    expect(row_group(page, going).get_by_text("Can't retry yet")).to_be_visible()
     assert sim.state.retry_count(going) == 0
     console_watch.assert_clean()
 
 
+@pytest.mark.usefixtures("cards_layout")
+def test_on_cards_j_k_x_and_r_work_the_same(page, live_world, console_watch):
+    sim = live_world.simulator
+    for title in ("Download carrier invoices", "Upload proof of delivery", "Sync price list"):
+        live_world.add_run(status="failed", workflow_title=title)
+    sign_in(page, live_world.operator, PASSWORD, then=RUNS)
+    expect(page.get_by_role("table")).to_have_count(0)
+    first, second, third = runs_in_order(page, page.locator("article.run-card"))
+
+    page.keyboard.press("j")
+    expect(card(page, first)).to_be_focused()
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    expect(card(page, third)).to_be_focused()
+    page.keyboard.press("k")
+    expect(card(page, second)).to_be_focused()
+    outline = card(page, second).evaluate("el => getComputedStyle(el).outlineStyle")
+    assert outline == "solid", outline
+
+    box = card(page, second).get_by_role("checkbox", name=f"Select {second} for bulk retry")
+    page.keyboard.press("x")
+    expect(box).to_be_checked()
+    expect(card(page, second)).to_be_focused()
+    expect(card(page, first).locator("input.bulk-pick")).not_to_be_checked()
+
+    page.keyboard.press("r")
+    original = card(page, second)
+    new_id = new_run_id_from(original)
+    expect(card(page, new_id)).to_be_visible()
+    expect(original).to_be_focused()
+    expect(announced(page)).to_have_text(
+        re.compile(rf"^Run {second} retried: new run {new_id} (created|queued|running)\.$")
+    )
+    assert sim.state.retry_count(second) == 1
+    # j goes on to the new run's card, drawn right after it.
+    page.keyboard.press("j")
+    expect(card(page, new_id)).to_be_focused()
+    # r on the run already retried presses "Retry again": its box must be ticked first.
+    page.keyboard.press("k")
+    page.keyboard.press("r")
+    expect(original.get_by_role("checkbox", name="Yes, retry it again")).to_be_focused()
+    assert sim.state.retry_count(second) == 1
+    console_watch.assert_clean()
+
+
 def test_question_mark_lists_the_shortcuts(page, live_world, console_watch):
-    live_world.add_run(status="failed")
+    failed = live_world.add_run(status="failed")
     sign_in(page, live_world.operator, PASSWORD, then=RUNS)
     dialog = page.get_by_role("dialog", name="Keyboard shortcuts")
     expect(dialog).to_be_hidden()
@@ -206,7 +278,7 @@ def test_question_mark_lists_the_shortcuts(page, live_world, console_watch):
     expect(dialog).to_contain_text("Search runs")
     # Behind the list, the keys do nothing.
     page.keyboard.press("j")
-    expect(page.locator("article.run-card")).not_to_be_focused()
+    expect(row(page, failed)).not_to_be_focused()
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
 
