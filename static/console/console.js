@@ -141,10 +141,18 @@ document.addEventListener("htmx:afterRequest", (event) => {
 document.addEventListener("run-changed", (event) => {
   const from = event.detail?.retried_from;
   if (!from?.card_url || !window.htmx) return;
-  const original = document.querySelector(
-    `#run-cards article.run-card[data-run-id="${CSS.escape(from.run_id)}"]`,
-  );
-  if (original?.id) htmx.ajax("GET", from.card_url, { target: `#${original.id}`, swap: "outerHTML" });
+  const id = CSS.escape(from.run_id);
+  const card = document.querySelector(`#run-cards article.run-card[data-run-id="${id}"]`);
+  // In compact rows the original is its row (line and card), asked for as a row.
+  const row = document.querySelector(`#run-rows tr.row-line[data-run-id="${id}"]`)?.closest("tbody.run-row");
+  const original = card ?? row;
+  if (!original?.id) return;
+  htmx.ajax("GET", from.card_url, {
+    source: original,
+    target: `#${original.id}`,
+    swap: "outerHTML",
+    values: row ? { layout: "rows" } : {},
+  });
 });
 
 // A button whose form is on its way (Retry, Check, Sync now…) shows a spinner

@@ -183,3 +183,23 @@ def test_a_search_on_its_way_when_retry_is_clicked_on_a_row_is_not_drawn_over_it
     assert len([url for url in posts if "/retry/" in url]) == 1, posts
     assert sim.state.retry_count(failed) == 1
     console_watch.assert_clean()
+
+
+def test_a_row_says_how_its_retry_ended(page, live_world, console_watch):
+    """The new run's row follows it to its end; the original row then says so."""
+    sim = live_world.simulator
+    sim.state.configure(failure_rate=1.0, queued_after=0.3, running_after=0.6, finished_after=1.5)
+    failed = live_world.add_run(status="failed", workflow_title="Download carrier invoices")
+    sign_in(page, live_world.operator, PASSWORD, then=RUNS)
+    marker = mark_page(page)
+
+    row(page, failed).get_by_role("button", name="Retry").click()
+    expect(row(page, failed)).to_contain_text(re.compile(r"Retried → wr_"))
+    new_id = row(page, failed).locator(".row-retry a").inner_text().strip()
+    expect(row(page, new_id)).to_contain_text("Failed", timeout=15_000)
+    expect(row(page, failed).locator(".row-retry")).to_contain_text(
+        re.compile(r"fail", re.IGNORECASE), timeout=15_000
+    )
+    assert page_marker(page) == marker
+    assert sim.state.retry_count(failed) == 1
+    console_watch.assert_clean()
