@@ -483,3 +483,19 @@ document.addEventListener("keydown", (event) => {
   if (!shortcut) return;
   if (shortcut() !== false) event.preventDefault();
 });
+
+// A ticket summary the person opened stays open when the part of the page
+// holding it is redrawn (the run page's details follow a run that is going):
+// it is being read, or copied.
+let openSummaries = new Set();
+document.addEventListener("htmx:beforeSwap", () => {
+  openSummaries = new Set(
+    [...document.querySelectorAll("details.ticket-summary[open][id]")].map((d) => d.id),
+  );
+});
+document.addEventListener("htmx:afterSettle", () => {
+  for (const id of openSummaries) {
+    const details = document.getElementById(id);
+    if (details && !details.open) details.open = true;
+  }
+});

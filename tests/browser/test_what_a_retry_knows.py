@@ -19,7 +19,7 @@ from tests.conftest import PASSWORD
 from tests.runs.test_actions import webhook_only_run
 from tests.skyvern.test_client_cancel_webhooks_workflows import Receiver
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("cards_layout")]  # what cards show
 
 RUNS = "/t/acme/runs/"
 WPID = "wpid_knows"
