@@ -41,18 +41,27 @@ def theme_set(request):
     chosen = request.POST.get("theme", "")
     if chosen not in CHOICES:
         chosen = DEFAULT
-    back = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(
-        back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        back = "/"
-    response = HttpResponse(status=204) if request.headers.get("X-Theme-Switch") else redirect(back)
-    response.set_cookie(
-        COOKIE,
+    answer = HttpResponse(status=204) if request.headers.get("X-Theme-Switch") else None
+    return choice_remembered(request, COOKIE, chosen, answer=answer)
+
+
+def choice_remembered(request, cookie: str, chosen: str, *, answer=None):
+    """`answer` (by default: back to the page the switch was on, if it is
+    this site's) with the person's choice kept a year in `cookie`: the theme,
+    the runs page's layout."""
+    if answer is None:
+        back = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(
+            back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
+            back = "/"
+        answer = redirect(back)
+    answer.set_cookie(
+        cookie,
         chosen,
         max_age=COOKIE_MAX_AGE,
         samesite="Lax",
         httponly=True,
         secure=request.is_secure(),
     )
-    return response
+    return answer

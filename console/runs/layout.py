@@ -9,15 +9,14 @@ An answer to what was done from inside a row (a retry, a check, a row's own
 refresh) is a row: the row's requests say so (`layout=rows`, row_html.ROWS_VALS).
 """
 
-from django.shortcuts import redirect
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
+
+from console.theme import choice_remembered
 
 COOKIE = "console_runs_layout"
 ROWS, CARDS = "rows", "cards"
 CHOICES = {ROWS: "Compact", CARDS: "Cards"}
 DEFAULT = ROWS
-COOKIE_MAX_AGE = 365 * 24 * 60 * 60  # a person's habit, as the theme
 
 
 def layout_of(request) -> str:
@@ -46,18 +45,4 @@ def layout_set(request):
     chosen = request.POST.get("layout", "")
     if chosen not in CHOICES:
         chosen = DEFAULT
-    back = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(
-        back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        back = "/"
-    response = redirect(back)
-    response.set_cookie(
-        COOKIE,
-        chosen,
-        max_age=COOKIE_MAX_AGE,
-        samesite="Lax",
-        httponly=True,
-        secure=request.is_secure(),
-    )
-    return response
+    return choice_remembered(request, COOKIE, chosen)
