@@ -90,9 +90,9 @@ def draw_row(
             f'<td class="row-workflow"><span title="{_e(card.workflow_permanent_id)}">'
             f"{_e(title)}</span></td>",
             f'<td class="row-failure">{_reason(card)}</td>',
-            f'<td class="row-created">{_time(card.created_at, zone)}</td>',
-            f'<td class="row-finished">{finished}</td>',
-            f'<td class="row-retry">{_retry_state(card, team_slug, zone)}</td>',
+            f'<td class="row-created" data-label="Created">{_time(card.created_at, zone)}</td>',
+            f'<td class="row-finished" data-label="Finished">{finished}</td>',
+            f'<td class="row-retry" data-label="Retry">{_retry_state(card, team_slug, zone)}</td>',
             f'<td class="row-action">{action}</td>',
             # Room for the card's toggle, drawn over it (it is in the card's row).
             '<td class="row-toggle"><span class="toggle-room"></span></td></tr>\n',
