@@ -266,6 +266,7 @@ function sendBrowserTimeZone() {
   }
 }
 document.addEventListener("DOMContentLoaded", sendBrowserTimeZone);
+
 // Keyboard use. Anything that stands for a run (a card, a compact row's line)
 // carries `data-run-id`; inside it, `input.bulk-pick` is its bulk-retry box and
 // `form.retry-form` holds its Retry. A run's element nested in another (a
