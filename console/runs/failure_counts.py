@@ -1,10 +1,11 @@
-"""The failure inbox's stored counts: rebuilt from a team's runs.
+"""The stored counts of a team's runs: rebuilt from its runs.
 
-The counts (FailureGroupCount, FailureHourCount) are kept by the database on
-every write of a run (triggers, migration runs/0010), whoever writes it: the
-store, a cascade, the admin, a test. Rebuilding them for a team gives what
-the triggers kept; `manage.py rebuild_failure_counts` does it when someone
-doubts them (a restore from a backup, a hand-edited database).
+The failure inbox's counts (FailureGroupCount, FailureHourCount) and the runs
+page's counts per status (RunStatusCount) are kept by the database on every
+write of a run (triggers, migrations runs/0010 and runs/0014), whoever writes
+it: the store, a cascade, the admin, a test. Rebuilding them for a team gives
+what the triggers kept; `manage.py rebuild_failure_counts` does it when
+someone doubts them (a restore from a backup, a hand-edited database).
 """
 
 from datetime import UTC
@@ -13,7 +14,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Max, Min
 from django.db.models.functions import Trunc
 
-from .models import FailureGroupCount, FailureHourCount, Run
+from .models import FailureGroupCount, FailureHourCount, Run, RunStatusCount
 
 # The triggers' advisory lock class on PostgreSQL (migration runs/0010).
 PG_LOCK_CLASS = 7313
@@ -61,6 +62,12 @@ def counted_hours(team_id: int) -> dict:
     return {(row["hour"], row["failure_group"]): row["n"] for row in rows}
 
 
+def counted_statuses(team_id: int) -> dict[str, int]:
+    """{status: count} of the team's runs, from the runs."""
+    rows = Run.objects.filter(team_id=team_id).order_by().values_list("status")
+    return dict(rows.annotate(n=Count("id")))
+
+
 def rebuild_failure_counts(team_id: int) -> int:
     """Replace the team's stored counts by a fresh count of its runs; returns
     how many groups it has."""
@@ -68,6 +75,7 @@ def rebuild_failure_counts(team_id: int) -> int:
         _lock_team_counts(team_id)
         FailureGroupCount.objects.filter(team_id=team_id).delete()
         FailureHourCount.objects.filter(team_id=team_id).delete()
+        RunStatusCount.objects.filter(team_id=team_id).delete()
         groups = counted_groups(team_id)
         FailureGroupCount.objects.bulk_create(
             [
@@ -92,5 +100,9 @@ def rebuild_failure_counts(team_id: int) -> int:
                 for (hour, key), n in counted_hours(team_id).items()
             ],
             batch_size=1000,
+        )
+        RunStatusCount.objects.bulk_create(
+            RunStatusCount(team_id=team_id, status=status, count=n)
+            for status, n in counted_statuses(team_id).items()
         )
     return len(groups)

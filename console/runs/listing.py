@@ -9,7 +9,7 @@ import base64
 import contextlib
 import html
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 
 from django import forms
@@ -23,7 +23,7 @@ from console.compiled import CompiledQuery
 from console.teams.access import member_stand_in, scoped_by_membership
 
 from .cards import RUN_COLUMNS, RunCard, cards_of_rows, read_cards
-from .models import COUNTED_RETRY_STATES, Retry, RetryState, Run, Status
+from .models import COUNTED_RETRY_STATES, Retry, RetryState, Run, RunStatusCount, Status
 
 PAGE_SIZE = 50
 COUNT_CAP = 1000
@@ -473,6 +473,9 @@ class RunPage:
     total_capped: bool
     is_first: bool
     newest_cursor: str | None = None
+    # Each status's count (value, count, capped), when the page read them to
+    # know its total (a page without search or filters but status).
+    status_counts: list[tuple[str, int, bool]] | None = None
 
 
 def filtered(
@@ -685,11 +688,12 @@ def team_run_page(user, team, *, statuses=(), search="", after=None, **more_filt
     if not plain or not scoped_by_membership(user):
         queryset = Run.objects.restrict(user).filter(team=team)
         return run_page(queryset, statuses=statuses, search=search, after=after, **more_filters)
-    count, page = _plain_page_queries(len(statuses), after is not None)
+    page = _plain_page_query(len(statuses), after is not None)
     values = [user.pk, team.pk, *statuses]
-    [(total,)] = count.rows(*values, using=using)
+    per_status = stored_status_counts(user, team)
+    total = sum(per_status[value] for value in statuses or Status.values)
     runs = cards_of_rows(page.rows(*values, *(after or ()), using=using), using=using)
-    return _run_page(runs, total, after)
+    return replace(_run_page(runs, total, after), status_counts=_capped(per_status))
 
 
 def _holds_id(pk: int, using: str) -> bool:
@@ -704,31 +708,48 @@ _USER, _TEAM, _AFTER_PK = -1, -2, -3
 _AFTER_TIME = datetime(1900, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 
 
-def _plain_page_queries(statuses: int, paged: bool) -> tuple[CompiledQuery, CompiledQuery]:
-    """The count and page queries of a member's page of a team's runs, with
-    `statuses` statuses ticked, past page 1 or not: built by run_page()'s own
-    steps from stand-ins. Both take the person, the team and the statuses;
-    the page past page 1 also the (created_at, id) it starts after."""
+def _plain_page_query(statuses: int, paged: bool) -> CompiledQuery:
+    """The page query of a member's page of a team's runs, with `statuses`
+    statuses ticked, past page 1 or not: built by run_page()'s own steps from
+    stand-ins. It takes the person, the team and the statuses; past page 1
+    also the (created_at, id) it starts after."""
     if (statuses, paged) not in _PLAIN_PAGES:
         stand_ins = [_USER, _TEAM, *(f"stand-in status {number}" for number in range(statuses))]
         after = (_AFTER_TIME, _AFTER_PK) if paged else ()
 
-        def matching(user_pk, team_pk, *rest):
+        def page(user_pk, team_pk, *rest):
             queryset = Run.objects.restrict(member_stand_in(user_pk)).filter(team_id=team_pk)
-            return filtered(queryset, statuses=rest[:statuses])
+            matching = filtered(queryset, statuses=rest[:statuses])
+            return _page_of(matching, rest[statuses:] if paged else None)
 
-        def page(*values):
-            return _page_of(matching(*values), values[2 + statuses :] if paged else None)
-
-        _PLAIN_PAGES[statuses, paged] = (
-            CompiledQuery(
-                lambda *values: _counted(matching(*values)),
-                *stand_ins,
-                around="SELECT COUNT(*) FROM ({}) counted",
-            ),
-            CompiledQuery(page, *stand_ins, *after),
-        )
+        _PLAIN_PAGES[statuses, paged] = CompiledQuery(page, *stand_ins, *after)
     return _PLAIN_PAGES[statuses, paged]
+
+
+# A member's stored counts of a team's runs per status: none for a team they
+# are not in.
+_MEMBER_STATUS_COUNTS = CompiledQuery(
+    lambda user_pk, team_pk: (
+        RunStatusCount.objects.restrict(member_stand_in(user_pk))
+        .filter(team_id=team_pk)
+        .values_list("status", "count")
+    ),
+    _USER,
+    _TEAM,
+)
+
+
+def stored_status_counts(user, team) -> dict[str, int]:
+    """How many of the team's runs the person may see have each status, read
+    from the counts the database keeps (RunStatusCount), not by counting."""
+    if scoped_by_membership(user):
+        rows = _MEMBER_STATUS_COUNTS.rows(user.pk, team.pk, using=RunStatusCount.objects.db)
+    else:
+        rows = (
+            RunStatusCount.objects.restrict(user).filter(team=team).values_list("status", "count")
+        )
+    stored = dict(rows)
+    return {value: stored.get(value, 0) for value in Status.values}
 
 
 @dataclass
@@ -743,8 +764,10 @@ class RunUpdates:
     status_counts: list[tuple[str, int, bool]]
 
 
-def run_updates(queryset, *, statuses=(), search="", since=None, **more_filters) -> RunUpdates:
-    searched = filtered(queryset, search=search, **more_filters)
+def run_updates(user, team, *, statuses=(), search="", since=None, **more_filters) -> RunUpdates:
+    """What the runs page's poll brings: the runs newer than the page's newest
+    (`since`) under its search and filters, and the counts per status."""
+    searched = filtered(Run.objects.restrict(user).filter(team=team), search=search, **more_filters)
     matching = filtered(searched, statuses=statuses)
     new_runs = []
     if since is not None:
@@ -754,7 +777,7 @@ def run_updates(queryset, *, statuses=(), search="", since=None, **more_filters)
             created_at__gte=created_at,
         )
         new_runs = read_cards(newer.order_by("-created_at", "-id"), PAGE_SIZE)
-    per_status = _per_status(searched)
+    per_status = _team_per_status(user, team, search=search, **more_filters)
     counts = _capped(per_status)
     # The total is the sum of the counts of the statuses shown: exact while none
     # of them reached the cap, and over the cap whenever one did.
@@ -787,17 +810,16 @@ def _capped(per_status: dict[str, int]) -> list[tuple[str, int, bool]]:
 
 def team_status_counts(user, team, *, search="", **more_filters) -> list[tuple[str, int, bool]]:
     """The runs page's counts per status (value, count, capped), drawn with the
-    page so that they show without JavaScript: the poll's counts (run_updates),
-    each capped the same way. The status filter leaves them as they are. For
-    a member's page without other filters, each is the compiled count of a
-    page of one status (team_run_page), all asked in one query."""
-    if search or any(more_filters.values()) or not scoped_by_membership(user):
+    page so that they show without JavaScript, and polled (run_updates): each
+    capped the same way. The status filter leaves them as they are. Without
+    search or another filter, they are the stored counts."""
+    return _capped(_team_per_status(user, team, search=search, **more_filters))
+
+
+def _team_per_status(user, team, *, search="", **more_filters) -> dict[str, int]:
+    if search or any(more_filters.values()):
         searched = filtered(
             Run.objects.restrict(user).filter(team=team), search=search, **more_filters
         )
-        return _capped(_per_status(searched))
-    count, _page = _plain_page_queries(1, False)
-    counts = count.values_side_by_side(
-        [(user.pk, team.pk, value) for value in Status.values], using=Run.objects.db
-    )
-    return _capped(dict(zip(Status.values, counts, strict=True)))
+        return _per_status(searched)
+    return stored_status_counts(user, team)

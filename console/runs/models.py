@@ -379,6 +379,27 @@ class FailureGroupCount(models.Model):
         return f"{self.failure_group}: {self.count}"
 
 
+class RunStatusCount(models.Model):
+    """How many of a team's runs have one status: the runs page's counts per
+    status and its total, read instead of counting the runs. Kept by the
+    database on every write of a run, like FailureGroupCount (triggers,
+    migration runs/0014); rebuilt by `manage.py rebuild_failure_counts`."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=16)
+    count = models.IntegerField()
+
+    objects = RestrictedQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "status"], name="status_count_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.status}: {self.count}"
+
+
 class FailureHourCount(models.Model):
     """How many of a team's runs in one failure group were created in one
     hour (UTC): the inbox's histograms. Kept like FailureGroupCount."""

@@ -118,10 +118,8 @@ def run_list(request: HtmxHttpRequest, team_slug: str):
     # Drawn with the page, so that they show without JavaScript; the poll then
     # keeps them fresh (and needn't ask for them at once).
     searched = {name: value for name, value in filters.items() if name != "statuses"}
-    counts = {
-        value: (count, capped)
-        for value, count, capped in team_status_counts(request.user, team, **searched)
-    }
+    status_counts = page.status_counts or team_status_counts(request.user, team, **searched)
+    counts = {value: (count, capped) for value, count, capped in status_counts}
     context["status_choices"] = [
         (value, label, ticked, *counts.get(value, (None, False)))
         for value, label, ticked in form.status_options
@@ -158,11 +156,7 @@ def run_list_updates(request: HtmxHttpRequest, team_slug: str):
     form.is_valid()
     data = form.cleaned_data
     since = data.get("since")
-    updates = run_updates(
-        Run.objects.restrict(request.user).filter(team=team),
-        since=since,
-        **form.filters(),
-    )
+    updates = run_updates(request.user, team, since=since, **form.filters())
     context = {
         "team": team,
         "updates": updates,

@@ -1,7 +1,9 @@
 """The failure inbox's stored counts: kept by the database on every write of
 a run, equal to counting the runs, and what the inbox page reads."""
 
+import contextlib
 import importlib
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,10 +14,22 @@ from django.db import transaction
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from console.runs.failure_counts import counted_groups, counted_hours, rebuild_failure_counts
+from console.runs.failure_counts import (
+    counted_groups,
+    counted_hours,
+    counted_statuses,
+    rebuild_failure_counts,
+)
 from console.runs.failures import failure_fields, failure_group_key
 from console.runs.inbox import failure_groups, team_failure_groups
-from console.runs.models import FailureGroupCount, FailureHourCount, Retry, RetryState, Run
+from console.runs.models import (
+    FailureGroupCount,
+    FailureHourCount,
+    Retry,
+    RetryState,
+    Run,
+    RunStatusCount,
+)
 from console.runs.store import run_upsert_detail, runs_store_listing
 from console.skyvern import RunDetail, RunSummary
 from console.teams.models import Connection
@@ -27,7 +41,8 @@ STATUSES = ["failed", "terminated", "timed_out", "completed", "running"]
 
 
 def stored(team_id):
-    """The team's stored counts, in the shape of counted_groups/counted_hours."""
+    """The team's stored counts, in the shape of counted_groups/counted_hours/
+    counted_statuses."""
     groups = {
         row.failure_group: (row.count, row.first_seen, row.last_seen, row.failure_category,
                             row.failure_reason_normalised, row.workflow_permanent_id)
@@ -37,7 +52,11 @@ def stored(team_id):
         (row.hour, row.failure_group): row.count
         for row in FailureHourCount.objects.filter(team_id=team_id)
     }
-    return groups, hours
+    # A status none of the team's runs has any more may keep a row at 0.
+    statuses = {
+        row.status: row.count for row in RunStatusCount.objects.filter(team_id=team_id, count__gt=0)
+    }
+    return groups, hours, statuses
 
 
 def counted(team_id):
@@ -45,7 +64,7 @@ def counted(team_id):
         key: (row["n"], row["first"], row["last"], row["category"], row["reason"], row["workflow"])
         for key, row in counted_groups(team_id).items()
     }
-    return groups, counted_hours(team_id)
+    return groups, counted_hours(team_id), counted_statuses(team_id)
 
 
 def assert_counts_agree(world):
@@ -241,6 +260,7 @@ def test_the_command_counts_a_team_again(world, capsys):
     make_run(world, "wr_2", team="b")
     FailureGroupCount.objects.update(count=99)
     FailureHourCount.objects.all().delete()
+    RunStatusCount.objects.update(count=99)
     call_command("rebuild_failure_counts", "acme")
     assert stored(world.team_a.pk) == counted(world.team_a.pk)
     assert stored(world.team_b.pk) != counted(world.team_b.pk)  # not named: left as it was
@@ -285,3 +305,42 @@ def test_writers_through_several_connections_of_a_team_lose_no_count(world):
     run_in_threads(*(writer(n, c) for n, c in enumerate([world.connection_a, *others])))
     assert stored(world.team_a.pk) == counted(world.team_a.pk)
     assert sum(g.count for g in FailureGroupCount.objects.filter(team=world.team_a)) == 60
+
+
+@pytest.mark.django_db(transaction=True)
+def test_writers_moving_runs_between_statuses_at_once_neither_deadlock_nor_lose_counts(world):
+    """Two syncs of a team at once, each seeing one run start and a paused one
+    finish, in opposite orders: each holds the counts of its first move when
+    it makes its second, whose counts the other holds. Without one lock on
+    the team's counts, PostgreSQL would end one of them as a deadlock."""
+    if db_connection.vendor != "postgresql":
+        pytest.skip("SQLite has one writer at a time")
+    starting = [make_run(world, f"wr_s{n}", status="queued", reason="") for n in (0, 1)]
+    finishing = [make_run(world, f"wr_f{n}", status="paused", reason="") for n in (0, 1)]
+    # Both first moves made before either makes its second, if the first of
+    # them lets the second through at all (the lock doesn't: then go on).
+    halfway = threading.Barrier(2, timeout=3)
+
+    def sync(number):
+        first, second = (starting, finishing) if number == 0 else (finishing, starting)
+
+        def write():
+            with transaction.atomic():
+                _move(first[number])
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    halfway.wait()
+                _move(second[number])
+
+        return write
+
+    run_in_threads(sync(0), sync(1))
+    assert stored(world.team_a.pk) == counted(world.team_a.pk)
+    assert dict(
+        RunStatusCount.objects.filter(team=world.team_a, count__gt=0).values_list("status", "count")
+    ) == {"running": 2, "completed": 2}
+
+
+def _move(run):
+    """What a sync does as Skyvern's run starts, or as its paused run finishes."""
+    moved = "running" if run.status == "queued" else "completed"
+    Run.objects.filter(pk=run.pk).update(status=moved)

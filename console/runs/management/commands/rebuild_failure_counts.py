@@ -1,4 +1,5 @@
-"""`manage.py rebuild_failure_counts [TEAM_SLUG ...]`: count the failure inbox again."""
+"""`manage.py rebuild_failure_counts [TEAM_SLUG ...]`: count the failure inbox
+and the runs page's counts per status again."""
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -8,8 +9,8 @@ from console.teams.models import Team
 
 class Command(BaseCommand):
     help = (
-        "Count the failure inbox's groups again from the cached runs, for the teams named "
-        "(all teams without a name)."
+        "Count the failure inbox's groups and the runs page's counts per status again from "
+        "the cached runs, for the teams named (all teams without a name)."
     )
 
     def add_arguments(self, parser):
