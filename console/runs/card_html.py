@@ -237,9 +237,7 @@ def _retry_outcome(latest) -> str:
     if not status:
         return ""
     label = _STATUS_LABELS.get(status, status)
-    return (
-        f' (now <span class="retry-outcome status-{_e(status)}">{_e(label.lower())}</span>)'
-    )
+    return f' (now <span class="retry-outcome status-{_e(status)}">{_e(label.lower())}</span>)'
 
 
 def _check(card, latest, team_slug, can_retry, form_fields, zone) -> str:
@@ -269,12 +267,19 @@ def _skyvern_retries(card, zone) -> str:
     when = "soon"
     if card.next_attempt_at:
         when = f"at {timefmt.time_html(card.next_attempt_at, zone=zone)}"
-    of = f" of {_e(card.max_attempts)}" if card.max_attempts else ""
     return (
         f'  <p class="skyvern-retries">Skyvern retries this {when} '
-        f"(attempt {_e(card.attempt + 1)}{of}). A retry from here would make a second run "
-        "beside Skyvern's own.</p>\n"
+        f"({_e(attempt_words(card.attempt + 1, card.max_attempts))}). "
+        "A retry from here would make a second run beside Skyvern's own.</p>\n"
     )
+
+
+def attempt_words(number, max_attempts) -> str:
+    """Which of Skyvern's attempts of a run `number` is, as cards and a bulk
+    preview say it: "attempt 2 of 3", or "attempt 2" while how many attempts
+    the run's workflow version allows isn't known (plain text)."""
+    of = f" of {max_attempts}" if max_attempts else ""
+    return f"attempt {number}{of}"
 
 
 def _drift(card, team_slug) -> str:

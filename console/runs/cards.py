@@ -240,13 +240,7 @@ def _known_workflows(rows, *, using: str) -> dict[tuple[int, str], KnownWorkflow
         for row in rows
         if row[_WPID_AT] and row[_STATUS_AT] in TERMINAL_STATUSES
     }
-    if not wanted:
-        return {}
-    found = KnownWorkflow.objects.using(using).filter(
-        connection_id__in={c for c, _ in wanted},
-        workflow_permanent_id__in={w for _, w in wanted},
-    )
-    return {(k.connection_id, k.workflow_permanent_id): k for k in found}
+    return KnownWorkflow.objects.using(using).of_workflows(wanted)
 
 
 def _workflow_facts(row, known) -> dict:

@@ -423,6 +423,22 @@ class FailureHourCount(models.Model):
 class KnownWorkflowQuerySet(RestrictedQuerySet):
     team_path = "connection__team"
 
+    def of_workflows(self, wanted) -> dict[tuple[int, str], "KnownWorkflow"]:
+        """What is known of each (connection id, workflow permanent id) of
+        `wanted`, read in one query whatever their number."""
+        wanted = set(wanted)
+        if not wanted:
+            return {}
+        found = self.filter(
+            connection_id__in={c for c, _ in wanted},
+            workflow_permanent_id__in={w for _, w in wanted},
+        )
+        return {
+            (k.connection_id, k.workflow_permanent_id): k
+            for k in found
+            if (k.connection_id, k.workflow_permanent_id) in wanted
+        }
+
 
 class KnownWorkflow(models.Model):
     """What Skyvern last said of a workflow's versions, whenever the console

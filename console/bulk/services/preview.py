@@ -3,14 +3,21 @@ team, which would be retried and which skipped, and why. A preview sends
 nothing and records nothing."""
 
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from django.db.models import Count, Exists, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from console.runs.card_html import webhook_host
-from console.runs.models import COUNTED_RETRY_STATES, Retry, Run, Status, skyvern_retries
+from console.runs.card_html import attempt_words, webhook_host
+from console.runs.models import (
+    COUNTED_RETRY_STATES,
+    KnownWorkflow,
+    Retry,
+    Run,
+    Status,
+    skyvern_retries,
+)
 from console.runs.reruns import runs_behind
 from console.runs.sessions import browser_sessions_counted
 from console.skyvern import TERMINAL_STATUSES, KeyRejected
@@ -44,10 +51,17 @@ class SkipGroup:
     reason: SkipReason
     count: int
     runs: list  # up to PREVIEW_SAMPLE Run objects, oldest first
+    # Run pk -> which of Skyvern's attempts the run is, in words, where known.
+    attempts: dict[int, str] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
         return self.reason.label
+
+    @property
+    def listed(self) -> list[tuple[Run, str]]:
+        """Each run named, with its attempt in words ("" where nothing is known)."""
+        return [(run, self.attempts.get(run.pk, "")) for run in self.runs]
 
 
 @dataclass(frozen=True)
@@ -317,6 +331,30 @@ def _top(counter: Counter) -> list[Breakdown]:
     return top
 
 
+def attempts_said(runs: list[Run]) -> dict[int, str]:
+    """Which of Skyvern's attempts each run is, said as its card says it
+    ("attempt 2 of 3"; for a run Skyvern retries itself, the attempt it makes
+    next), by run pk; runs of which nothing is known are left out. From what
+    is stored only (the runs, and what Skyvern last said of their workflows,
+    read in one query for all of them): nobody is asked."""
+    known = KnownWorkflow.objects.of_workflows(
+        (run.connection_id, run.workflow_permanent_id) for run in runs if run.workflow_permanent_id
+    )
+    said = {}
+    for run in runs:
+        workflow = known.get((run.connection_id, run.workflow_permanent_id))
+        most = (
+            workflow.max_attempts(run.workflow_version, run.workflow_version_id)
+            if workflow is not None
+            else None
+        )
+        if run.skyvern_retries:
+            said[run.pk] = f"{attempt_words(run.attempt + 1, most)} comes next"
+        elif most or run.attempt > 1:
+            said[run.pk] = attempt_words(run.attempt, most)
+    return said
+
+
 def sending_behind(*, team: Team, runs, sending: list[_Row]) -> dict[int, int]:
     """Of the runs to send, those behind their workflow's latest version:
     run pk -> that version."""
@@ -365,14 +403,28 @@ def bulk_retry_preview(
     for row in rows:
         if row.skip is not None:
             skipped.setdefault(row.skip, []).append(row)
-    groups = []
+    # Asked first: it keeps what Skyvern says of the workflows for the runs named below.
+    behind = (
+        len(sending_behind(team=team, runs=runs, sending=sending)) if kind == JobKind.RETRY else 0
+    )
+    samples = []
     for reason in SkipReason:
         members = skipped.get(reason)
         if not members:
             continue
         sample_ids = [row.pk for row in members[:PREVIEW_SAMPLE]]
         sample = list(Run.objects.filter(pk__in=sample_ids).order_by("created_at", "id"))
-        groups.append(SkipGroup(reason=reason, count=len(members), runs=sample))
+        samples.append((reason, len(members), sample))
+    attempts = attempts_said([run for _, _, sample in samples for run in sample])
+    groups = [
+        SkipGroup(
+            reason=reason,
+            count=count,
+            runs=sample,
+            attempts={run.pk: attempts[run.pk] for run in sample if run.pk in attempts},
+        )
+        for reason, count, sample in samples
+    ]
     return BulkPreview(
         total=len(rows),
         to_send=len(sending),
@@ -383,9 +435,5 @@ def bulk_retry_preview(
         if check_sessions and kind == JobKind.RETRY
         else side_effects(sending),
         kind=kind,
-        behind=(
-            len(sending_behind(team=team, runs=runs, sending=sending))
-            if kind == JobKind.RETRY
-            else 0
-        ),
+        behind=behind,
     )
