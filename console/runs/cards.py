@@ -146,7 +146,8 @@ class RunCard:
     latest_version: int | None = None
     max_attempts: int | None = None
     # Whether the run's browser session is still open, asked of Skyvern only
-    # on a retry's confirmation step (console/runs/sessions.py); "" unasked.
+    # on a retry's confirmation step and the run page's refresh
+    # (console/runs/sessions.py); "" unasked.
     browser_session_state: str = ""
 
     @property
@@ -161,6 +162,13 @@ class RunCard:
     @property
     def webhook_only_failure(self) -> bool:
         return self.status == Status.FAILED and bool(self.webhook_failure_reason)
+
+    @property
+    def retry_offered(self) -> bool:
+        """The card offers Retry at once, with what the retry also does beside
+        it: a finished run that didn't succeed (one that did asks first) and
+        that Skyvern won't retry itself. For people who may retry."""
+        return self.is_terminal and self.status != Status.COMPLETED and not self.skyvern_retries
 
     @property
     def replay_count(self) -> int:

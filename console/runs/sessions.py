@@ -3,9 +3,10 @@
 A retry copies the run's `browser_session_id`; once that session has closed
 (or timed out), Skyvern starts a fresh browser instead, without the
 session's cookies and logins. Asked of Skyvern only where a person is about
-to confirm a retry (its confirmation step, a bulk preview), with a short
-wait; never while a card is drawn. Advice: when Skyvern can't say, the
-retry says so and may still be sent.
+to decide on a retry (its confirmation step, a bulk preview, a failed run's
+page once drawn, in its refresh), with a short wait; never while a card is
+drawn on the runs page, and a retry never waits for it. Advice: when
+Skyvern can't say, the retry says so and may still be sent.
 """
 
 import logging

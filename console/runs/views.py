@@ -210,6 +210,9 @@ def run_detail_refresh(request: HtmxHttpRequest, team_slug: str, run_id: str):
             messages.success(request, "Refreshed from Skyvern just now.")
         return redirect("runs:run_detail", team_slug=team.slug, run_id=run.run_id)
     error = run_refresh(run=run, force=True)
+    # Cards on the page that show the answer to the person's own action
+    # (they say so: card_html.py) are kept as they are, not redrawn.
+    answered = set(request.GET.getlist(ANSWERED_FIELD))
     return _render_detail(
         request,
         team,
@@ -217,17 +220,22 @@ def run_detail_refresh(request: HtmxHttpRequest, team_slug: str, run_id: str):
         "runs/run_detail.html#refresh",
         refresh_state="error" if error else "ok",
         skyvern_error=str(error).rstrip(". ") if error else "",
-        # Cards on the page that show the answer to the person's own action
-        # (they say so: card_html.py) are kept as they are, not redrawn.
-        answered=set(request.GET.getlist(ANSWERED_FIELD)),
+        answered=answered,
+        check_session=run_id not in answered,
     )
 
 
-def _render_detail(request, team, run_id: str, template: str, **extra):
+def _render_detail(request, team, run_id: str, template: str, *, check_session=False, **extra):
     run = details.detail_queryset(request.user, team, run_id).first()
     if run is None:
         raise Http404("No run with that id in this team.")
     card = _team_card(request, team, run_id)
+    if check_session and team.may[RETRY] and card.retry_offered and card.browser_session_id:
+        # Only in this refresh, after the page is drawn: the Retry beside it
+        # says whether the session it re-uses has closed. The Retry itself
+        # never waits for this.
+        state = sessions.browser_session_state(run.connection, card.browser_session_id)
+        card = dataclasses.replace(card, browser_session_state=state)
     context = _card_context(
         request,
         team,
