@@ -1,7 +1,9 @@
 """Issue 14, what a retry knows before it is sent, in a real Chromium: which of
-Skyvern's own attempts comes next ("attempt 2 of 3"), a run behind its
-workflow on the runs page, a browser session that has closed, and the ticket
-summaries and words of webhook replays (single and bulk)."""
+Skyvern's own attempts comes next ("attempt 2 of 3", on a card and beside
+each run a bulk preview names), a run behind its workflow on the runs page,
+a browser session that has closed (on a retry's confirmation step and beside
+a failed run's Retry on its page), and the ticket summaries and words of
+webhook replays (single and bulk)."""
 
 import re
 from datetime import UTC, datetime, timedelta
@@ -12,7 +14,7 @@ from playwright.sync_api import expect
 
 from console.bulk.services import bulk_retry_create
 from console.bulk.tasks import bulk_retry_work
-from console.runs.models import Run
+from console.runs.models import Retry, RetryState, Run
 from console.sync.services import connection_sync
 from tests.browser.conftest import sign_in
 from tests.conftest import PASSWORD
@@ -99,6 +101,66 @@ def test_a_retry_says_its_browser_session_has_closed(page, live_world, console_w
     )
     expect(done.get_by_role("button", name="Yes, run it again")).to_be_visible()
     assert live_world.simulator.state.retry_count(run_id) == 0
+    console_watch.assert_clean()
+
+
+def test_a_failed_runs_page_says_its_browser_session_has_closed(page, live_world, console_watch):
+    run_id = live_world.add_run(
+        status="failed",
+        browser_session_id="pbs_shut42",
+        created_at=datetime.now(UTC) - timedelta(hours=3),
+    )
+    sign_in(page, live_world.operator, PASSWORD, then=RUNS)
+    # The runs page never asks Skyvern about the session.
+    expect(card(page, run_id)).to_contain_text("It re-uses browser session pbs_shut42.")
+
+    # The run's page asks once it is drawn, and says so beside the Retry.
+    card(page, run_id).get_by_role("link", name=run_id).click()
+    expect(page.get_by_role("heading", name=run_id)).to_be_visible()
+    failed = card(page, run_id)
+    expect(failed).to_contain_text(
+        "It re-uses browser session pbs_shut42, which has closed: a fresh browser will be used."
+    )
+    assert live_world.simulator.state.retry_count(run_id) == 0
+
+    # Retry is still one click.
+    failed.get_by_role("button", name="Retry").click()
+    expect(failed).to_contain_text(re.compile(r"Retried → wr_"))
+    assert live_world.simulator.state.retry_count(run_id) == 1
+    console_watch.assert_clean()
+
+
+def test_a_bulk_preview_says_which_attempt_each_skipped_run_is(page, live_world, console_watch):
+    cache.clear()
+    retried = live_world.add_run(
+        status="failed", workflow_permanent_id=WPID, parameters={}, attempt=2
+    )
+    Retry.objects.create(run=Run.objects.get(run_id=retried), number=1, state=RetryState.RETRIED)
+    pending = live_world.add_run(
+        status="failed",
+        workflow_permanent_id=WPID,
+        parameters={},
+        retry_pending=True,
+        next_attempt_at=datetime.now(UTC) + timedelta(hours=2),
+    )
+    live_world.simulator.state.set_retry_policy(
+        live_world.connection_a.api_key(), WPID, {"max_retries": 2}
+    )
+    connection_sync(connection=live_world.connection_a)  # the periodic sync learns the policy
+
+    sign_in(page, live_world.operator, PASSWORD, then=RUNS)
+    page.get_by_label("Select all 2 on this page").check()
+    page.get_by_role("button", name="Preview the selected runs").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Bulk retry — preview")
+
+    page.get_by_text("Already retried").click()
+    expect(page.get_by_role("listitem").filter(has_text=retried)).to_contain_text("attempt 2 of 3")
+    # As its card says it: the attempt Skyvern makes next.
+    page.get_by_text("Skyvern retries it itself").click()
+    expect(page.get_by_role("listitem").filter(has_text=pending)).to_contain_text(
+        "attempt 2 of 3 comes next"
+    )
+    assert live_world.simulator.state.retry_counts() == {}
     console_watch.assert_clean()
 
 
