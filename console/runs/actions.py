@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
-from console.audit.models import Action, Outcome
-from console.audit.services import audit_record
+from console.audit.models import Action
 from console.skyvern import SkyvernError
 from console.teams.access import require
 from console.teams.clients import client_for
@@ -26,7 +25,7 @@ from console.teams.models import MANAGE, RETRY
 from console.teams.secrets import ApiKeyUnreadable
 
 from .models import COUNTED_ACTION_STATES, ActionKind, ActionState, RunAction
-from .services import RetryRefused, intent_create, run_refresh
+from .services import RetryRefused, audit_intent_outcome, intent_create, run_refresh
 
 log = logging.getLogger(__name__)
 
@@ -138,26 +137,19 @@ def run_webhook_replay(
     if action is None:
         return ActionOutcome(action=latest_action(run, ActionKind.REPLAY_WEBHOOK), sent=False)
     error = webhook_replay_send(action=action)
-    details = {"number": action.number, "connection": run.connection.label}
-    if webhook_url:
-        details["webhook_url"] = webhook_url
-    if error is None:
-        details.update(status_code=action.status_code, latency_ms=action.latency_ms)
-        if action.error:
-            details["receiver_error"] = action.error
-        audit_action, outcome = Action.RUN_WEBHOOK_REPLAY, Outcome.OK
-    else:
-        details["error"] = action.error
-        audit_action = Action.RUN_WEBHOOK_REPLAY_FAILED
-        outcome = Outcome.UNKNOWN if error.run_may_exist else Outcome.FAILED
-    audit_record(
-        action=audit_action,
-        request=request,
+    receiver = {"status_code": action.status_code, "latency_ms": action.latency_ms}
+    if error is None and action.error:
+        receiver["receiver_error"] = action.error
+    audit_intent_outcome(
+        run=run,
+        intent=action,
+        error=error,
+        done=Action.RUN_WEBHOOK_REPLAY,
+        failed=Action.RUN_WEBHOOK_REPLAY_FAILED,
+        details={"webhook_url": webhook_url} if webhook_url else None,
+        done_details=receiver,
         user=user,
-        team=run.team_id,
-        outcome=outcome,
-        target=run,
-        details=details,
+        request=request,
     )
     log.info("webhook of run %s replayed (team %s): %s", run.run_id, run.team_id, action.state)
     return ActionOutcome(action=action, sent=True, error=error)
@@ -202,23 +194,17 @@ def run_cancel(*, run, user, seen_cancels: int, request=None) -> ActionOutcome:
     if action is None:
         return ActionOutcome(action=latest_action(run, ActionKind.CANCEL), sent=False)
     error = run_cancel_send(action=action)
-    details = {"number": action.number, "connection": run.connection.label}
     if error is None:
-        run.refresh_from_db(fields=["status"])
-        details["status_after"] = run.status
-        audit_action, outcome = Action.RUN_CANCEL, Outcome.OK
-    else:
-        details["error"] = action.error
-        audit_action = Action.RUN_CANCEL_FAILED
-        outcome = Outcome.UNKNOWN if error.run_may_exist else Outcome.FAILED
-    audit_record(
-        action=audit_action,
-        request=request,
+        run.refresh_from_db(fields=["status"])  # what Skyvern says now
+    audit_intent_outcome(
+        run=run,
+        intent=action,
+        error=error,
+        done=Action.RUN_CANCEL,
+        failed=Action.RUN_CANCEL_FAILED,
+        done_details={"status_after": run.status},
         user=user,
-        team=run.team_id,
-        outcome=outcome,
-        target=run,
-        details=details,
+        request=request,
     )
     log.info("run %s cancel (team %s): %s", run.run_id, run.team_id, action.state)
     return ActionOutcome(action=action, sent=True, error=error)

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from django.core.cache import cache
 from django.utils import timezone
 
-from console.audit.models import Action, Outcome
-from console.audit.services import audit_record
+from console.audit.models import Action
 from console.skyvern import SkyvernError
 from console.teams.access import require
 from console.teams.clients import client_for
@@ -27,6 +26,7 @@ from .models import KnownWorkflow, Retry, RetryKind, RetryState, Run
 from .services import (
     RetryOutcome,
     RetryRefused,
+    audit_intent_outcome,
     counted_retries,
     give_up_stale_sends,
     intent_send,
@@ -249,27 +249,16 @@ def run_rerun(
     error = _rerun_send(
         retry=retry, user=user, parameters=detail.parameters, webhook_url=detail.webhook_url
     )
-    details = {
-        "number": retry.number,
-        "connection": run.connection.label,
-        "from_version": drift.run_version,
-        "to_version": drift.current_version,
-    }
-    if error is None:
-        details["new_run"] = retry.new_run.run_id if retry.new_run else ""
-        action, outcome = Action.RUN_RERUN, Outcome.OK
-    else:
-        details["error"] = retry.error
-        action = Action.RUN_RERUN_FAILED
-        outcome = Outcome.UNKNOWN if error.run_may_exist else Outcome.FAILED
-    audit_record(
-        action=action,
-        request=request,
+    audit_intent_outcome(
+        run=run,
+        intent=retry,
+        error=error,
+        done=Action.RUN_RERUN,
+        failed=Action.RUN_RERUN_FAILED,
+        details={"from_version": drift.run_version, "to_version": drift.current_version},
+        done_details={"new_run": retry.new_run.run_id if retry.new_run else ""},
         user=user,
-        team=run.team_id,
-        outcome=outcome,
-        target=run,
-        details=details,
+        request=request,
     )
     return RetryOutcome(run=run, retry=retry, sent=True, error=error)
 

@@ -141,7 +141,16 @@ def run_retry(
     if retry is None:
         return RetryOutcome(run=run, retry=latest_retry(run), sent=False)
     error = retry_intent_send(retry=retry, user=user, max_steps_override=max_steps_override)
-    _audit_retry(run=run, retry=retry, user=user, request=request, error=error)
+    audit_intent_outcome(
+        run=run,
+        intent=retry,
+        error=error,
+        done=Action.RUN_RETRY,
+        failed=Action.RUN_RETRY_FAILED,
+        done_details={"new_run": retry.new_run.run_id if retry.new_run else ""},
+        user=user,
+        request=request,
+    )
     refresh_error = None
     if isinstance(error, NotRetryable):
         # Skyvern refuses a run it doesn't have as finished: the cache is
@@ -150,14 +159,33 @@ def run_retry(
     return RetryOutcome(run=run, retry=retry, sent=True, error=error, refresh_error=refresh_error)
 
 
-def _audit_retry(*, run: Run, retry: Retry, user, request, error) -> None:
-    details = {"number": retry.number, "connection": run.connection.label}
+def audit_intent_outcome(
+    *,
+    run: Run,
+    intent,
+    error: SkyvernError | None,
+    done: Action,
+    failed: Action,
+    details: dict | None = None,
+    done_details: dict | None = None,
+    user,
+    request=None,
+) -> None:
+    """The one audit row of a call sent for an intent (a Retry or a RunAction).
+
+    Sent OK is `done` with `done_details`; a failed call is `failed`, with the
+    intent's error and the outcome "unknown" when Skyvern may have acted all
+    the same (its answer was lost), "failed" when it certainly did nothing.
+    Every row names the intent's number and the run's connection, then
+    `details`, which belong to the attempt whatever came of it.
+    """
+    kept = {"number": intent.number, "connection": run.connection.label, **(details or {})}
     if error is None:
-        details["new_run"] = retry.new_run.run_id if retry.new_run else ""
-        action, outcome = Action.RUN_RETRY, Outcome.OK
+        kept.update(done_details or {})
+        action, outcome = done, Outcome.OK
     else:
-        details["error"] = retry.error
-        action = Action.RUN_RETRY_FAILED
+        kept["error"] = intent.error
+        action = failed
         outcome = Outcome.UNKNOWN if error.run_may_exist else Outcome.FAILED
     audit_record(
         action=action,
@@ -166,7 +194,7 @@ def _audit_retry(*, run: Run, retry: Retry, user, request, error) -> None:
         team=run.team_id,
         outcome=outcome,
         target=run,
-        details=details,
+        details=kept,
     )
 
 
@@ -251,8 +279,7 @@ def intent_send(
         Retry.objects.filter(pk=retry.pk).update(
             state=RetryState.UNKNOWN,
             finished_at=timezone.now(),
-            error=f"The console failed while sending this {what}; "
-            "Skyvern may or may not have it.",
+            error=f"The console failed while sending this {what}; Skyvern may or may not have it.",
         )
         raise
 

@@ -76,6 +76,7 @@ def test_a_retry_is_one_row_with_who_where_and_the_new_run(world):
     assert entry.team == world.team_a
     assert (entry.target_type, entry.target_id) == ("run", run_id)
     assert entry.outcome == "ok" and entry.details["new_run"] == new_run.run_id
+    assert set(entry.details) == {"number", "connection", "new_run"}
     assert (entry.ip_address, entry.user_agent) == (ADDRESS, BROWSER)
 
     # A second click with the same view of the run sends nothing: no row.
@@ -95,6 +96,7 @@ def test_a_failed_retry_is_one_row_with_its_outcome(world):
 
     entry = only_row("run_retry_failed")
     assert entry.outcome == "failed" and entry.details["error"]
+    assert set(entry.details) == {"number", "connection", "error"}
     assert entry.target_id == run_id and entry.team == world.team_a
 
 

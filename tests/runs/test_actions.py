@@ -105,6 +105,7 @@ def test_replay_shows_the_receivers_answer_escaped_and_is_audited(world, client_
     assert action.requested_by == world.operator and action.target_url == receiver.url
     entry = AuditEntry.objects.get(action="run_webhook_replay")
     assert (entry.outcome, entry.target_id, entry.details["status_code"]) == ("ok", run_id, 200)
+    assert set(entry.details) == {"number", "connection", "status_code", "latency_ms"}
     # The card now counts the replay: the next click is a new intent.
     assert 'name="seen_replays" value="1"' in html
 
@@ -160,6 +161,13 @@ def test_replay_to_another_url_is_for_admins(world, client_as, receiver):
     assert len(receiver.requests) == 1 and f"Webhook replayed to {receiver.url}" in html
     entry = AuditEntry.objects.get(action="run_webhook_replay")
     assert entry.details["webhook_url"] == receiver.url
+    assert set(entry.details) == {
+        "number",
+        "connection",
+        "webhook_url",
+        "status_code",
+        "latency_ms",
+    }
 
 
 def test_the_operator_sees_no_other_url_form(world, client_as, receiver):
@@ -209,6 +217,11 @@ def test_each_skyvern_error_of_a_replay(world, client_as, receiver, settings, fa
     assert 'role="alert"' in html and words in html
     entry = AuditEntry.objects.get(action="run_webhook_replay_failed")
     assert entry.outcome == outcome
+    assert entry.details == {
+        "number": 1,
+        "connection": world.connection_a.label,
+        "error": action.error,
+    }
     if state == "failed":
         # Certainly not sent: the next click may try again.
         world.simulator.state.configure(error_rates={}, hang_seconds=0, drop_connection=False)
@@ -288,6 +301,7 @@ def test_cancel_cancels_at_skyvern_and_the_card_shows_it(world, client_as):
         run_id,
         "canceled",
     )
+    assert set(entry.details) == {"number", "connection", "status_after"}
 
 
 def test_double_click_cancels_once(world, client_as):
@@ -335,4 +349,10 @@ def test_each_skyvern_error_of_a_cancel(world, client_as, settings, fault):
     html = cancel(client_as(world.operator), world, run_id).content.decode()
     assert RunAction.objects.get().state == state
     assert 'role="alert"' in html
-    assert AuditEntry.objects.get(action="run_cancel_failed").outcome == outcome
+    entry = AuditEntry.objects.get(action="run_cancel_failed")
+    assert entry.outcome == outcome
+    assert entry.details == {
+        "number": 1,
+        "connection": world.connection_a.label,
+        "error": RunAction.objects.get().error,
+    }
