@@ -9,6 +9,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from .words import job_kind_words
+
 
 class Action(models.TextChoices):
     LOGIN = "login", "Signed in"
@@ -26,14 +28,17 @@ class Action(models.TextChoices):
     RUN_WEBHOOK_REPLAY_FAILED = "run_webhook_replay_failed", "Run's webhook replay failed"
     RUN_CANCEL = "run_cancel", "Run canceled"
     RUN_CANCEL_FAILED = "run_cancel_failed", "Run cancel failed"
-    BULK_JOB_CREATE = "bulk_job_create", "Bulk retry created"
-    BULK_JOB_PAUSE = "bulk_job_pause", "Bulk retry paused"
-    BULK_JOB_RESUME = "bulk_job_resume", "Bulk retry resumed"
-    BULK_JOB_CANCEL = "bulk_job_cancel", "Bulk retry canceled"
-    BULK_JOB_FINISH = "bulk_job_finish", "Bulk retry finished"
-    BULK_JOB_CANARY_PASS = "bulk_job_canary_pass", "Bulk retry canary passed"
-    BULK_JOB_HALT = "bulk_job_halt", "Bulk retry paused itself"
-    BULK_JOB_THRESHOLD = "bulk_job_threshold", "Bulk retry threshold changed"
+    # A bulk job's actions say "Bulk job …", true of every kind of job: the
+    # filter offers them so, and a row names its job's kind where it stored
+    # it (`AuditEntry.action_label`).
+    BULK_JOB_CREATE = "bulk_job_create", "Bulk job created"
+    BULK_JOB_PAUSE = "bulk_job_pause", "Bulk job paused"
+    BULK_JOB_RESUME = "bulk_job_resume", "Bulk job resumed"
+    BULK_JOB_CANCEL = "bulk_job_cancel", "Bulk job canceled"
+    BULK_JOB_FINISH = "bulk_job_finish", "Bulk job finished"
+    BULK_JOB_CANARY_PASS = "bulk_job_canary_pass", "Bulk job canary passed"
+    BULK_JOB_HALT = "bulk_job_halt", "Bulk job paused itself"
+    BULK_JOB_THRESHOLD = "bulk_job_threshold", "Bulk job threshold changed"
     BULK_ITEM_CHECK = "bulk_item_check", "Unknown item checked"
     BULK_ITEM_RETRY_ANYWAY = "bulk_item_retry_anyway", "Unknown item retried anyway"
     SYNC_NOW = "sync_now", "Sync started"
@@ -51,6 +56,10 @@ class Action(models.TextChoices):
     TWO_FACTOR_ON = "two_factor_on", "Two-factor sign-in turned on"
     TWO_FACTOR_OFF = "two_factor_off", "Two-factor sign-in turned off"
     TWO_FACTOR_CODE_REFUSED = "two_factor_code_refused", "Two-factor code refused"
+
+
+#: How every bulk job action's label begins.
+BULK_JOB = "Bulk job"
 
 
 class Outcome(models.TextChoices):
@@ -144,3 +153,27 @@ class AuditEntry(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AppendOnly("Audit entries can't be removed.")
+
+    @property
+    def job_kind_words(self) -> str | None:
+        """For a row about a bulk job that stored the job's kind, the kind's
+        words ("Bulk webhook replay"); None otherwise (rows written before
+        the kind was stored)."""
+        if not self.action.startswith("bulk_job_") or not isinstance(self.details, dict):
+            return None
+        return job_kind_words(self.details.get("kind"))
+
+    @property
+    def action_label(self) -> str:
+        """The action as pages say it: a bulk job's by its kind, "Bulk cancel
+        finished", when the row knows it, else the action's own label."""
+        label = self.get_action_display()
+        kind = self.job_kind_words
+        return f"{kind}{label.removeprefix(BULK_JOB)}" if kind else label
+
+    @property
+    def shown_details(self) -> dict:
+        """The details pages show: the job's kind goes once the action names it."""
+        if self.job_kind_words is None:
+            return self.details
+        return {key: value for key, value in self.details.items() if key != "kind"}

@@ -91,7 +91,7 @@ def audit_target(obj) -> tuple[str, str, str]:
     if model == "runs.run":
         return "run", obj.run_id, obj.workflow_title or obj.run_id
     if model == "bulk.bulkretryjob":
-        return "bulk_job", str(obj.pk), f"Bulk retry #{obj.pk}"
+        return "bulk_job", str(obj.pk), obj.title  # "Bulk cancel #13"
     if model == "teams.connection":
         return "connection", str(obj.pk), obj.label
     if model == "teams.membership":

@@ -1,7 +1,9 @@
 """The audit pages: who sees which rows, filters, keyset pages and the CSV."""
 
 import csv
+import html
 import io
+import re
 from datetime import timedelta
 
 import pytest
@@ -11,6 +13,11 @@ from django.utils import timezone
 from console.audit import views
 from console.audit.models import AuditEntry
 from console.audit.services import audit_record
+from console.bulk.tasks import bulk_retry_work
+from tests.bulk.test_kinds import make_job
+from tests.helpers import page_text
+from tests.runs.test_actions import webhook_only_run
+from tests.skyvern.test_client_cancel_webhooks_workflows import Receiver
 
 HTMX = {"HX-Request": "true"}
 TEAM_LOG = reverse("audit:audit_team_log", args=["acme"])
@@ -221,3 +228,105 @@ def test_targets_link_to_their_pages_in_the_viewers_teams_only(world, client_as)
     for url in (run, job, connections, other):
         assert f'<a href="{url}">' in html, url
     assert "wr_x1" in html and "/wr_x1/" not in html
+
+
+# --- bulk jobs in their own words -------------------------------------------------------
+
+
+@pytest.fixture
+def fast_bulk(settings, monkeypatch):
+    settings.BULK_RETRY_PER_SECOND = 1000
+    settings.BULK_RETRY_WORKER_THREADS = 1
+    # The job's follow pass asks Skyvern about runs it heard of a moment ago.
+    monkeypatch.setattr("console.runs.services.REFRESH_AT_MOST_EVERY", timedelta(0))
+
+
+def actions_read(response) -> list[str]:
+    """The log's Action (or a history's What) column, top to bottom, as read."""
+    cells = re.findall(
+        r'<td data-label="(?:Action|What)">(.*?)</td>', response.content.decode(), re.S
+    )
+    return [html.unescape(cell).strip() for cell in cells]
+
+
+def test_a_webhook_replay_job_is_named_so_in_the_log(world, client_as, fast_bulk):
+    receiver = Receiver()
+    try:
+        run_ids = [webhook_only_run(world, receiver.url) for _ in range(2)]
+        job = make_job(client_as(world.operator), run_ids, "replay_webhook")
+        bulk_retry_work.call(job.pk)
+    finally:
+        receiver.close()
+
+    page = client_as(world.admin).get(TEAM_LOG)
+    actions = actions_read(page)
+    assert actions[:2] == ["Bulk webhook replay finished", "Bulk webhook replay created"]
+    assert not [action for action in actions if "retry" in action.lower()]
+    text = page_text(page)
+    assert f"bulk_job {job.pk} Bulk webhook replay #{job.pk}" in text
+    assert "replay_webhook" not in text  # the kind is said in words, not as a code
+
+    superuser = actions_read(client_as(world.superuser).get(ALL_LOG))
+    assert "Bulk webhook replay created" in superuser
+
+
+def test_a_cancel_job_is_named_so_in_the_log_and_on_its_page(world, client_as, fast_bulk):
+    running = [world.add_run(status="running") for _ in range(2)]
+    job = make_job(client_as(world.operator), running, "cancel")
+    client_as(world.operator).post(reverse("bulk:bulk_job_pause", args=["acme", job.pk]))
+    client_as(world.operator).post(reverse("bulk:bulk_job_resume", args=["acme", job.pk]))
+    bulk_retry_work.call(job.pk)
+
+    page = client_as(world.admin).get(TEAM_LOG)
+    assert actions_read(page)[:4] == [
+        "Bulk cancel finished",
+        "Bulk cancel resumed",
+        "Bulk cancel paused",
+        "Bulk cancel created",
+    ]
+    assert f"Bulk cancel #{job.pk}" in page_text(page)
+
+    history = client_as(world.viewer).get(reverse("bulk:bulk_job_detail", args=["acme", job.pk]))
+    section = history.content.decode().split('id="h-audit-history"')[1]
+    assert "Bulk cancel finished" in section and "Bulk cancel created" in section
+    assert "Bulk retry" not in section
+
+
+def test_rows_that_never_stored_their_jobs_kind_say_bulk_job(world, client_as):
+    """Rows written before each row kept its job's kind don't guess it."""
+    audit_record(
+        action="bulk_job_pause",
+        user=world.operator,
+        team=world.team_a,
+        target=("bulk_job", 3, "Bulk retry #3"),
+    )
+    audit_record(
+        action="bulk_job_create",
+        user=world.operator,
+        team=world.team_a,
+        target=("bulk_job", 3, "Bulk retry #3"),
+        details={"kind": "a kind no longer made", "runs": 2},
+    )
+    page = client_as(world.admin).get(TEAM_LOG)
+    assert actions_read(page) == ["Bulk job created", "Bulk job paused"]
+    assert "kind: a kind no longer made" in page_text(page)
+
+
+def test_the_action_filter_offers_bulk_job_actions_of_every_kind(world, client_as):
+    audit_record(
+        action="bulk_job_finish",
+        team=world.team_a,
+        target=("bulk_job", 4, "Bulk cancel #4"),
+        details={"kind": "cancel"},
+    )
+    audit_record(
+        action="bulk_job_finish",
+        team=world.team_a,
+        target=("bulk_job", 5, "Bulk retry #5"),
+        details={"kind": "retry"},
+    )
+    page = client_as(world.admin).get(TEAM_LOG, {"action": "bulk_job_finish"})
+    assert '<option value="bulk_job_finish" selected>Bulk job finished</option>' in (
+        page.content.decode()
+    )
+    assert actions_read(page) == ["Bulk retry finished", "Bulk cancel finished"]

@@ -106,3 +106,36 @@ def test_operator_cancels_a_bulk_job_through_the_confirmation_page(page, live_wo
     assert BulkRetryJob.objects.get(pk=job.pk).state == JobState.CANCELED
     assert live_world.simulator.state.retry_counts() == {}
     console_watch.assert_clean()
+
+
+def test_admin_reads_replay_and_cancel_jobs_in_their_own_words_in_the_audit_log(
+    page, live_world, console_watch
+):
+    hooked = webhook_only_run(live_world, "https://hooks.example.com/acme")
+    finished = [live_world.add_run(status="completed") for _ in range(2)]
+    for kind, run_ids in (("replay_webhook", [hooked]), ("cancel", finished)):
+        bulk_retry_create(
+            team=live_world.team_a,
+            user=live_world.operator,
+            runs=Run.objects.filter(run_id__in=run_ids),
+            reason="Receiver down overnight",
+            include_already_retried=False,
+            max_steps_override=None,
+            selection={},
+            kind=kind,
+        )  # no worker runs here; the cancel job, with nothing to cancel, ends at once
+    sign_in(page, live_world.admin, PASSWORD, then=RUNS)
+
+    page.get_by_role("link", name="Audit log").click()
+    page.get_by_label("Action").select_option(label="Bulk job created")
+    page.get_by_role("button", name="Filter").click()
+
+    log = page.get_by_role("table")
+    expect(log.get_by_role("cell", name="Bulk webhook replay created")).to_be_visible()
+    expect(log.get_by_role("cell", name="Bulk cancel created")).to_be_visible()
+    expect(log.get_by_text("Bulk retry")).to_have_count(0)
+    expect(log.get_by_text("Bulk cancel finished")).to_have_count(0)  # filtered out
+
+    page.get_by_role("link", name="Clear").click()
+    expect(page.get_by_role("cell", name="Bulk cancel finished")).to_be_visible()
+    console_watch.assert_clean()

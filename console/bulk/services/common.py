@@ -25,8 +25,9 @@ class BulkRetryRefused(Exception):
 
 def _audit(action, *, job, user=None, request=None, target=None, outcome="ok", **details):
     """One audit row about `job` (or one of its runs, as `target`)."""
-    if target is not None:
-        details = {"job": job.pk, **details}
+    # A row about the job keeps its kind, for the log to say "Bulk cancel
+    # paused"; a row about one of its runs names the job.
+    details = {**details, "kind": job.kind} if target is None else {"job": job.pk, **details}
     audit_record(
         action=action,
         request=request,

@@ -164,7 +164,6 @@ def bulk_retry_create(
             **overrides,
             canary=canary,
             min_success_percent=min_success_percent,
-            kind=kind,
             reruns=len(behind),
         )
         if all(row.skip for row in rows):
