@@ -29,6 +29,7 @@ from django.db import connections
 from django.utils import timezone, translation
 from django.utils.safestring import SafeString, mark_safe
 
+from console.compiled import CompiledQuery
 from console.skyvern import TERMINAL_STATUSES
 
 from . import card_html, row_html
@@ -248,7 +249,32 @@ def _known_workflows(rows, *, using: str) -> dict[tuple[int, str], KnownWorkflow
         for row in rows
         if row[_WPID_AT] and row[_STATUS_AT] in TERMINAL_STATUSES
     }
-    return KnownWorkflow.objects.using(using).of_workflows(wanted)
+    connection_ids = sorted({c for c, _ in wanted})
+    workflow_ids = sorted({w for _, w in wanted})
+    if not wanted or len(connection_ids) > _KNOWN_CONNECTIONS or len(workflow_ids) > _KNOWN_IDS:
+        return KnownWorkflow.objects.using(using).of_workflows(wanted)
+    # A page's few connections and workflows, padded with repeats of the first.
+    connection_ids += connection_ids[:1] * (_KNOWN_CONNECTIONS - len(connection_ids))
+    workflow_ids += workflow_ids[:1] * (_KNOWN_IDS - len(workflow_ids))
+    found = _KNOWN_WORKFLOWS.instances(*connection_ids, *workflow_ids, using=using)
+    return {
+        (k.connection_id, k.workflow_permanent_id): k
+        for k in found
+        if (k.connection_id, k.workflow_permanent_id) in wanted
+    }
+
+
+# The known workflows of a page of runs (51 at most) of a few connections:
+# one query shape, compiled once (console/compiled.py).
+_KNOWN_CONNECTIONS, _KNOWN_IDS = 4, 64
+_KNOWN_WORKFLOWS = CompiledQuery(
+    lambda *ids: KnownWorkflow.objects.filter(
+        connection_id__in=ids[:_KNOWN_CONNECTIONS],
+        workflow_permanent_id__in=ids[_KNOWN_CONNECTIONS:],
+    ),
+    *(-11 - number for number in range(_KNOWN_CONNECTIONS)),
+    *(f"stand-in workflow {number}" for number in range(_KNOWN_IDS)),
+)
 
 
 def _workflow_facts(row, known) -> dict:

@@ -83,7 +83,6 @@ def _card_context(request, team, card: RunCard, **extra):
 def run_list(request: HtmxHttpRequest, team_slug: str):
     """A team's runs, newest first; filters and search swap only the results."""
     team = team_for(request, team_slug)
-    team_runs = Run.objects.restrict(request.user).filter(team=team)
     form = RunFilterForm(request.GET)
     results_only = request.htmx and request.htmx.target == "run-results"
     # The filter form is not redrawn with the results: its list of workflows
@@ -95,6 +94,7 @@ def run_list(request: HtmxHttpRequest, team_slug: str):
     filters = form.filters()
     page = team_run_page(request.user, team, after=data.get("after"), **filters)
     if filters["workflow"] and not workflows:
+        team_runs = Run.objects.restrict(request.user).filter(team=team)
         workflows = _workflow_named(team_runs, filters["workflow"])
     searched_id = None
     if not page.runs and page.is_first:

@@ -189,3 +189,45 @@ def test_a_succeeded_runs_retry_confirmation_says_it_is_behind(world, client_as)
     text = page_text(client_as(world.operator).get(url, **HTMX))
     assert "This run succeeded; retrying runs it again." in text
     assert "Retries version 1 (this run's); the workflow is now at version 2." in text
+
+
+def test_a_page_of_many_workflows_finds_each_ones_known_versions(world):
+    """Cards read the known workflows of a page in one compiled query for a
+    page's usual few connections and workflows, and by the ORM beyond: both
+    find the same, and nothing of another connection's same workflow id."""
+    from console.runs.cards import _KNOWN_IDS, _known_workflows
+    from console.runs.listing import RUN_COLUMNS
+
+    def known(connection, number):
+        return KnownWorkflow.objects.create(
+            connection=connection,
+            workflow_permanent_id=f"wpid_{number}",
+            current_version=number,
+            versions={f"w_{number}": [number, 3]},
+        )
+
+    for number in range(_KNOWN_IDS + 6):
+        known(world.connection_a, number)
+    known(world.connection_b, 1000)  # another team's: never asked for below
+    row = dict.fromkeys(RUN_COLUMNS, None) | {"status": "failed"}
+
+    def rows(numbers):
+        return [
+            tuple(
+                (
+                    row
+                    | {"connection_id": world.connection_a.pk, "workflow_permanent_id": f"wpid_{n}"}
+                )[c]
+                for c in RUN_COLUMNS
+            )
+            for n in numbers
+        ]
+
+    few = _known_workflows(rows([1, 2, 2, 1000]), using="default")
+    assert {key: k.current_version for key, k in few.items()} == {
+        (world.connection_a.pk, "wpid_1"): 1,
+        (world.connection_a.pk, "wpid_2"): 2,
+    }
+    many = _known_workflows(rows(range(_KNOWN_IDS + 6)), using="default")
+    assert len(many) == _KNOWN_IDS + 6
+    assert many[(world.connection_a.pk, "wpid_69")].max_attempts(None, "w_69") == 3
