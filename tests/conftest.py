@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.cache import caches
 
 from console.oidc.config import forget_discovery
 from console.simulator import SimulatorServer
@@ -26,9 +27,12 @@ PASSWORD = "correct horse battery staple"
 @pytest.fixture(autouse=True)
 def test_settings(settings):
     """The simulator is plain http on loopback, as in the demo; and `world`
-    creates six people per test, for whom the default hasher costs ~0.5 s each."""
+    creates six people per test, for whom the default hasher costs ~0.5 s each.
+    Each test starts with an empty per-process cache: on SQLite, tests reuse
+    primary keys, which some cache keys hold (a team's workflow list)."""
     settings.SKYVERN_ALLOW_LOOPBACK = True
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    caches["default"].clear()
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 
 from django import forms
+from django.core.cache import cache
 from django.db import connection, connections
 from django.db.models import Count, Exists, OuterRef, Q
 from django.db.models.functions import Coalesce
@@ -265,13 +266,27 @@ SELECT wpid, (
 """
 
 
-def team_workflows(team) -> list[tuple[str, str]]:
+def team_workflows(team, *, runs_stored: int | None = None) -> list[tuple[str, str]]:
     """(workflow id, title) of each workflow among the team's cached runs,
-    by title, in one query (call with a team the person may view)."""
+    by title, in one query (call with a team the person may view).
+
+    With `runs_stored` (how many runs the team has, from its stored counts),
+    the list is kept a minute in the per-process cache under that number: a
+    workflow's first run makes a new number and so a new list at once; a
+    title changed on runs already cached shows within the minute."""
+    key = f"team-workflows:{connection.alias}:{team.pk}:{runs_stored}"
+    if runs_stored is not None and (kept := cache.get(key)) is not None:
+        return kept
     with connection.cursor() as cursor:
         cursor.execute(WORKFLOWS_SQL, {"team": team.pk, "limit": MAX_WORKFLOWS})
         found = cursor.fetchall()
-    return sorted(((wpid, title or wpid) for wpid, title in found), key=lambda w: w[1].lower())
+    workflows = sorted(((wpid, title or wpid) for wpid, title in found), key=lambda w: w[1].lower())
+    if runs_stored is not None:
+        cache.set(key, workflows, WORKFLOWS_KEPT_SECONDS)
+    return workflows
+
+
+WORKFLOWS_KEPT_SECONDS = 60
 
 
 class RunFilterForm(forms.Form):
@@ -667,7 +682,9 @@ def _newest_first(filters: dict) -> tuple:
     return ("-created_at", "-id")
 
 
-def team_run_page(user, team, *, statuses=(), search="", after=None, **more_filters) -> RunPage:
+def team_run_page(
+    user, team, *, statuses=(), search="", after=None, stored_counts=None, **more_filters
+) -> RunPage:
     """The runs page of `team`, of the runs `user` may see (`restrict()`).
 
     The page most often asked (a member's, filtered by status at most, any
@@ -690,7 +707,7 @@ def team_run_page(user, team, *, statuses=(), search="", after=None, **more_filt
         return run_page(queryset, statuses=statuses, search=search, after=after, **more_filters)
     page = _plain_page_query(len(statuses), after is not None)
     values = [user.pk, team.pk, *statuses]
-    per_status = stored_status_counts(user, team)
+    per_status = stored_counts or stored_status_counts(user, team)
     total = sum(per_status[value] for value in statuses or Status.values)
     runs = cards_of_rows(page.rows(*values, *(after or ()), using=using), using=using)
     return replace(_run_page(runs, total, after), status_counts=_capped(per_status))

@@ -25,6 +25,7 @@ from .listing import (
     RunFilterForm,
     describe_filters,
     run_updates,
+    stored_status_counts,
     team_run_page,
     team_status_counts,
     team_workflows,
@@ -86,13 +87,19 @@ def run_list(request: HtmxHttpRequest, team_slug: str):
     form = RunFilterForm(request.GET)
     results_only = request.htmx and request.htmx.target == "run-results"
     # The filter form is not redrawn with the results: its list of workflows
-    # is read only for a whole page.
-    workflows = [] if results_only else team_workflows(team)
+    # is read only for a whole page, kept while the team's runs are as many.
+    stored_counts = None
+    workflows = []
+    if not results_only:
+        stored_counts = stored_status_counts(request.user, team)
+        workflows = team_workflows(team, runs_stored=sum(stored_counts.values()))
     form.set_workflows(workflows)
     form.is_valid()
     data = form.cleaned_data
     filters = form.filters()
-    page = team_run_page(request.user, team, after=data.get("after"), **filters)
+    page = team_run_page(
+        request.user, team, after=data.get("after"), stored_counts=stored_counts, **filters
+    )
     if filters["workflow"] and not workflows:
         team_runs = Run.objects.restrict(request.user).filter(team=team)
         workflows = _workflow_named(team_runs, filters["workflow"])

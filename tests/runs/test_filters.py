@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.core.cache import cache
 from django.urls import reverse
 from django.utils import timezone
 
@@ -311,6 +312,24 @@ def test_the_workflow_is_chosen_from_the_teams_own(world, client_as):
     assert shown(client, workflow="wpid_2") == {"pod"}
     # An older link's exact title still works.
     assert shown(client, workflow="old invoices") == {"inv"}
+
+
+def test_a_workflows_first_run_is_in_the_workflow_list_at_once(world, client_as):
+    """The page keeps the team's workflow list while its runs are as many
+    (listing.team_workflows): a new run makes a new list."""
+    now = timezone.now()
+    make_run(world, "inv", created=now, workflow=("wpid_1", "Invoices"))
+    client = client_as(world.viewer)
+    url = reverse("runs:run_list", kwargs={"team_slug": "acme"})
+    assert '<option value="wpid_2">' not in client.get(url).content.decode()
+
+    make_run(world, "pod", created=now, workflow=("wpid_2", "Proof of delivery"))
+    assert '<option value="wpid_2">Proof of delivery</option>' in client.get(url).content.decode()
+    # A title changed on runs already cached: within the minute the list is kept.
+    Run.objects.filter(run_id="wr_pod").update(workflow_title="Delivery proofs")
+    assert "Proof of delivery</option>" in client.get(url).content.decode()
+    cache.clear()  # the minute has passed
+    assert '<option value="wpid_2">Delivery proofs</option>' in client.get(url).content.decode()
 
 
 # --- the person's time zone ---------------------------------------------------------------
