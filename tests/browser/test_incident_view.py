@@ -82,3 +82,33 @@ def test_operator_in_two_teams_retries_one_cause_in_both(page, live_world, conso
     page.get_by_role("button", name="Find run").click()
     expect(page).to_have_url(re.compile(rf"/t/globex/runs/{run_id}/$"))
     console_watch.assert_clean()
+
+
+def box(locator):
+    found = locator.bounding_box()
+    assert found, locator
+    return found
+
+
+@pytest.mark.parametrize("where", ["/", "/failures/"])
+def test_find_a_run_is_one_short_line(page, live_world, console_watch, where):
+    """The run-id search (home page and incident view, for someone in two
+    teams) reads as one line at its own size: label, box and a button as wide
+    as its words, not each stretched over a third of the page."""
+    Membership.objects.create(team=live_world.team_b, user=live_world.operator, role=Role.OPERATOR)
+    sign_in(page, live_world.operator, PASSWORD, then=where)
+    search = page.get_by_role("search")
+    label, field = search.get_by_text("Find a run by id"), page.get_by_label("Find a run by id")
+    button = search.get_by_role("button", name="Find run")
+    parts = [box(label), box(field), box(button)]
+    assert box(button)["width"] < 160
+    assert box(field)["width"] <= 22 * 16 + 1  # 22rem
+    # Side by side, left to right, on one line.
+    assert parts[0]["x"] + parts[0]["width"] <= parts[1]["x"] < parts[2]["x"]
+    middles = [p["y"] + p["height"] / 2 for p in parts]
+    assert max(middles) - min(middles) < 12
+    if where == "/failures/":  # beside the incident view's own links
+        links = box(page.get_by_role("navigation", name="Incident view").get_by_role("list"))
+        assert abs(links["y"] - parts[1]["y"]) < parts[1]["height"]
+    page.screenshot(path=str(SHOTS / f"console-run-find{where.strip('/') or '-home'}.png"))
+    console_watch.assert_clean()
