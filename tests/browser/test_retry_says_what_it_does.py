@@ -114,3 +114,36 @@ def test_the_bulk_preview_shows_skipped_counts_and_the_override(page, live_world
     assert event.details["skyvern_retries_overridden"] == 1
     assert event.details["completed_included"] == 1
     console_watch.assert_clean()
+
+
+LINES_OF = """element => {
+    const range = document.createRange();
+    range.selectNodeContents(element);
+    return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size;
+}"""
+
+
+def test_the_attempts_table_keeps_headings_and_error_codes_whole(page, live_world, console_watch):
+    """On a desktop the table of Skyvern's own attempts has room: no heading
+    or error code is broken in the middle of a word ("Atte mpt"). And the
+    page's sections look alike: "Workflow version" is not the one in large
+    print."""
+    at = datetime.now(UTC) + timedelta(hours=3)
+    pending = live_world.add_run(status="failed", retry_pending=True, next_attempt_at=at)
+    sign_in(page, live_world.operator, PASSWORD, then=f"{RUNS}{pending}/")
+    size = "element => getComputedStyle(element).fontSize"
+    version = page.get_by_role("heading", name="Workflow version", level=2)
+    attempts = page.get_by_role("heading", name="Skyvern's own attempts", level=2)
+    assert version.evaluate(size) == attempts.evaluate(size)
+    table = page.get_by_role("table").filter(has=page.get_by_role("columnheader", name="Attempt"))
+    expect(table.get_by_role("row")).to_have_count(2)
+    headings = table.get_by_role("columnheader")
+    assert headings.count() == 6
+    for n in range(headings.count()):
+        heading = headings.nth(n)
+        assert heading.evaluate(LINES_OF) == 1, heading.inner_text()
+    codes = table.get_by_role("cell").locator("code")
+    assert codes.count() >= 1
+    for n in range(codes.count()):
+        assert codes.nth(n).evaluate(LINES_OF) == 1, codes.nth(n).inner_text()
+    console_watch.assert_clean()
