@@ -165,6 +165,14 @@ def sign_in(page, user, password, *, then: str):
     page.wait_for_function("() => window.htmx !== undefined")
 
 
+# For `locator.evaluate`: on how many lines the element's text is laid out.
+LINES_OF = """element => {
+    const range = document.createRange();
+    range.selectNodeContents(element);
+    return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size;
+}"""
+
+
 def mark_page(page) -> str:
     """Put a marker on `window` that only survives if the page is never reloaded."""
     marker = "no-reload-marker"

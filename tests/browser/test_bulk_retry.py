@@ -18,7 +18,7 @@ from playwright.sync_api import expect
 from console.bulk.models import BulkRetryItem, BulkRetryJob, ItemState, JobState
 from console.bulk.services import bulk_jobs_follow
 from console.bulk.tasks import bulk_retry_work
-from tests.browser.conftest import mark_page, page_marker, sign_in
+from tests.browser.conftest import LINES_OF, mark_page, page_marker, sign_in
 from tests.bulk.conftest import bulk_settings  # noqa: F401 (autouse: a throttle that doesn't slow the test)
 from tests.conftest import PASSWORD
 
@@ -165,7 +165,9 @@ def test_all_on_this_page_previews_and_confirms_into_a_job(page, live_world, con
     """"Select all N on this page", ticked as a person does: preview,
     reason, confirm, and the job page names every run of that page."""
     live_world.simulator.state.configure(failure_rate=0)
-    failed = [live_world.add_run(status="failed", workflow_title="Book pickup") for _ in range(3)]
+    # A long title: the job page's table has to share out its width.
+    title = "Book a pickup with the carrier, then fetch the signed bill of lading for the TMS " * 2
+    failed = [live_world.add_run(status="failed", workflow_title=title) for _ in range(3)]
 
     sign_in(page, live_world.operator, PASSWORD, then=RUNS + "?status=failed")
     expect(page.locator("article.run-card")).to_have_count(3)
@@ -180,7 +182,9 @@ def test_all_on_this_page_previews_and_confirms_into_a_job(page, live_world, con
         expect(page.get_by_role("heading", level=1)).to_have_text(re.compile(r"Bulk retry #\d+"))
         expect(page.locator(".job-badge")).to_have_text("Finished", timeout=20_000)
     for run_id in failed:
-        expect(page.get_by_text(run_id, exact=True).first).to_be_visible()
+        shown = page.get_by_text(run_id, exact=True).first
+        expect(shown).to_be_visible()
+        assert shown.evaluate(LINES_OF) == 1, run_id  # a desktop has room for a whole run id
     assert live_world.simulator.state.retry_counts() == {run_id: 1 for run_id in failed}
     console_watch.assert_clean()
 

@@ -13,7 +13,7 @@ from console.audit.models import AuditEntry
 from console.bulk.models import BulkRetryJob
 from tests.conftest import PASSWORD
 
-from .conftest import mark_page, page_marker, sign_in
+from .conftest import LINES_OF, mark_page, page_marker, sign_in
 from .test_runs_page import RUNS, card, new_run_id_from
 
 # About cards on the runs page: shown as cards (compact rows are the default;
@@ -114,13 +114,6 @@ def test_the_bulk_preview_shows_skipped_counts_and_the_override(page, live_world
     assert event.details["skyvern_retries_overridden"] == 1
     assert event.details["completed_included"] == 1
     console_watch.assert_clean()
-
-
-LINES_OF = """element => {
-    const range = document.createRange();
-    range.selectNodeContents(element);
-    return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size;
-}"""
 
 
 def test_the_attempts_table_keeps_headings_and_error_codes_whole(page, live_world, console_watch):
