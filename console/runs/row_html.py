@@ -22,7 +22,7 @@ from django.utils import timezone
 from . import card_html
 from .card_html import _bare_time, _detail, _e, _time, draw_card, row_action
 from .card_pick import card_pick
-from .models import ActionKind, RetryKind, RetryState, Status
+from .models import ActionKind, ActionState, RetryKind, RetryState, Status
 from .templatetags.run_links import run_url
 
 # The table's columns, after the checkbox's (only for those who may retry).
@@ -152,9 +152,21 @@ def _retry_state(card, team_slug, zone) -> str:
         return f'<span class="skyvern-retries">Skyvern retries this {when}</span>'
     if card.webhook_only_failure:
         replays = card.actions_of(ActionKind.REPLAY_WEBHOOK)
-        if replays and replays[0].status_code is not None:
-            return f"Webhook only; replayed: HTTP {_e(replays[0].status_code)}"
-        return "Webhook only"
+        if not replays:
+            return "Webhook only"
+        # Every replay says how it went on the line too: with the card folded,
+        # this is the only answer the person sees to their click.
+        latest = replays[0]
+        if latest.state == ActionState.SENDING:
+            said = "replay being sent"
+        elif latest.state == ActionState.UNKNOWN:
+            said = "replay outcome unknown"
+        elif latest.status_code is not None:
+            said = f"replayed: HTTP {_e(latest.status_code)}"
+        else:
+            said = "replayed: the receiver didn't answer"
+        count = f" ({len(replays)} replays)" if len(replays) > 1 else ""
+        return f"Webhook only; {said}{count}"
     if card.retried_from:
         return (
             f'Retry of <a href="{_detail(team_slug, card.retried_from)}">'

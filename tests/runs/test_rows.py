@@ -7,6 +7,7 @@ cards is a cookie, set by a plain form.
 
 import re
 from datetime import UTC, datetime, timedelta
+from html import unescape
 
 import pytest
 from django.core.cache import caches
@@ -18,7 +19,7 @@ from django.utils import timezone
 from django.utils.html import escape
 
 from console.runs import cards, layout
-from console.runs.models import Retry, RetryState, Run, Status
+from console.runs.models import ActionKind, ActionState, Retry, RetryState, Run, RunAction, Status
 from tests.helpers import page_text
 
 WHEN = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
@@ -274,3 +275,39 @@ def test_a_rows_refresh_keeps_it_unfolded_only_when_it_was(world, client_as):
     assert '<details class="row-expand" open>' in row_of(unfolded, run)
     # From a card (the detail page, the cards layout): a card.
     assert '<article id="run-' in client.get(url, **HTMX).content.decode()
+
+
+def test_a_webhook_replay_answers_on_the_line(world, client_as):
+    """The card stays folded after Replay webhook: the line itself says how
+    the replay went, a replay the receiver never answered included."""
+
+    def replay(run, number, **fields):
+        RunAction.objects.create(
+            run=run,
+            kind=ActionKind.REPLAY_WEBHOOK,
+            number=number,
+            requested_by=world.operator,
+            requested_at=WHEN + timedelta(hours=number),
+            **fields,
+        )
+
+    unanswered = cached(world, "wr_hook_silent", webhook_failure_reason="Receiver answered 500")
+    # Skyvern replayed it (done); the receiver never answered (no status code).
+    replay(unanswered, 1, state=ActionState.DONE, error="connection refused")
+    answered = cached(world, "wr_hook_took", webhook_failure_reason="Receiver answered 500")
+    replay(answered, 1, state=ActionState.DONE, error="connection refused")
+    replay(answered, 2, state=ActionState.DONE, status_code=200)
+    unknown = cached(world, "wr_hook_unknown", webhook_failure_reason="Receiver answered 500")
+    replay(unknown, 1, state=ActionState.UNKNOWN, error="Skyvern timed out")
+    untouched = cached(world, "wr_hook_untouched", webhook_failure_reason="Receiver answered 500")
+
+    html = client_as(world.operator).get(RUNS).content.decode()
+
+    def retry_cell(run):
+        found = re.search(r'<td class="row-retry"[^>]*>(.*?)</td>', line_of(html, run), re.S)
+        return unescape(found.group(1))
+
+    assert retry_cell(unanswered) == "Webhook only; replayed: the receiver didn't answer"
+    assert retry_cell(answered) == "Webhook only; replayed: HTTP 200 (2 replays)"
+    assert retry_cell(unknown) == "Webhook only; replay outcome unknown"
+    assert retry_cell(untouched) == "Webhook only"
