@@ -16,7 +16,9 @@ when first compiled.
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import cache
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import QuerySet
@@ -37,37 +39,34 @@ class CompiledQuery:
     def rows(self, *values, using: str = DEFAULT_DB_ALIAS) -> list[tuple]:
         connection = connections[using]
         sql, params, converters, compiler = self._compiled(connection)
-        with connection.cursor() as cursor:
+        with prepared_cursor(connection) as cursor:
             cursor.execute(sql, self._params(params, values, connection))
             rows = cursor.fetchall()
         if converters:
             rows = [tuple(row) for row in compiler.apply_converters(rows, converters)]
         return rows
 
-    def values_side_by_side(self, value_sets: Sequence[Sequence], *, using: str = DEFAULT_DB_ALIAS):
-        """For a query answering one value (a count, say): its answer for each
-        set of values, asked side by side in one query (one round trip)."""
-        connection = connections[using]
-        sql, params, _converters, _compiler = self._compiled(connection)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT " + ", ".join(f"({sql})" for _values in value_sets),
-                [
-                    param
-                    for values in value_sets
-                    for param in self._params(params, values, connection)
-                ],
-            )
-            return list(cursor.fetchone())
-
     def instances(self, *values, using: str = DEFAULT_DB_ALIAS) -> list:
-        """Model instances, with any annotation as an attribute (a raw query
-        of the kept SQL: Django maps the columns and converts the values)."""
-        connection = connections[using]
-        sql, params, _converters, compiler = self._compiled(connection)
+        """Model instances, with any annotation as an attribute: the rows, in
+        the columns Django selects for a model (its fields, then the
+        annotations), made into instances as Django makes them."""
+        rows = self.rows(*values, using=using)
+        compiler = self._compiled(connections[using])[3]
         model = compiler.query.model
-        params = self._params(params, values, connection)
-        return list(model._default_manager.db_manager(using).raw(sql, params))
+        selected = [
+            alias if alias else column.target.attname for column, _sql, alias in compiler.select
+        ]
+        fields = len(model._meta.concrete_fields)
+        if selected[:fields] != [f.attname for f in model._meta.concrete_fields]:
+            raise ImproperlyConfigured(f"{self.build.__qualname__}: not a query of whole models")
+        annotations = selected[fields:]
+        found = []
+        for row in rows:
+            instance = model.from_db(using, selected[:fields], row[:fields])
+            for name, value in zip(annotations, row[fields:], strict=True):
+                setattr(instance, name, value)
+            found.append(instance)
+        return found
 
     @staticmethod
     def _params(params: Sequence, values: Sequence, connection) -> list:
@@ -117,3 +116,37 @@ class _Slot:
         if isinstance(self.stand_in, datetime):
             return connection.ops.adapt_datetimefield_value(value)
         return value
+
+
+def prepared_cursor(connection):
+    """A cursor for a query asked again and again on this connection: on
+    PostgreSQL, its parameters are bound by the server and the statement is
+    prepared once per connection (parsed and planned once: planning a page's
+    query took longer than running it; docs/performance.md, session 8).
+    Elsewhere, or with prepared statements off (DATABASE_PREPARED, for a
+    connection pooler that can't keep them), the usual cursor."""
+    if connection.vendor != "postgresql" or not settings.DATABASE_PREPARED:
+        return connection.cursor()
+    connection.ensure_connection()
+    raw = connection.connection
+    if raw.prepare_threshold is None:
+        # Django turns preparing off for its own cursors (client-bound: they
+        # can't prepare anyway). Only these prepare, each when asked to.
+        raw.prepare_threshold = _NEVER_BY_COUNT
+    return connection._prepare_cursor(_preparing_cursor_class()(raw))
+
+
+_NEVER_BY_COUNT = 2**31
+
+
+@cache
+def _preparing_cursor_class():
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    class PreparingCursor(ServerBindingCursor):
+        """Django's server-bound cursor, preparing every statement it runs."""
+
+        def execute(self, query, params=None, *, prepare=True, binary=None):
+            return super().execute(query, params, prepare=prepare, binary=binary)
+
+    return PreparingCursor

@@ -207,6 +207,11 @@ else:
     # (CI beside a developer, two checkouts) never drop each other's tables.
     DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
 
+# The small queries every page asks are prepared once per PostgreSQL
+# connection (console/compiled.py). Off for a connection pooler in
+# transaction mode that can't keep prepared statements (PgBouncer < 1.21).
+DATABASE_PREPARED = os.environ.get("DATABASE_PREPARED", "1") != "0"
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {

@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
+from django.test.utils import CaptureQueriesContext
 
 from console.compiled import CompiledQuery
 from console.teams.models import Membership, Role, Team
@@ -29,24 +30,6 @@ def test_each_run_uses_its_own_values_and_the_sql_is_compiled_once():
     sql = kept[USERNAMES][0]
     USERNAMES.rows(ann.pk)
     assert kept[USERNAMES][0] is sql
-
-
-def test_values_side_by_side_answer_each_set_of_values_in_one_query(
-    django_assert_num_queries,
-):
-    ann, bob = make_user("ann"), make_user("bob")
-    users_after = CompiledQuery(
-        lambda user_pk, name: (
-            get_user_model().objects.filter(pk__gte=user_pk, username__gt=name).values("pk")
-        ),
-        -1,
-        "stand-in name",
-        around="SELECT COUNT(*) FROM ({}) counted",
-    )
-    with django_assert_num_queries(1):
-        counts = users_after.values_side_by_side([(ann.pk, ""), (bob.pk, ""), (ann.pk, "b")])
-    assert counts == [2, 1, 1]
-    assert users_after.values_side_by_side([(bob.pk + 1, ""), (ann.pk, "bz")]) == [0, 0]
 
 
 def test_values_go_through_djangos_converters_and_instances_keep_annotations():
@@ -93,3 +76,30 @@ def test_a_stand_in_the_query_does_not_carry_is_refused():
     for query in (dropped, one_of_two):
         with pytest.raises(ImproperlyConfigured, match="stand-in"):
             query.rows(1, 2) if query is one_of_two else query.rows(1)
+
+
+def test_on_postgresql_a_compiled_query_is_prepared_once_per_connection(settings):
+    """Planning a page's query took longer than running it: PostgreSQL keeps
+    each compiled query planned on the connection. Query logging still sees
+    each run of it, and DATABASE_PREPARED=0 (for a pooler that can't keep
+    prepared statements) turns it off."""
+    connection = connections["default"]
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's")
+    ann = make_user("ann")
+
+    def prepared():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+                           ['%"auth_user"."username"%'])  # fmt: skip
+            return cursor.fetchone()[0]
+
+    settings.DATABASE_PREPARED = False
+    assert USERNAMES.rows(ann.pk) == [("ann",)]
+    assert prepared() == 0
+    settings.DATABASE_PREPARED = True
+    with CaptureQueriesContext(connection) as queries:
+        assert USERNAMES.rows(ann.pk) == [("ann",)]
+        assert USERNAMES.rows(0) == []
+    assert prepared() == 1
+    assert len(queries) == 2

@@ -29,7 +29,7 @@ from django.db import connections
 from django.utils import timezone, translation
 from django.utils.safestring import SafeString, mark_safe
 
-from console.compiled import CompiledQuery
+from console.compiled import CompiledQuery, prepared_cursor
 from console.skyvern import TERMINAL_STATUSES
 
 from . import card_html, row_html
@@ -324,7 +324,7 @@ def _counted_retries(run_pks: list[int], *, using: str) -> dict[int, list[RetryC
         size *= 2
     sql, params, converters, compiler = _retries_query(connection, size)
     padding = [_NO_RUN] * (size - len(run_pks))
-    with connection.cursor() as cursor:
+    with prepared_cursor(connection) as cursor:
         cursor.execute(sql, [*run_pks, *padding, *params])
         rows = cursor.fetchall()
     if converters:
