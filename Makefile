@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 
 .PHONY: demo test lint
 
+# Other ports, say: make demo DEMO_ARGS="--port 8100 --simulator-port 8865"
 demo: $(VENV)/.installed
-	$(PY) manage.py demo
+	$(PY) manage.py demo $(DEMO_ARGS)
 
 test: $(VENV)/.installed-dev
 	$(PY) -m ruff check .
