@@ -3,6 +3,7 @@ password, the wrong-code throttle, turning it off, and mandatory mode for
 superusers and team admins (TWO_FACTOR_REQUIRED_FOR_ADMINS)."""
 
 import logging
+import re
 import time
 from base64 import b32encode
 from datetime import timedelta
@@ -107,6 +108,16 @@ def test_enrolment_shows_the_key_uri_and_qr_and_a_first_code_turns_it_on(
     assert secret not in page, "the key is shown only while setting up"
     # This session proved the code: it goes on working.
     assert client.get(RUNS).status_code == 200
+
+
+def test_the_account_page_is_named_for_both_of_its_settings(world, client_as):
+    """It holds the time zone as well as two-factor sign-in: the demo walk
+    found it headed "Two-factor sign-in" only."""
+    html = client_as(world.viewer).get(MANAGE).content.decode()
+    assert "<title>Your account · Skyvern support console</title>" in html
+    headings = re.findall(r"<h[12][^>]*>([^<]+)</h[12]>", html)
+    start = headings.index("Your account")
+    assert headings[start : start + 3] == ["Your account", "Two-factor sign-in", "Time zone"]
 
 
 def test_starting_again_makes_a_new_key(world, client_as):
@@ -364,9 +375,7 @@ def test_two_factor_changes_and_refused_codes_are_audited(world, client_as, no_b
     assert refused.outcome == "refused" and refused.details == {"failures": 1, "signed_out": False}
 
 
-def test_the_account_page_keeps_the_navigation_of_the_team_the_person_came_from(
-    world, client_as
-):
+def test_the_account_page_keeps_the_navigation_of_the_team_the_person_came_from(world, client_as):
     client = client_as(world.admin)
     html = client.get(MANAGE).content.decode()
     assert RUNS not in html.split("</header>")[0].split("team-switcher")[0]  # no team yet
