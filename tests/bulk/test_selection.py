@@ -84,7 +84,7 @@ def runs(world):
 @pytest.mark.parametrize(
     ("button", "scope", "said"),
     [
-        ("Preview the selected runs", "ids", "Selected: 2 runs ticked by hand."),
+        ("Preview the selected runs", "ids", "Selected: 2 runs ticked on the runs page."),
         ("Select all 5 on this page", "page", "Selected: the runs on one page of the runs list."),
         (
             "Select all 5 runs matching this filter",
