@@ -7,7 +7,9 @@ database's answer (docs/performance.md, session 6). A `CompiledQuery` is
 still written with the ORM, from stand-in values in place of the ones that
 change per request; Django compiles it once per database connection, and each
 request runs the kept SQL with its own values, through Django's own
-converters.
+converters. On PostgreSQL the database keeps it planned too: each is
+prepared once per connection (`prepared_cursor`, docs/performance.md,
+session 8).
 
 Stand-ins (ints, strings, aware datetimes) must be values the query has
 nowhere else; a query whose parameters don't carry each of them is refused
@@ -27,14 +29,11 @@ from django.db.models import QuerySet
 class CompiledQuery:
     """`build(*stand_ins)` gives the query (a `values_list()` for `rows()`, a
     plain model query without `select_related()` for `instances()`); `rows()`
-    and `instances()` run it with real values in place of the stand-ins.
-    `around`, if given, is SQL with `{}` where the query's goes (a count of
-    its rows, say)."""
+    and `instances()` run it with real values in place of the stand-ins."""
 
-    def __init__(self, build: Callable[..., QuerySet], *stand_ins, around: str = "{}"):
+    def __init__(self, build: Callable[..., QuerySet], *stand_ins):
         self.build = build
         self.stand_ins = stand_ins
-        self.around = around
 
     def rows(self, *values, using: str = DEFAULT_DB_ALIAS) -> list[tuple]:
         connection = connections[using]
@@ -90,7 +89,7 @@ class CompiledQuery:
                     f"parameters (found {sorted(found)} of {len(self.stand_ins)})"
                 )
             converters = compiler.get_converters([column for column, _, _ in compiler.select])
-            kept[self] = (self.around.replace("{}", sql), params, converters, compiler)
+            kept[self] = (sql, params, converters, compiler)
         return kept[self]
 
     @staticmethod
@@ -133,7 +132,12 @@ def prepared_cursor(connection):
         # Django turns preparing off for its own cursors (client-bound: they
         # can't prepare anyway). Only these prepare, each when asked to.
         raw.prepare_threshold = _NEVER_BY_COUNT
-    return connection._prepare_cursor(_preparing_cursor_class()(raw))
+    # Wrapped as Django wraps its own, so that query logging sees it.
+    connection.validate_thread_sharing()
+    cursor = _preparing_cursor_class()(raw)
+    if connection.queries_logged:
+        return connection.make_debug_cursor(cursor)
+    return connection.make_cursor(cursor)
 
 
 _NEVER_BY_COUNT = 2**31
