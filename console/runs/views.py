@@ -36,6 +36,10 @@ from .services import RetryRefused, run_refresh
 from .templatetags.run_links import run_url
 from .unknown_run import unknown_run
 
+# Set by console.js: this browser runs the script (a hint, never trusted
+# for anything but leaving work to a request the script will make).
+SCRIPTED_COOKIE = "console_js"
+
 
 class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
@@ -123,9 +127,16 @@ def run_list(request: HtmxHttpRequest, team_slug: str):
     if results_only:
         return render(request, "runs/run_list.html#run-results", context)
     # Drawn with the page, so that they show without JavaScript; the poll then
-    # keeps them fresh (and needn't ask for them at once).
+    # keeps them fresh (and needn't ask for them at once). Under a search or a
+    # filter they are counted, not stored: a browser running the script gets
+    # the page without waiting for them, and asks for them as it loads.
     searched = {name: value for name, value in filters.items() if name != "statuses"}
-    status_counts = page.status_counts or team_status_counts(request.user, team, **searched)
+    status_counts = page.status_counts
+    if status_counts is None and request.COOKIES.get(SCRIPTED_COOKIE) == "1":
+        context["counts_asked_on_load"] = True
+        status_counts = []
+    elif status_counts is None:
+        status_counts = team_status_counts(request.user, team, **searched)
     counts = {value: (count, capped) for value, count, capped in status_counts}
     context["status_choices"] = [
         (value, label, ticked, *counts.get(value, (None, False)))

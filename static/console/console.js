@@ -1,5 +1,10 @@
 // The console's only script (served from static/, no inline code: strict CSP).
 //
+// The server's hint that this browser runs the script: a page may then leave
+// slow parts (the runs page's counts under a search or filter) to a request
+// made as soon as it loads (console/runs/views.py, SCRIPTED_COOKIE).
+document.cookie = `console_js=1; path=/; SameSite=Lax${location.protocol === "https:" ? "; Secure" : ""}`;
+
 // New runs are added to the top of the runs page by polling; a run whose card
 // is already on the page (a retry just made from it, say) must not appear twice.
 // In compact rows (console/runs/row_html.py) a run is a row, added under the head.

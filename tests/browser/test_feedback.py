@@ -180,3 +180,22 @@ def test_a_search_for_a_run_not_cached_yet_offers_sync_now_which_finds_it(
     expect(row(page, missing)).to_be_visible()
     expect(told).to_have_count(0)
     console_watch.assert_clean()
+
+
+def test_a_searched_list_opened_from_a_link_shows_its_counts_as_it_loads(
+    page, live_world, console_watch, settings
+):
+    """Under a search the counts are counted, not stored: the page comes
+    without them and the script asks for them as it loads (runs/views.py),
+    not at the next poll."""
+    settings.RUNS_PAGE_POLL_SECONDS = 600  # only the request made on load can bring them
+    live_world.add_run(status="failed", workflow_title="Download carrier invoices")
+    live_world.add_run(status="failed", workflow_title="Upload proof of delivery")
+    live_world.add_run(status="completed", workflow_title="Upload proof of delivery")
+    sign_in(page, live_world.operator, PASSWORD, then=RUNS + "?q=Upload")
+
+    expect(page.locator("#result-count")).to_contain_text("2 runs match")
+    expect(page.locator("#count-failed")).to_have_text("1")
+    expect(page.locator("#count-completed")).to_have_text("1")
+    expect(page.locator("#count-running")).to_have_text("0")
+    console_watch.assert_clean()

@@ -258,6 +258,31 @@ def test_counts_per_status_follow_the_search(world, client_as):
     assert 'id="count-timed_out" hx-swap-oob="true">1<' in searched.content.decode()
 
 
+def test_a_browser_running_the_script_gets_a_searched_page_without_waiting_for_its_counts(
+    world, client_as
+):
+    """Counting under a search or filter walks the matches once per status: a
+    browser that runs console.js (its cookie says so) gets the page at once
+    and asks for the counts as it loads; one without the script gets them
+    drawn in. Counts without a search are stored, and always drawn in."""
+    cached_runs(world, 14)
+    client = client_as(world.viewer)
+    client.cookies["console_js"] = "1"
+
+    searched = page(client, q="wr_600000000000000005")
+    assert set(status_counts(searched).values()) == {""}
+    poll = re.search(r'<div id="run-updates"[^>]*hx-trigger="([^"]+)"', searched.content.decode())
+    assert poll.group(1).startswith("load, every ")
+    assert status_counts(updates(client, searched))["timed_out"] == "1"
+
+    plain = page(client, status="failed")
+    assert status_counts(plain)["failed"] == "4"
+    assert 'hx-trigger="every ' in plain.content.decode()
+
+    del client.cookies["console_js"]
+    assert status_counts(page(client, q="wr_600000000000000005"))["timed_out"] == "1"
+
+
 def status_counts(response) -> dict[str, str]:
     html = response.content.decode()
     return dict(
