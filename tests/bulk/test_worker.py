@@ -251,6 +251,8 @@ def runs_made_by_retries(world, run_ids) -> dict[str, str]:
     connection = world.connection_a
     listed = SkyvernClient(connection.base_url, connection.api_key()).list_runs(page_size=1000)
     state = world.simulator.state
+    originals = [state.find_run(original).parameters for original in run_ids]
+    assert all(originals.count(p) == 1 for p in originals), "give each run its own parameters"
     made = {
         original: summary.run_id
         for summary in listed
@@ -267,7 +269,9 @@ def test_check_shows_the_runs_skyvern_did_create_and_the_person_links_one(world)
     for API retries. Check must not read that as "not retried from this run"
     (and advise a duplicate): it lists the candidates with their evidence,
     links none on a guess, and the person links the right one."""
-    run_ids = [world.add_run(status="failed") for _ in range(2)]
+    # Parameters of their own: the simulator's made-up ones coincide now and
+    # then, and the parameters are what tell the two retries' runs apart.
+    run_ids = [world.add_run(status="failed", parameters={"invoice": f"INV-{n}"}) for n in range(2)]
     job = make_job(world, run_ids)
     state = world.simulator.state
     state.configure(drop_connection=1.0)  # each retry made its run, then the answer was lost
