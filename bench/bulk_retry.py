@@ -223,6 +223,7 @@ def run_bulk(args, sim: Simulator, team, operator, runs, log_dir: Path) -> dict:
             include_already_retried=False,
             max_steps_override=None,
             selection={"ids": len(runs)},
+            canary_over=args.canary_over,
         )
         created_s = time.perf_counter() - started
         deadline = started + args.timeout
@@ -232,6 +233,10 @@ def run_bulk(args, sim: Simulator, team, operator, runs, log_dir: Path) -> dict:
             job.refresh_from_db()
             if job.state in (JobState.FINISHED, JobState.CANCELED):
                 break
+            if job.state == JobState.PAUSED:
+                # Its canary's retries failed again (the simulator's outcomes
+                # are drawn at random): nothing more will be sent.
+                raise RuntimeError(f"job {job.pk} paused itself: {job.halt_reason or 'paused'}")
             if time.perf_counter() > deadline:
                 raise RuntimeError(f"job {job.pk} not finished after {args.timeout} s")
             if workers is not None and not workers.alive():
@@ -324,6 +329,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="db_worker processes")
     parser.add_argument("--no-sequential", action="store_true", help="skip the plain loop")
     parser.add_argument("--timeout", type=float, default=900, help="give up on the job after")
+    parser.add_argument(
+        "--canary-over",
+        type=int,
+        default=None,
+        help="send a canary first above this many runs (default BULK_RETRY_CANARY_OVER)",
+    )
     parser.add_argument("--var-dir", help="SQLite var dir (default: a new temporary one)")
     parser.add_argument("--database-url", help="DATABASE_URL (e.g. PostgreSQL)")
     parser.add_argument("--json", help="also write the results to this file")
